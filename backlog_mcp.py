@@ -1,0 +1,2506 @@
+"""mcp-backlog-server: a Model Context Protocol server for Backlog (Nulab), in one module.
+
+Usage:
+    python3 backlog_mcp.pyz                  serve MCP on stdio (what a client's config runs)
+    python3 backlog_mcp.pyz --check          check the settings against the space, then exit
+    python3 backlog_mcp.pyz --list-tools     one line per tool: name, group, read/write, enabled
+    python3 backlog_mcp.pyz call TOOL a=1    run one tool from the shell (see `help TOOL`)
+
+Settings (environment):
+    BACKLOG_BASE_URL   https://your-space.backlog.com (or BACKLOG_DOMAIN=your-space.backlog.com)
+    BACKLOG_API_KEY    your personal API key
+    BACKLOG_PROJECTS   optional allow-list of project keys, e.g. DEMO,PROJ
+    BACKLOG_WRITABLE   writable groups (default issue,git,wiki,document,notification);
+                       BACKLOG_READ_ONLY=1 or --read-only turns every write off
+    BACKLOG_TOOLSETS   categories to expose (default all), also --toolsets
+    BACKLOG_PREFIX     prefix for every tool name (default none)
+    BACKLOG_OUTPUT     lean (default) or full;  BACKLOG_TIMEOUT  read timeout in seconds (30)
+    BACKLOG_MAX_DOWNLOAD_BYTES  download cap (7 MiB)
+    BACKLOG_ALLOW_CUSTOM_HOST=1  allow an https host outside backlog.com/.jp/backlogtool.com
+
+Protocol: newline-delimited JSON-RPC 2.0 on stdin/stdout; logs go to stderr only.  Two error
+channels: a malformed message, an unknown method or an unknown tool is a JSON-RPC error; a tool
+that fails (Backlog error, network, bad argument value, access denied) answers a result with
+isError true and a text that says what to do next.
+"""
+
+import json
+import os
+import re
+import sys
+import time
+
+__version__ = "0.1.0"
+
+# == Settings ==================================================================
+
+LEGACY_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
+MODERN_VERSIONS = ("2026-07-28",)
+META = "io.modelcontextprotocol/"
+
+CATEGORIES = ("document", "git", "issue", "project", "file", "user", "wiki", "space", "notification")
+WRITE_GROUPS = ("issue", "git", "wiki", "document", "project", "notification")
+DEFAULT_WRITABLE = ("issue", "git", "wiki", "document", "notification")
+
+# Module-level flags, set by configure() and read on every request.
+WRITABLE = {group: group in DEFAULT_WRITABLE for group in WRITE_GROUPS}
+TOOLSETS = set(CATEGORIES)
+SETTINGS = None  # a Settings, made by configure() on first use
+
+BACKLOG_HOSTS = ("backlog.com", "backlog.jp", "backlogtool.com")
+PROJECT_KEY = re.compile(r"[_A-Z0-9]{1,25}\Z")
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 30.0
+MAX_DOWNLOAD = 7 * 1024 * 1024
+RATE_LIMIT_MAX_WAIT = 10.0   # seconds a GET may wait on a 429 before its one retry
+RETRY_BACKOFF = (0.5, 1.0)   # waits before the retries of a GET after a 5xx or a reset
+CACHE_TTL = 300.0
+TOOLS_PAGE_SIZE = 200        # tools/list page size; every tool fits in one page by default
+
+
+def _truthy(value):
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _split(value):
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+class Settings:
+    """The environment, parsed once; `problems` lists what is wrong, in words for a user."""
+
+    def __init__(self, env, read_only=False, toolsets=None):
+        self.problems = []
+        self.api_key = (env.get("BACKLOG_API_KEY") or "").strip()
+        self.base_url = self._base_url(env)
+        if not self.api_key:
+            self.problems.append("BACKLOG_API_KEY is not set: create a key in Backlog under "
+                                 "Personal Settings > API and set it in the server's env.")
+        elif any(ch.isspace() for ch in self.api_key):
+            self.problems.append("BACKLOG_API_KEY contains white space: paste the key alone.")
+        self.projects = [key.upper() for key in _split(env.get("BACKLOG_PROJECTS"))]
+        for key in self.projects:
+            if not PROJECT_KEY.match(key):
+                self.problems.append(f"BACKLOG_PROJECTS: '{key}' is not a project key "
+                                     "(letters, digits and _ only, e.g. DEMO,PROJ).")
+        self.prefix = env.get("BACKLOG_PREFIX", "")
+        if self.prefix and not re.match(r"[A-Za-z0-9_-]{1,32}\Z", self.prefix):
+            self.problems.append("BACKLOG_PREFIX may hold only letters, digits, _ and -.")
+            self.prefix = ""
+        self.writable = self._groups(env.get("BACKLOG_WRITABLE"), WRITE_GROUPS, DEFAULT_WRITABLE,
+                                     "BACKLOG_WRITABLE")
+        if read_only or _truthy(env.get("BACKLOG_READ_ONLY", "")):
+            self.writable = set()
+        self.toolsets = self._groups(toolsets or env.get("BACKLOG_TOOLSETS"), CATEGORIES,
+                                     CATEGORIES, "BACKLOG_TOOLSETS")
+        self.output = (env.get("BACKLOG_OUTPUT") or "lean").strip().lower()
+        if self.output not in ("lean", "full"):
+            self.problems.append("BACKLOG_OUTPUT must be 'lean' or 'full'.")
+            self.output = "lean"
+        self.timeout = self._timeout(env.get("BACKLOG_TIMEOUT"))
+        self.max_download = self._number(env.get("BACKLOG_MAX_DOWNLOAD_BYTES"), MAX_DOWNLOAD,
+                                         "BACKLOG_MAX_DOWNLOAD_BYTES")
+
+    def _base_url(self, env):
+        from urllib.parse import urlsplit
+        raw = (env.get("BACKLOG_BASE_URL") or "").strip()
+        if not raw and env.get("BACKLOG_DOMAIN"):
+            raw = "https://" + env["BACKLOG_DOMAIN"].strip().strip("/")
+        if not raw:
+            self.problems.append("BACKLOG_BASE_URL is not set: use your space's URL, "
+                                 "e.g. https://your-space.backlog.com")
+            return ""
+        try:
+            url = urlsplit(raw)
+            host = (url.hostname or "").lower()
+            port = url.port
+        except ValueError:
+            url, host, port = None, "", None
+        if not url or not host or url.username or url.query or url.fragment:
+            self.problems.append(f"BACKLOG_BASE_URL '{raw}' is not a URL like "
+                                 "https://your-space.backlog.com")
+            return ""
+        loopback = host in ("localhost", "::1") or host.startswith("127.")
+        on_backlog = any(host == h or host.endswith("." + h) for h in BACKLOG_HOSTS)
+        if url.scheme == "http" and not loopback:
+            self.problems.append("BACKLOG_BASE_URL must use https (plain http only for localhost).")
+            return ""
+        if url.scheme not in ("http", "https"):
+            self.problems.append("BACKLOG_BASE_URL must start with https://")
+            return ""
+        if url.scheme == "https" and not on_backlog and not loopback \
+                and not _truthy(env.get("BACKLOG_ALLOW_CUSTOM_HOST", "")):
+            self.problems.append(f"BACKLOG_BASE_URL host '{host}' is not on backlog.com, backlog.jp "
+                                 "or backlogtool.com; for Backlog on-premise also set "
+                                 "BACKLOG_ALLOW_CUSTOM_HOST=1.")
+            return ""
+        netloc = f"[{host}]" if ":" in host else host
+        return f"{url.scheme}://{netloc}" + (f":{port}" if port else "")
+
+    def _groups(self, value, known, default, variable):
+        if value is None or not value.strip():
+            return set(default)
+        chosen = {part.lower() for part in _split(value)}
+        unknown = chosen - set(known)
+        if unknown:
+            self.problems.append(f"{variable}: unknown {', '.join(sorted(unknown))}; "
+                                 f"choose from {', '.join(known)}.")
+        return chosen & set(known)
+
+    def _number(self, value, default, variable):
+        if value is None or not str(value).strip():
+            return default
+        try:
+            number = float(value)
+            if number <= 0:
+                raise ValueError
+        except ValueError:
+            self.problems.append(f"{variable} must be a positive number, not '{value}'.")
+            return default
+        return int(number) if variable.endswith("BYTES") else number
+
+    def _timeout(self, value):
+        parts = _split(value)
+        if len(parts) == 2:
+            return (self._number(parts[0], CONNECT_TIMEOUT, "BACKLOG_TIMEOUT"),
+                    self._number(parts[1], READ_TIMEOUT, "BACKLOG_TIMEOUT"))
+        return (CONNECT_TIMEOUT, self._number(value, READ_TIMEOUT, "BACKLOG_TIMEOUT"))
+
+    def __repr__(self):
+        return f"<Settings {self.base_url or 'unset'} key={'set' if self.api_key else 'unset'}>"
+
+
+def configure(env=None, read_only=False, toolsets=None):
+    """Read the settings from `env` (default os.environ) into the module-level flags."""
+    global SETTINGS
+    SETTINGS = Settings(os.environ if env is None else env, read_only, toolsets)
+    for group in WRITE_GROUPS:
+        WRITABLE[group] = group in SETTINGS.writable
+    TOOLSETS.clear()
+    TOOLSETS.update(SETTINGS.toolsets)
+    api.reset()
+    return SETTINGS
+
+
+def settings():
+    return SETTINGS or configure()
+
+
+def log(message):
+    """One line to stderr, with the API key redacted; stdout is the protocol's alone."""
+    try:
+        sys.stderr.write(f"mcp-backlog-server: {redact(message)}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def redact(text):
+    key = SETTINGS.api_key if SETTINGS else ""
+    text = str(text)
+    if len(key) >= 4:
+        from urllib.parse import quote, quote_plus
+        for form in {key, quote(key, safe=""), quote_plus(key)}:
+            text = text.replace(form, "***")
+    return text
+
+
+# == Errors ====================================================================
+
+class RpcError(Exception):
+    """A JSON-RPC error: the message itself is at fault, not the tool."""
+
+    def __init__(self, code, message, data=None):
+        super().__init__(message)
+        self.code, self.message, self.data = code, message, data
+
+
+class ToolError(Exception):
+    """A tool failed; the model gets this text in a result with isError true."""
+
+
+BACKLOG_CODES = {1: "InternalError", 2: "LicenceError", 3: "LicenceExpiredError",
+                 4: "AccessDeniedError", 5: "UnauthorizedOperationError", 6: "NoResourceError",
+                 7: "InvalidRequestError", 8: "SpaceOverCapacityError",
+                 9: "ResourceOverflowError", 10: "TooLargeFileError", 11: "AuthenticationError",
+                 12: "RequiredMFAError", 13: "TooManyRequestsError"}
+
+NEXT_STEP = {
+    401: "Check BACKLOG_API_KEY (run the server with --check); the key may be revoked.",
+    403: "The API key's user lacks permission for this; ask a project or space admin.",
+    404: "Check the id or key; list tools such as issue_list_get or project_list_get show valid ones.",
+    429: "Backlog's rate limit was hit: wait a minute, then retry once.",
+    500: "Backlog failed; retry later.",
+}
+
+# Where a model finds valid values for the parameter that Backlog refused.
+LOOKUP = {"status": "project_status_list_get", "issue_type": "project_issue_type_list_get",
+          "priority": "issue_priority_list_get", "resolution": "project_resolution_list_get",
+          "category": "project_category_list_get", "milestone": "issue_milestone_list_get",
+          "version": "issue_milestone_list_get", "assignee": "project_user_list_get",
+          "notified_user": "project_user_list_get", "custom_field": "project_custom_field_list_get"}
+
+
+class BacklogError(ToolError):
+    """Backlog answered with an error status; the text carries its message and code."""
+
+    def __init__(self, status, body, content_type="", args=()):
+        self.status = status
+        errors = body.get("errors") if isinstance(body, dict) else None
+        if isinstance(errors, list) and errors:
+            parts = []
+            for error in errors:
+                error = error if isinstance(error, dict) else {"message": str(error)}
+                code = error.get("code")
+                label = f" (code {code} {BACKLOG_CODES.get(code, '')})".replace(" )", ")") \
+                    if code is not None else ""
+                info = f" {error['moreInfo']}" if error.get("moreInfo") else ""
+                parts.append(f"{error.get('message', '')}{label}{info}".strip())
+            detail = "; ".join(parts)
+        else:
+            snippet = re.sub(r"<[^>]*>|\s+", " ", str(body or "")).strip()[:200]
+            kind = content_type.split(";")[0] or "no content type"
+            detail = f"a non-Backlog answer ({kind}): {snippet or 'empty body'}"
+        step = NEXT_STEP.get(status) or NEXT_STEP[500] if status >= 500 else NEXT_STEP.get(status)
+        if status == 400:
+            tools = sorted({tool for name, tool in LOOKUP.items()
+                            if any(arg.startswith(name) for arg in args)})
+            step = ("Fix the parameter Backlog names" +
+                    (f"; valid values: {', '.join(tools)}." if tools else "."))
+        super().__init__(f"Backlog API error (HTTP {status}): {detail}." +
+                         (f" Next: {step}" if step else ""))
+
+
+# == Backlog client ============================================================
+
+def segment(value):
+    """One URL path segment from an argument: percent-encoded, never '.', '..' or empty."""
+    from urllib.parse import quote
+    text = str(value)
+    if text in ("", ".", "..") or "\x00" in text:
+        raise ToolError(f"'{text}' is not a valid identifier.")
+    return quote(text, safe="")
+
+
+SLASH = object()  # a path's trailing slash (the shared-file root is .../files/metadata/)
+
+
+def encode(params, clear_empty=False):
+    """Backlog's wire form: lists as key[]=v (repeated), booleans as true/false, None dropped.
+
+    customField_* keys repeat without brackets, as Backlog wants for multi-value fields. An empty
+    list is dropped, or sent as key[]= (which clears the field) when clear_empty is set.
+    """
+    pairs = []
+    for key, value in (params.items() if isinstance(params, dict) else params):
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            name = key if key.startswith("customField_") else key + "[]"
+            if not value and clear_empty:
+                pairs.append((name, ""))
+            pairs.extend((name, _scalar(item)) for item in value)
+        else:
+            pairs.append((key, _scalar(value)))
+    return pairs
+
+
+def _scalar(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class Backlog:
+    """The only place that knows Backlog's wire format; one keep-alive session."""
+
+    def __init__(self):
+        self._session = None
+
+    def reset(self):
+        if self._session is not None:
+            self._session.close()
+        self._session = None
+        CACHE.clear()
+
+    @property
+    def session(self):
+        if self._session is None:
+            import requests  # imported on the first call, so start-up never pays for it
+            self._session = requests.Session()
+            self._session.headers["User-Agent"] = f"mcp-backlog-server/{__version__}"
+            self._session.headers["Accept"] = "application/json"
+        return self._session
+
+    def url(self, path):
+        parts = [path] if isinstance(path, str) else path
+        return f"{settings().base_url}/api/v2/" + "/".join(
+            "" if p is SLASH else segment(p) for p in parts)
+
+    def get(self, path, params=None):
+        return self.call("GET", path, params)
+
+    def post(self, path, data=None):
+        return self.call("POST", path, data=data)
+
+    def patch(self, path, data=None):
+        return self.call("PATCH", path, data=data)
+
+    def delete(self, path, data=None):
+        return self.call("DELETE", path, data=data)
+
+    def call(self, method, path, params=None, data=None):
+        form = encode(data or {}, clear_empty=(method == "PATCH"))
+        response = self.send(method, path, encode(params or {}), form)
+        try:
+            ctype = response.headers.get("Content-Type", "")
+            body = response.content
+            if response.status_code == 204 or not body.strip():
+                return {}
+            if "json" not in ctype.lower():
+                raise ToolError(f"Backlog answered {method} with {ctype or 'no content type'}, "
+                                "not JSON. Next: check that BACKLOG_BASE_URL is your space's URL.")
+            try:
+                return json.loads(body)
+            except ValueError:
+                raise ToolError("Backlog's answer was cut off or is not valid JSON. "
+                                "Next: retry the call.") from None
+        finally:
+            response.close()
+
+    def send(self, method, path, query=(), form=(), stream=False):
+        """Send one request; retry a GET on 429, 5xx and resets (never a write)."""
+        import requests
+        s = settings()
+        if s.problems:
+            raise ToolError("The server is not configured: " + " ".join(s.problems))
+        url = self.url(path)
+        query = list(query) + [("apiKey", s.api_key)]
+        names = [key.split("[")[0] for key, _ in list(query) + list(form)]
+        snake = [re.sub(r"(?<!^)(?=[A-Z])", "_", n).lower().replace("_id", "") for n in names]
+        attempt = 0
+        while True:
+            try:
+                response = self.session.request(method, url, params=query, data=form or None,
+                                                timeout=s.timeout, stream=stream,
+                                                headers={"Accept": "*/*"} if stream else None,
+                                                allow_redirects=(method == "GET"))
+            except requests.exceptions.Timeout:
+                raise ToolError(f"Backlog did not answer within {s.timeout[1]:g} s. "
+                                "Next: retry later, or raise BACKLOG_TIMEOUT.") from None
+            except requests.exceptions.RequestException as exc:
+                if method == "GET" and attempt < len(RETRY_BACKOFF) \
+                        and isinstance(exc, requests.exceptions.ConnectionError) \
+                        and "refused" not in str(exc).lower() \
+                        and "resolve" not in str(exc).lower() \
+                        and "name or service" not in str(exc).lower():
+                    time.sleep(RETRY_BACKOFF[attempt])
+                    attempt += 1
+                    continue
+                raise ToolError(f"Could not reach Backlog at {s.base_url}: {_reason(exc)}. "
+                                "Next: check the network, a proxy (HTTPS_PROXY) and "
+                                "BACKLOG_BASE_URL, then retry.") from None
+            status = response.status_code
+            if status < 400:
+                return response
+            wait = _retry_wait(response, attempt) if method == "GET" else None
+            if wait is not None:
+                response.close()
+                time.sleep(wait)
+                attempt += 1
+                continue
+            try:
+                body = response.json() if "json" in response.headers.get(
+                    "Content-Type", "").lower() else response.text[:2000]
+            except ValueError:
+                body = response.text[:2000]
+            finally:
+                response.close()
+            raise BacklogError(status, body, response.headers.get("Content-Type", ""), snake)
+
+
+def _reason(exc):
+    """A short, key-free reason for a requests exception (its text holds the URL)."""
+    text = redact(str(exc))
+    for marker in ("Connection refused", "Name or service not known", "nodename nor servname",
+                   "Temporary failure in name resolution", "Connection reset",
+                   "RemoteDisconnected", "CERTIFICATE_VERIFY_FAILED", "IncompleteRead",
+                   "Connection aborted", "Max retries exceeded"):
+        if marker.lower() in text.lower():
+            return marker
+    return type(exc).__name__
+
+
+def _retry_wait(response, attempt):
+    """Seconds to wait before retrying a GET, or None when it must not be retried."""
+    status = response.status_code
+    if status == 429 and attempt == 0:
+        wait = 1.0
+        header = response.headers.get("Retry-After")
+        reset = response.headers.get("X-RateLimit-Reset")
+        try:
+            if header:
+                wait = float(header)
+            elif reset:
+                wait = float(reset) - time.time()
+        except ValueError:
+            pass
+        return max(0.0, wait) if wait <= RATE_LIMIT_MAX_WAIT else None
+    if status in (502, 503, 504) and attempt < len(RETRY_BACKOFF):
+        return RETRY_BACKOFF[attempt]
+    return None
+
+
+class Cache:
+    """A small dict with a time to live, for project keys, issue owners, field definitions."""
+
+    def __init__(self, ttl=CACHE_TTL, size=1000):
+        self.ttl, self.size, self.data = ttl, size, {}
+
+    def get(self, key, make):
+        hit = self.data.get(key)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        value = make()
+        if len(self.data) >= self.size:
+            self.data.pop(next(iter(self.data)))
+        self.data[key] = (time.monotonic() + self.ttl, value)
+        return value
+
+    def clear(self):
+        self.data.clear()
+
+
+api = Backlog()
+CACHE = Cache()
+
+
+# == Access control ============================================================
+
+def restricted():
+    return bool(settings().projects)
+
+
+def denied(label):
+    return ToolError(f"Access denied to project '{label}'. Allowed projects: "
+                     f"{', '.join(settings().projects)}. Next: use one of those projects.")
+
+
+def project_info(project_id_or_key):
+    """{id, projectKey} of a project, fetched once and cached."""
+    key = str(project_id_or_key).upper()
+    project = CACHE.get(("project", key), lambda: api.get(("projects", key)))
+    CACHE.get(("project", str(project["id"])), lambda: project)
+    CACHE.get(("project", project["projectKey"]), lambda: project)
+    return project
+
+
+def project_allowed(project_id):
+    if not restricted():
+        return True
+    try:
+        return project_info(project_id)["projectKey"].upper() in settings().projects
+    except ToolError:
+        return False
+
+
+def guard_project(project_id_or_key):
+    """Raise unless the project (key or numeric id) is allowed; returns the argument."""
+    if restricted():
+        text = str(project_id_or_key)
+        allowed = text.upper() in settings().projects if not text.isdigit() \
+            else project_allowed(text)
+        if not allowed:
+            raise denied(text)
+    return project_id_or_key
+
+
+def guard_owner(kind, ident, path):
+    """Fetch the resource at `path` when the allow-list is on, and check its project."""
+    if not restricted():
+        return None
+    item = api.get(path)
+    if not project_allowed(item.get("projectId") or (item.get("issue") or {}).get("projectId")):
+        raise denied(f"of {kind} {ident}")
+    return item
+
+
+def guard_issue(issue_id_or_key):
+    return guard_owner("issue", issue_id_or_key, ("issues", issue_id_or_key))
+
+
+def guard_repo(project_id_or_key, repo):
+    guard_project(project_id_or_key)
+    guard_owner("repository", repo, ("projects", project_id_or_key, "git", "repositories", repo))
+
+
+def project_id(project_id_or_key):
+    """The numeric id that Backlog's forms want, from a key or id (checked)."""
+    guard_project(project_id_or_key)
+    text = str(project_id_or_key)
+    return int(text) if text.isdigit() else project_info(text)["id"]
+
+
+def item_project(item):
+    """The project id an item of a space-wide list belongs to, or None."""
+    if not isinstance(item, dict):
+        return None
+    candidates = (item.get("projectId"), (item.get("project") or {}).get("id"),
+                  (item.get("issue") or {}).get("projectId"))
+    return next((c for c in candidates if isinstance(c, int) and not isinstance(c, bool)), None)
+
+
+class Listing(list):
+    """A list of items, knowing how many Backlog returned before the allow-list filter."""
+
+    fetched = None
+
+
+def allowed_items(items):
+    """Keep the items whose project is allowed (space-wide lists under BACKLOG_PROJECTS)."""
+    result = Listing(items if not restricted() else
+                     [i for i in items if item_project(i) is None or project_allowed(item_project(i))])
+    result.fetched = len(items)
+    return result
+
+
+def allowed_project_ids():
+    return [project_info(key)["id"] for key in settings().projects]
+
+
+# == Tool registry =============================================================
+
+class P:
+    """A tool parameter: JSON type, one-line description, constraints, and how to check it."""
+
+    def __init__(self, type, doc, items=None, enum=None, minimum=None, maximum=None,
+                 pattern=None, check=None, alias=None):
+        self.type, self.doc, self.items, self.enum = type, doc, items, enum
+        self.minimum, self.maximum, self.pattern = minimum, maximum, pattern
+        self.check, self.alias = check, alias
+
+    def schema(self):
+        """The JSON Schema, lean: ranges are checked here and told in the description."""
+        schema = {"type": self.type, "description": self.doc}
+        if self.items and not isinstance(self.items, list):
+            schema["items"] = {"type": self.items}
+        if self.enum:
+            schema["enum"] = self.enum
+        return schema
+
+    def convert(self, name, value):
+        if self.type == "array":
+            if isinstance(value, (str, int)) and not isinstance(value, bool):
+                value = [value]
+            if not isinstance(value, list):
+                raise ToolError(f"'{name}' must be a list of {_types(self.items)}.")
+            return [self._scalar(f"{name}[]", self.items, item) for item in value]
+        return self._scalar(name, self.type, value)
+
+    def _scalar(self, name, kind, value):
+        kinds = kind if isinstance(kind, list) else [kind]
+        if "integer" in kinds and isinstance(value, str) and re.match(r"-?\d{1,18}\Z", value.strip()):
+            value = int(value.strip())
+        if isinstance(value, float) and "integer" in kinds and value.is_integer() \
+                and "number" not in kinds:
+            value = int(value)
+        valid = {"string": isinstance(value, str),
+                 "integer": isinstance(value, int) and not isinstance(value, bool),
+                 "number": isinstance(value, (int, float)) and not isinstance(value, bool),
+                 "boolean": isinstance(value, bool),
+                 "object": isinstance(value, dict)}
+        if not any(valid.get(k) for k in kinds):
+            raise ToolError(f"'{name}' must be {_types(kind)}, not {json.dumps(value)[:60]}.")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if self.minimum is not None and value < self.minimum:
+                raise ToolError(f"'{name}' must be at least {self.minimum}.")
+            if self.maximum is not None and value > self.maximum:
+                raise ToolError(f"'{name}' must be at most {self.maximum}.")
+        if isinstance(value, str):
+            if self.enum and value not in self.enum:
+                lowered = value.lower()
+                if lowered in self.enum:
+                    return lowered
+                raise ToolError(f"'{name}' must be one of {', '.join(map(str, self.enum))}.")
+            if self.pattern and not re.match(self.pattern, value):
+                raise ToolError(f"'{name}' {self.check or 'is not valid'}: {value[:80]!r}.")
+            if len(value) > 1_000_000:
+                raise ToolError(f"'{name}' is longer than 1,000,000 characters.")
+        return value
+
+
+def _types(kind):
+    names = {"string": "a string", "integer": "an integer", "number": "a number",
+             "boolean": "true or false", "object": "a JSON object"}
+    return " or ".join(names.get(k, k) for k in (kind if isinstance(kind, list) else [kind]))
+
+
+class Tool:
+    """A registered tool: the function, its parameters, its group and its annotations."""
+
+    def __init__(self, fn, title, write, destructive, idempotent):
+        code = fn.__code__
+        names = code.co_varnames[:code.co_argcount]
+        defaults = fn.__defaults__ or ()
+        self.fn, self.name, self.title, self.write = fn, fn.__name__, title, write
+        self.category = self.name.split("_")[0]
+        self.description = " ".join((fn.__doc__ or "").split())
+        self.params = {name: fn.__annotations__[name] for name in names}
+        self.defaults = dict(zip(names[len(names) - len(defaults):], defaults))
+        self.required = [n for n in names if n not in self.defaults]
+        self.aliases = {p.alias: n for n, p in self.params.items() if p.alias}
+        self.annotations = {"readOnlyHint": write is None, "destructiveHint": destructive,
+                            "idempotentHint": write is None or idempotent, "openWorldHint": True}
+        self._definition = None
+
+    def definition(self, prefix=""):
+        if self._definition is None:
+            schema = {"type": "object",
+                      "properties": {n: p.schema() for n, p in self.params.items()}}
+            if self.required:
+                schema["required"] = self.required
+            schema["additionalProperties"] = False
+            self._definition = {"title": self.title, "description": self.description,
+                                "inputSchema": schema,
+                                "annotations": self.annotations}
+        return dict(name=prefix + self.name, **self._definition)
+
+    def disabled_because(self):
+        if self.category not in TOOLSETS:
+            return f"toolset '{self.category}' is off (BACKLOG_TOOLSETS)"
+        if self.write and not WRITABLE.get(self.write):
+            return f"group '{self.write}' is not writable (BACKLOG_WRITABLE / read-only)"
+        return None
+
+    def bind(self, arguments):
+        """Check the arguments against the schema; returns the keyword arguments for fn."""
+        args = {}
+        for key, value in arguments.items():
+            name = self.aliases.get(key, key)
+            if name not in self.params:
+                raise ToolError(f"Unknown parameter '{key}' for {self.name}. Valid parameters: "
+                                f"{', '.join(self.params) or 'none'}.")
+            if value is not None:
+                args[name] = self.params[name].convert(key, value)
+        missing = [name for name in self.required if name not in args]
+        if missing:
+            raise ToolError(f"Missing required parameter(s) for {self.name}: {', '.join(missing)}.")
+        return args
+
+
+TOOLS = {}
+
+
+def tool(title, write=None, destructive=False, idempotent=False):
+    """Register a tool: its signature is its schema, its docstring its description."""
+    def register(fn):
+        missing = [n for n in fn.__code__.co_varnames[:fn.__code__.co_argcount]
+                   if not isinstance(fn.__annotations__.get(n), P)]
+        if missing or fn.__name__ in TOOLS or not fn.__doc__:
+            raise TypeError(f"tool {fn.__name__}: parameters need P annotations and a docstring")
+        if write is not None and write not in WRITE_GROUPS:
+            raise TypeError(f"tool {fn.__name__}: unknown write group {write!r}")
+        TOOLS[fn.__name__] = Tool(fn, title, write, destructive, idempotent)
+        return fn
+    return register
+
+
+def enabled_tools():
+    return {name: t for name, t in TOOLS.items() if t.disabled_because() is None}
+
+
+# Shared parameters: one wording each.
+ID = P("integer", "Numeric id", minimum=0)
+ISSUE_KEY_RE = r"(?:[_A-Za-z0-9]{1,25}-[1-9][0-9]{0,9}|[1-9][0-9]{0,17})\Z"
+ProjectIdOrKey = P("string", "Project key or id",
+                   pattern=r"(?:[_A-Za-z0-9]{1,25}|[1-9][0-9]{0,17})\Z",
+                   check="is not a project key like DEMO or a numeric id")
+OptProject = P("string", ProjectIdOrKey.doc, pattern=ProjectIdOrKey.pattern,
+               check=ProjectIdOrKey.check)
+IssueIdOrKey = P("string", "Issue key (DEMO-42) or id", pattern=ISSUE_KEY_RE,
+                 check="is not an issue key like DEMO-42 or a numeric id")
+IssueArg = P("string", IssueIdOrKey.doc, pattern=ISSUE_KEY_RE, check=IssueIdOrKey.check,
+             alias="issue_key")
+RepoIdOrName = P("string", "Repository name or id",
+                 pattern=r"(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,99})\Z",
+                 check="is not a repository name or id")
+PrNumber = P("integer", "PR number", minimum=1)
+DocumentId = P("string", "Document id (32 hex)", pattern=r"[0-9a-fA-F]{32}\Z",
+               check="is not a 32-character document id")
+AttachmentId = P("integer", "Attachment id", minimum=1)
+WikiId = P("integer", "Wiki page id", minimum=1)
+CommentId = P("integer", "Comment id", minimum=1)
+UserId = P("integer", "User id", minimum=1)
+WatchingId = P("integer", "Watching id", minimum=1)
+Format = P("string", "Default: detected", enum=["image", "text", "raw"])
+Count = P("integer", "Page size 1-100", minimum=1, maximum=100)
+Offset = P("integer", "Items to skip", minimum=0)
+Order = P("string", "Default desc", enum=["asc", "desc"])
+MinId = P("integer", "Lowest id", minimum=0)
+MaxId = P("integer", "Highest id", minimum=0)
+Fields = P("array", "Fields to keep", items=["string"])
+Ids = P("array", "Ids", items="integer")
+NamesOrIds = P("array", "Ids or names", items=["integer", "string"])
+UserIds = P("array", "Users to notify", items="integer")
+DATE = r"\d{4}-\d{2}-\d{2}\Z"
+Date = P("string", "yyyy-MM-dd", pattern=DATE, check="is not a date like 2025-06-30")
+Text = P("string", "Text")
+Summary = P("string", "Title")
+Description = P("string", "Body text")
+Content = P("string", "Text")
+Hours = P("number", "Hours", minimum=0)
+Bool = P("boolean", "true or false")
+CustomFields = P("object", "{field name or id: value}")
+Keyword = P("string", "Search text")
+ActivityTypes = P("array", "Activity type ids", items="integer")
+
+
+# == Results ===================================================================
+
+FIELD_TYPES = {1: "text", 2: "textarea", 3: "number", 4: "date", 5: "single_list",
+               6: "multiple_list", 7: "checkbox", 8: "radio"}
+USER_KEYS = ("id", "userId", "name")
+PROJECT_KEYS = ("id", "projectKey", "name")
+DECORATION = {"nulabAccount", "iconUrl", "keyword"}           # dropped everywhere
+NOISE = {"color", "displayOrder", "templateSummary", "templateDescription", "stars"}  # nested
+
+
+def issue_view(issue):
+    """An issue with customFields as an object keyed by field name (as the reference shows it)."""
+    if isinstance(issue, list):
+        return Listing(issue_view(i) for i in issue)
+    if isinstance(issue, dict) and isinstance(issue.get("customFields"), list):
+        fields = {}
+        for field in issue["customFields"]:
+            view = {"id": field.get("id"),
+                    "fieldTypeId": FIELD_TYPES.get(field.get("fieldTypeId"), field.get("fieldTypeId")),
+                    "value": field.get("value")}
+            if "otherValue" in field:
+                view["otherValue"] = field["otherValue"]
+            fields[field.get("name", str(field.get("id")))] = view
+        issue = dict(issue, customFields=fields)
+    return issue
+
+
+def lean(value, depth=0):
+    """Drop what helps no model: nulls, empties, icons, nested users beyond id/userId/name."""
+    if isinstance(value, list):
+        return [lean(v, depth) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if depth and "userId" in value and ("roleType" in value or "mailAddress" in value):
+        return {k: value[k] for k in USER_KEYS if value.get(k) is not None}
+    if depth and "projectKey" in value and "chartEnabled" in value:
+        return {k: value[k] for k in PROJECT_KEYS if k in value}
+    out = {}
+    for key, item in value.items():
+        if item is None or item == "" or item == [] or item == {}:
+            continue
+        if key in DECORATION or (depth and key in NOISE):
+            continue
+        out[key] = lean(item, depth + 1)
+    return out
+
+
+def select(items, fields):
+    """Keep the named top-level fields of each item; unknown names are an error."""
+    known = set()
+    for item in items:
+        if isinstance(item, dict):
+            known.update(item)
+    unknown = [f for f in fields if f not in known]
+    if items and unknown:
+        raise ToolError(f"Unknown field(s) {', '.join(unknown)}. Valid fields: "
+                        f"{', '.join(sorted(known))}.")
+    return [{k: item[k] for k in fields if k in item} if isinstance(item, dict) else item
+            for item in items]
+
+
+def page_note(tool_, args, items):
+    """Say how many items came back and how to ask for the next page."""
+    fetched = getattr(items, "fetched", None)
+    fetched = len(items) if fetched is None else fetched
+    note = f"{len(items)} item{'s' if len(items) != 1 else ''}"
+    if fetched != len(items):
+        note += f" (of {fetched} fetched; the rest are outside BACKLOG_PROJECTS)"
+    count = args.get("count", tool_.defaults.get("count"))
+    if count and fetched >= count:
+        if "offset" in tool_.params:
+            offset = args.get("offset", tool_.defaults.get("offset")) or 0
+            return f"{note}; more may exist: call again with offset={offset + count}."
+        if "max_id" in tool_.params and items and isinstance(items[-1], dict):
+            last = items[-1].get("id")
+            bound = "min_id" if args.get("order") == "asc" else "max_id"
+            return f"{note}; more may exist: call again with {bound}={last}."
+    return note + "."
+
+
+def dumps(value, pretty=False):
+    if pretty:
+        return json.dumps(value, ensure_ascii=False, indent=2)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class Download:
+    """A downloaded file: its name, type and bytes, and the format the model gets it in."""
+
+    def __init__(self, filename, content_type, data, fmt):
+        self.filename, self.content_type, self.data, self.format = filename, content_type, data, fmt
+
+    def content(self):
+        import base64
+        if self.format == "image":
+            return [{"type": "image", "data": base64.b64encode(self.data).decode(),
+                     "mimeType": self.content_type.split(";")[0].strip()}]
+        if self.format == "text":
+            return [{"type": "text", "text": decode_text(self.data, self.content_type)}]
+        return [{"type": "text", "text": dumps({
+            "filename": self.filename, "content_type": self.content_type, "size": len(self.data),
+            "content": base64.b64encode(self.data).decode()})}]
+
+
+def find_tool(name):
+    """The enabled tool behind an exposed (prefixed) name; unknown or disabled is -32602."""
+    prefix = settings().prefix
+    tool_ = enabled_tools().get(name[len(prefix):]) if name.startswith(prefix) else None
+    if tool_ is None:
+        raise RpcError(-32602, f"Unknown tool: {name}. Call tools/list to see the available tools.")
+    return tool_
+
+
+def run_tool(tool_, arguments):
+    """Check the arguments, run the tool, keep the asked-for fields; raises ToolError."""
+    args = tool_.bind(arguments)
+    fields = args.pop("fields", None)
+    value = tool_.fn(**args)
+    if fields is not None and isinstance(value, list):
+        fetched = getattr(value, "fetched", None)
+        value = Listing(select(value, fields))
+        value.fetched = fetched
+    return args, value
+
+
+def call_tool(name, arguments):
+    """tools/call: run a tool by its exposed name and answer an MCP CallToolResult."""
+    tool_ = find_tool(name)
+    if not isinstance(arguments, dict):
+        raise RpcError(-32602, "tools/call 'arguments' must be an object.")
+    try:
+        args, value = run_tool(tool_, arguments)
+    except ToolError as exc:
+        return {"content": [{"type": "text", "text": redact(exc)}], "isError": True}
+    return result_of(tool_, args, value)
+
+
+def result_of(tool_, args, value):
+    if isinstance(value, Download):
+        return {"content": value.content(), "isError": False}
+    if isinstance(value, str):
+        return {"content": [{"type": "text", "text": value}], "isError": False}
+    shaped = value if settings().output == "full" else lean(value)
+    content = [{"type": "text", "text": dumps(shaped)}]
+    if isinstance(value, list):
+        content.append({"type": "text", "text": page_note(tool_, args, value)})
+    return {"content": content, "isError": False}
+
+
+# == Downloads =================================================================
+
+TEXT_TYPES = ("application/json", "application/xml", "application/javascript",
+              "application/x-sh", "application/x-httpd-php", "application/yaml",
+              "application/x-yaml", "application/csv", "application/sql")
+
+
+def parse_disposition(header, fallback):
+    """The filename of a Content-Disposition header, RFC 5987 filename* first."""
+    from urllib.parse import unquote
+    match = re.search(r"filename\*\s*=\s*([\w-]+)'[^']*'([^;]+)", header or "", re.I)
+    if match:
+        try:
+            return unquote(match.group(2).strip().strip('"'), encoding=match.group(1),
+                           errors="strict")
+        except (LookupError, UnicodeDecodeError):
+            return unquote(match.group(2).strip())
+    match = re.search(r'filename\s*=\s*"([^"]*)"|filename\s*=\s*([^;]+)', header or "", re.I)
+    if match:
+        return (match.group(1) if match.group(1) is not None else match.group(2)).strip()
+    return fallback
+
+
+def charset_of(content_type):
+    match = re.search(r"charset\s*=\s*\"?([\w.:-]+)", content_type or "", re.I)
+    return match.group(1).lower() if match else None
+
+
+def decode_text(data, content_type):
+    charset = charset_of(content_type) or "utf-8"
+    try:
+        return data.decode(charset).lstrip("\ufeff")
+    except (LookupError, UnicodeDecodeError):
+        return data.decode("utf-8", errors="replace")
+
+
+def looks_like_text(data, content_type):
+    """Text when the type says so, or when the bytes are UTF-8 without binary control bytes."""
+    base = (content_type or "").split(";")[0].strip().lower()
+    charset = charset_of(content_type)
+    if base.startswith("text/") or base in TEXT_TYPES or base.endswith(("+json", "+xml")):
+        try:
+            data.decode(charset or "utf-8")
+            return True
+        except (LookupError, UnicodeDecodeError):
+            return False
+    if charset and charset not in ("utf-8", "utf8"):
+        try:
+            data.decode(charset)
+            return not re.search(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f]", data)
+        except (LookupError, UnicodeDecodeError):
+            return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return not re.search(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f]", data)
+
+
+def download(path, fmt=None, fallback="downloaded_file"):
+    """Stream a file under the size cap and choose how the model receives it."""
+    s = settings()
+    response = api.send("GET", path, stream=True)
+    try:
+        ctype = response.headers.get("Content-Type") or "application/octet-stream"
+        name = parse_disposition(response.headers.get("Content-Disposition"), fallback)
+        declared = response.headers.get("Content-Length", "")
+        too_big = ToolError(f"File '{name}' is {{size}} bytes, over the download limit of "
+                            f"{s.max_download} bytes (BACKLOG_MAX_DOWNLOAD_BYTES). Next: open it "
+                            "in Backlog, or raise the limit.")
+        if declared.isdigit() and int(declared) > s.max_download:
+            raise ToolError(str(too_big).format(size=declared))
+        chunks, size = [], 0
+        try:
+            for chunk in response.iter_content(65536):
+                size += len(chunk)
+                if size > s.max_download:
+                    raise ToolError(str(too_big).format(size=f"more than {s.max_download}"))
+                chunks.append(chunk)
+        except ToolError:
+            raise
+        except Exception as exc:  # a reset or timeout in the middle of the body
+            raise ToolError(f"The download of '{name}' broke off: {_reason(exc)}. "
+                            "Next: retry.") from None
+    finally:
+        response.close()
+    data = b"".join(chunks)
+    base = ctype.split(";")[0].strip().lower()
+    if fmt == "image" and not base.startswith("image/"):
+        raise ToolError(f"File '{name}' is not an image (content type {ctype}). "
+                        "Next: call again with format 'text' or 'raw'.")
+    if fmt == "text" and not looks_like_text(data, ctype) and not _decodes(data, ctype):
+        raise ToolError(f"File '{name}' is not text in UTF-8 or its declared charset. "
+                        "Next: call again with format 'raw'.")
+    if fmt is None:
+        fmt = "image" if base.startswith("image/") else \
+            "text" if looks_like_text(data, ctype) else "raw"
+    return Download(name, ctype, data, fmt)
+
+
+def _decodes(data, ctype):
+    try:
+        data.decode(charset_of(ctype) or "utf-8")
+        return True
+    except (LookupError, UnicodeDecodeError):
+        return False
+
+
+# == Custom fields and names ===================================================
+
+def field_definitions(project):
+    return CACHE.get(("fields", str(project)),
+                     lambda: api.get(("projects", str(project), "customFields")))
+
+
+def custom_field_params(project, values):
+    """Form pairs customField_{id}=... for values keyed by field name or id."""
+    definitions = field_definitions(project)
+    by_key = {}
+    for field in definitions:
+        by_key[str(field["id"])] = field
+        by_key[field["name"].casefold()] = field
+    pairs = []
+    for key, value in values.items():
+        field = by_key.get(str(key)) or by_key.get(str(key).casefold())
+        if field is None:
+            raise ToolError(f"Unknown custom field '{key}'. Fields of this project: "
+                            f"{', '.join(f['name'] for f in definitions) or 'none'}.")
+        pairs.extend(field_value(field, value))
+    return pairs
+
+
+def field_value(field, value):
+    """Convert one custom field value to Backlog's form pairs (all eight field types)."""
+    name, key, kind = field["name"], f"customField_{field['id']}", field.get("typeId")
+    other = None
+    if value is None:
+        return [(key, "")]
+    if kind in (1, 2):
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ToolError(f"Custom field '{name}' expects text.")
+        return [(key, str(value))]
+    if kind == 3:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
+            raise ToolError(f"Custom field '{name}' expects a number.")
+        return [(key, _number_text(value))]
+    if kind == 4:
+        if not isinstance(value, str) or not re.match(r"\d{4}-\d{2}-\d{2}(?:[T ].*)?\Z", value):
+            raise ToolError(f"Custom field '{name}' expects a date like 2025-06-30.")
+        return [(key, value[:10])]
+    if isinstance(value, dict):
+        other = value.get("other")
+        if other is not None and not isinstance(other, str):
+            raise ToolError(f"Custom field '{name}': 'other' must be text.")
+        value = value.get("items", value.get("name", value.get("id")))
+    if kind in (6, 7):
+        items = value if isinstance(value, list) else [value]
+    elif kind in (5, 8):
+        if isinstance(value, list):
+            raise ToolError(f"Custom field '{name}' takes one item, not a list.")
+        items = [value]
+    else:
+        raise ToolError(f"Custom field '{name}' has an unknown type {kind}.")
+    ids = [item_id(field, item) for item in items if item is not None]
+    pairs = [(key, str(i)) for i in ids] or [(key, "")]
+    if other is not None:
+        pairs.append((f"{key}_otherValue", other))
+    return pairs
+
+
+def _number_text(value):
+    if isinstance(value, int) or float(value).is_integer():
+        return str(int(value))
+    text = repr(float(value))
+    if "e" in text:
+        from decimal import Decimal
+        text = format(Decimal(text), "f")
+    return text
+
+
+def item_id(field, item):
+    options = field.get("items") or []
+    for option in options:
+        if item == option["id"] or (isinstance(item, str) and (
+                item.strip().casefold() == option["name"].casefold() or item == str(option["id"]))):
+            return option["id"]
+    raise ToolError(f"Custom field '{field['name']}': no item {item!r}. Items: "
+                    f"{', '.join(o['name'] for o in options) or 'none'}.")
+
+
+def normalize(name):
+    return re.sub(r"[ \u3000]", "", str(name)).casefold()
+
+
+def distance(a, b):
+    """Levenshtein distance, for 'did you mean' suggestions."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def resolve(values, choices, label, lookup, key="name"):
+    """Ids from a list of ids or names; a name must match one choice (ignoring case, spaces)."""
+    if values is None:
+        return None
+    ids = []
+    for value in values:
+        if isinstance(value, int):
+            ids.append(value)
+            continue
+        if value.isdigit():
+            ids.append(int(value))
+            continue
+        found = [c for c in choices() if normalize(value) in
+                 (normalize(c.get(key) or ""), normalize(c.get("name") or ""))]
+        if len(found) != 1:
+            names = ", ".join(str(c.get(key) or c.get("name")) for c in choices())
+            why = "is ambiguous" if found else "is unknown"
+            raise ToolError(f"{label} '{value}' {why}. Known: {names}. "
+                            f"Next: pass ids (see {lookup}).")
+        ids.append(found[0]["id"])
+    return ids
+
+
+def find_milestone(project, milestone_name):
+    milestones = api.get(("projects", project, "versions"))
+    wanted = normalize(milestone_name)
+    for milestone in milestones:
+        if normalize(milestone["name"]) == wanted:
+            return milestone
+    near = sorted((distance(wanted, normalize(m["name"])), m["name"]) for m in milestones)
+    hint = [name for d, name in near if d <= 2]
+    raise ToolError(f"Milestone '{milestone_name}' not found in project '{project}'." +
+                    (f" Did you mean: {', '.join(hint)}?" if hint else "") +
+                    " Next: issue_milestone_list_get lists the milestones.")
+
+
+# == Tools: documents ==========================================================
+
+@tool("Get document")
+def document_details_get(document_id: DocumentId):
+    """Get a document: title, Markdown ('plain') and ProseMirror JSON content, metadata."""
+    doc = api.get(("documents", document_id.lower()))
+    if restricted() and not project_allowed(doc.get("projectId")):
+        raise denied(f"of document {document_id}")
+    return doc
+
+
+@tool("List documents")
+def document_list_get(project_id_or_key: ProjectIdOrKey, keyword: Keyword = None,
+                      sort: P("string", "Sort key", enum=["created", "updated"]) = None,
+                      order: Order = None, offset: Offset = 0, count: Count = 20,
+                      fields: Fields = None):
+    """List a project's documents (newest first), optionally matching a keyword."""
+    return api.get("documents", {"projectId": [project_id(project_id_or_key)],
+                                 "keyword": keyword, "sort": sort, "order": order,
+                                 "offset": offset, "count": count})
+
+
+@tool("Get document tree")
+def document_tree_get(project_id_or_key: ProjectIdOrKey,
+                      include_trash: P("boolean", "Also return the trash tree") = False):
+    """Get a project's document tree (active documents; the trash only when asked)."""
+    tree = api.get(("documents", "tree"), {"projectIdOrKey": guard_project(project_id_or_key)})
+    if include_trash:
+        return {"activeTree": tree.get("activeTree"), "trashTree": tree.get("trashTree")}
+    return tree.get("activeTree", tree)
+
+
+@tool("Download document attachment")
+def document_attachment_download(document_id: DocumentId, attachment_id: AttachmentId,
+                                 format: Format = None):
+    """Download a document attachment as image, text or base64 raw data."""
+    guard_owner("document", document_id, ("documents", document_id.lower()))
+    return download(("documents", document_id.lower(), "attachments", attachment_id), format)
+
+
+@tool("Add document", write="document")
+def document_add(project_id_or_key: P("string", ProjectIdOrKey.doc, pattern=ProjectIdOrKey.pattern,
+                                      check=ProjectIdOrKey.check, alias="project_id"),
+                 title: P("string", "Title") = None, content: Content = None,
+                 emoji: P("string", "Emoji shown with the title") = None,
+                 parent_id: P("string", "Parent document id", pattern=DocumentId.pattern,
+                              check=DocumentId.check) = None,
+                 add_last: P("boolean", "Place it last among its siblings") = None):
+    """Add a document to a project, optionally under a parent document."""
+    return api.post("documents", {"projectId": project_id(project_id_or_key), "title": title,
+                                  "content": content, "emoji": emoji,
+                                  "parentId": parent_id and parent_id.lower(),
+                                  "addLast": add_last})
+
+
+@tool("Delete document", write="document", destructive=True)
+def document_delete(document_id: DocumentId):
+    """Delete a document; returns the deleted document."""
+    guard_owner("document", document_id, ("documents", document_id.lower()))
+    return api.delete(("documents", document_id.lower()))
+
+
+# == Tools: git ================================================================
+
+def repo_path(project_id_or_key, repo, *rest):
+    guard_repo(project_id_or_key, repo)
+    return ("projects", project_id_or_key, "git", "repositories", repo) + rest
+
+
+def pr_filters(status_ids, assignee_ids, issue_ids, created_user_ids):
+    return {"statusId": status_ids, "assigneeId": assignee_ids, "issueId": issue_ids,
+            "createdUserId": created_user_ids}
+
+
+PrStatus = P("array", "1 open, 2 closed, 3 merged", items="integer")
+
+
+@tool("List Git repositories")
+def git_repository_list_get(project_id_or_key: ProjectIdOrKey, fields: Fields = None):
+    """List a project's Git repositories."""
+    return api.get(("projects", guard_project(project_id_or_key), "git", "repositories"))
+
+
+@tool("Get Git repository")
+def git_repository_details_get(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName):
+    """Get a Git repository: URLs, description, last push."""
+    guard_project(project_id_or_key)
+    repo = api.get(("projects", project_id_or_key, "git", "repositories", repo_id_or_name))
+    if restricted() and not project_allowed(repo.get("projectId")):
+        raise denied(f"of repository {repo_id_or_name}")
+    return repo
+
+
+@tool("List pull requests")
+def git_pr_list_get(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
+                    status_ids: PrStatus = None, assignee_ids: Ids = None, issue_ids: Ids = None,
+                    created_user_ids: Ids = None, offset: Offset = 0, count: Count = 20,
+                    fields: Fields = None):
+    """List a repository's pull requests, newest first, with optional filters."""
+    return api.get(repo_path(project_id_or_key, repo_id_or_name, "pullRequests"),
+                   dict(pr_filters(status_ids, assignee_ids, issue_ids, created_user_ids),
+                        offset=offset, count=count))
+
+
+@tool("Count pull requests")
+def git_pr_count_get(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
+                     status_ids: PrStatus = None, assignee_ids: Ids = None, issue_ids: Ids = None,
+                     created_user_ids: Ids = None):
+    """Count a repository's pull requests matching the filters."""
+    return api.get(repo_path(project_id_or_key, repo_id_or_name, "pullRequests", "count"),
+                   pr_filters(status_ids, assignee_ids, issue_ids, created_user_ids))
+
+
+@tool("Get pull request")
+def git_pr_details_get(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
+                       pr_number: PrNumber):
+    """Get a pull request: branches, status, assignee, linked issue."""
+    return api.get(repo_path(project_id_or_key, repo_id_or_name, "pullRequests", pr_number))
+
+
+@tool("List pull request attachments")
+def git_pr_attachment_list_get(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
+                               pr_number: PrNumber):
+    """List a pull request's attachments."""
+    return api.get(repo_path(project_id_or_key, repo_id_or_name, "pullRequests", pr_number,
+                             "attachments"))
+
+
+@tool("Download pull request attachment")
+def git_pr_attachment_download(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
+                               pr_number: PrNumber, attachment_id: AttachmentId,
+                               format: Format = None):
+    """Download a pull request attachment as image, text or base64 raw data."""
+    return download(repo_path(project_id_or_key, repo_id_or_name, "pullRequests", pr_number,
+                              "attachments", attachment_id), format)
+
+
+@tool("List pull request comments")
+def git_pr_comment_list_get(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
+                            pr_number: PrNumber, min_id: MinId = None, max_id: MaxId = None,
+                            count: Count = 20, order: Order = None, fields: Fields = None):
+    """List a pull request's comments (newest first unless order is asc)."""
+    return api.get(repo_path(project_id_or_key, repo_id_or_name, "pullRequests", pr_number,
+                             "comments"),
+                   {"minId": min_id, "maxId": max_id, "count": count, "order": order})
+
+
+@tool("Add pull request", write="git")
+def git_pr_add(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
+               summary: Summary, description: Description,
+               base: P("string", "Branch to merge into"), branch: P("string", "Branch to merge"),
+               issue_id: P("integer", "Linked issue id", minimum=1) = None,
+               assignee_id: UserId = None, notified_user_ids: UserIds = None):
+    """Open a pull request from branch into base."""
+    return api.post(repo_path(project_id_or_key, repo_id_or_name, "pullRequests"),
+                    {"summary": summary, "description": description, "base": base,
+                     "branch": branch, "issueId": issue_id, "assigneeId": assignee_id,
+                     "notifiedUserId": notified_user_ids})
+
+
+@tool("Update pull request", write="git", idempotent=True)
+def git_pr_update(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
+                  pr_number: PrNumber, summary: Summary = None, description: Description = None,
+                  issue_id: P("integer", "Linked issue id", minimum=1) = None,
+                  assignee_id: UserId = None, notified_user_ids: UserIds = None,
+                  comment: P("string", "Comment to add with the change") = None):
+    """Update a pull request's summary, description, linked issue or assignee."""
+    form = {"summary": summary, "description": description, "issueId": issue_id,
+            "assigneeId": assignee_id, "notifiedUserId": notified_user_ids, "comment": comment}
+    if all(v is None for v in form.values()):
+        raise ToolError("Nothing to update: give summary, description, issue_id, assignee_id "
+                        "or comment.")
+    return api.patch(repo_path(project_id_or_key, repo_id_or_name, "pullRequests", pr_number),
+                     form)
+
+
+@tool("Add pull request comment", write="git")
+def git_pr_comment_add(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
+                       pr_number: PrNumber, content: Content, notified_user_ids: UserIds = None):
+    """Add a comment to a pull request."""
+    return api.post(repo_path(project_id_or_key, repo_id_or_name, "pullRequests", pr_number,
+                              "comments"),
+                    {"content": content, "notifiedUserId": notified_user_ids})
+
+
+@tool("Update pull request comment", write="git", idempotent=True)
+def git_pr_comment_update(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
+                          pr_number: PrNumber, comment_id: CommentId, content: Content):
+    """Replace the text of a pull request comment."""
+    return api.patch(repo_path(project_id_or_key, repo_id_or_name, "pullRequests", pr_number,
+                               "comments", comment_id), {"content": content})
+
+
+# == Tools: issues =============================================================
+
+def issue_filters(a):
+    """Backlog's issue-list filters from our snake_case arguments, names resolved to ids."""
+    projects = [project_id(p) for p in a.get("project_ids") or []]
+    if restricted() and not projects:
+        projects = allowed_project_ids()
+    one = str(projects[0]) if len(projects) == 1 else None
+
+    def per_project(what, lookup):
+        def choices():
+            if one is None:
+                raise ToolError(f"Names in {what} need exactly one project in project_ids. "
+                                f"Next: pass ids (see {lookup}).")
+            return CACHE.get((what, one), lambda: api.get(("projects", one, what)))
+        return choices
+
+    def space(what):
+        return lambda: CACHE.get((what,), lambda: api.get(what))
+
+    users = per_project("users", "project_user_list_get")
+    filters = {
+        "projectId": projects or None,
+        "issueTypeId": resolve(a.get("issue_type_ids"), per_project(
+            "issueTypes", "project_issue_type_list_get"), "Issue type", "project_issue_type_list_get"),
+        "categoryId": resolve(a.get("category_ids"), per_project(
+            "categories", "project_category_list_get"), "Category", "project_category_list_get"),
+        "versionId": resolve(a.get("version_ids"), per_project(
+            "versions", "issue_milestone_list_get"), "Version", "issue_milestone_list_get"),
+        "milestoneId": resolve(a.get("milestone_ids"), per_project(
+            "versions", "issue_milestone_list_get"), "Milestone", "issue_milestone_list_get"),
+        "statusId": resolve(a.get("status_ids"), per_project(
+            "statuses", "project_status_list_get"), "Status", "project_status_list_get"),
+        "priorityId": resolve(a.get("priority_ids"), space("priorities"), "Priority",
+                              "issue_priority_list_get"),
+        "assigneeId": resolve(a.get("assignee_ids"), users, "User", "project_user_list_get",
+                              key="userId"),
+        "createdUserId": resolve(a.get("created_user_ids"), users, "User",
+                                 "project_user_list_get", key="userId"),
+        "resolutionId": resolve(a.get("resolution_ids"), space("resolutions"), "Resolution",
+                                "project_resolution_list_get"),
+        "parentIssueId": a.get("parent_issue_ids"),
+        "id": a.get("ids"),
+        "parentChild": a.get("parent_child"),
+        "keyword": a.get("keyword"),
+        "attachment": a.get("attachment"),
+        "sharedFile": a.get("shared_file"),
+        "hasDueDate": a.get("has_due_date"),
+    }
+    for name in ("created", "updated", "start_date", "due_date"):
+        camel = re.sub(r"_(\w)", lambda m: m.group(1).upper(), name)
+        filters[camel + "Since"] = a.get(name + "_since")
+        filters[camel + "Until"] = a.get(name + "_until")
+    pairs = encode(filters)
+    if a.get("custom_fields"):
+        if one is None:
+            raise ToolError("custom_fields filters need exactly one project in project_ids.")
+        pairs += custom_field_filters(one, a["custom_fields"])
+    return pairs
+
+
+def custom_field_filters(project, values):
+    """Issue-list filters: text keyword, {min,max} for numbers and dates, items for lists."""
+    definitions = {str(f["id"]): f for f in field_definitions(project)}
+    definitions.update({f["name"].casefold(): f for f in field_definitions(project)})
+    pairs = []
+    for key, value in values.items():
+        field = definitions.get(str(key)) or definitions.get(str(key).casefold())
+        if field is None:
+            raise ToolError(f"Unknown custom field '{key}'. Fields: "
+                            f"{', '.join(f['name'] for f in field_definitions(project))}.")
+        name = f"customField_{field['id']}"
+        if field["typeId"] in (3, 4):
+            if not isinstance(value, dict) or not set(value) <= {"min", "max"}:
+                raise ToolError(f"Filter on '{field['name']}' takes {{\"min\": .., \"max\": ..}}.")
+            pairs += [(f"{name}_{k}", str(v)) for k, v in value.items() if v is not None]
+        elif field["typeId"] in (1, 2):
+            pairs.append((name, str(value)))
+        else:
+            items = value if isinstance(value, list) else [value]
+            pairs += [(name + "[]", str(item_id(field, item))) for item in items]
+    return pairs
+
+
+IssueSort = P("string", "Sort by", enum=[
+    "issueType", "category", "version", "milestone", "summary", "status", "priority",
+    "attachment", "sharedFile", "created", "createdUser", "updated", "updatedUser", "assignee",
+    "startDate", "dueDate", "estimatedHours", "actualHours", "childIssue"])
+ParentChild = P("integer", "0 all, 1 not child, 2 child, 3 neither, 4 parent", minimum=0,
+                maximum=10)
+FieldFilters = P("object", '{field: text, items or {"min","max"}}')
+
+
+@tool("Search issues")
+def issue_list_get(project_ids: P("array", "Project keys or ids", items=["integer", "string"]) = None,
+                   issue_type_ids: NamesOrIds = None, category_ids: NamesOrIds = None,
+                   version_ids: NamesOrIds = None, milestone_ids: NamesOrIds = None,
+                   status_ids: NamesOrIds = None, priority_ids: NamesOrIds = None,
+                   assignee_ids: NamesOrIds = None, created_user_ids: NamesOrIds = None,
+                   resolution_ids: NamesOrIds = None, parent_issue_ids: Ids = None,
+                   ids: Ids = None, parent_child: ParentChild = None, keyword: Keyword = None,
+                   attachment: P("boolean", "Only issues with attachments") = None,
+                   shared_file: P("boolean", "Only issues with shared files") = None,
+                   has_due_date: P("boolean", "Only issues with a due date") = None,
+                   created_since: Date = None, created_until: Date = None,
+                   updated_since: Date = None, updated_until: Date = None,
+                   start_date_since: Date = None, start_date_until: Date = None,
+                   due_date_since: Date = None, due_date_until: Date = None,
+                   custom_fields: FieldFilters = None, sort: IssueSort = None,
+                   order: Order = None, offset: Offset = 0, count: Count = 20,
+                   fields: Fields = None):
+    """Search issues with any of Backlog's filters; names work where one project is given."""
+    a = dict(locals())
+    return issue_view(api.get("issues", issue_filters(a) + encode(
+        {"sort": sort, "order": order, "offset": offset, "count": count})))
+
+
+@tool("Count issues")
+def issue_count_get(project_ids: P("array", "Project keys or ids", items=["integer", "string"]) = None,
+                    issue_type_ids: NamesOrIds = None, category_ids: NamesOrIds = None,
+                    version_ids: NamesOrIds = None, milestone_ids: NamesOrIds = None,
+                    status_ids: NamesOrIds = None, priority_ids: NamesOrIds = None,
+                    assignee_ids: NamesOrIds = None, created_user_ids: NamesOrIds = None,
+                    resolution_ids: NamesOrIds = None, parent_issue_ids: Ids = None,
+                    ids: Ids = None, parent_child: ParentChild = None, keyword: Keyword = None,
+                    attachment: P("boolean", "Only issues with attachments") = None,
+                    shared_file: P("boolean", "Only issues with shared files") = None,
+                    has_due_date: P("boolean", "Only issues with a due date") = None,
+                    created_since: Date = None, created_until: Date = None,
+                    updated_since: Date = None, updated_until: Date = None,
+                    start_date_since: Date = None, start_date_until: Date = None,
+                    due_date_since: Date = None, due_date_until: Date = None,
+                    custom_fields: FieldFilters = None):
+    """Count issues matching the same filters as issue_list_get."""
+    return api.get(("issues", "count"), issue_filters(dict(locals())))
+
+
+@tool("Get issue")
+def issue_details_get(issue_id_or_key: IssueArg):
+    """Get an issue: status, assignee, dates, custom fields, attachments."""
+    issue = api.get(("issues", issue_id_or_key))
+    if restricted() and not project_allowed(issue.get("projectId")):
+        raise denied(f"of issue {issue_id_or_key}")
+    return issue_view(issue)
+
+
+@tool("List milestones")
+def issue_milestone_list_get(project_id_or_key: ProjectIdOrKey,
+                             archived: P("boolean", "Include archived milestones") = True):
+    """List a project's milestones (versions) with their dates."""
+    items = api.get(("projects", guard_project(project_id_or_key), "versions"))
+    return items if archived else [m for m in items if not m.get("archived")]
+
+
+@tool("List issues of a milestone")
+def issue_list_by_milestone_get(project_id_or_key: ProjectIdOrKey,
+                                milestone_name: P("string", "Milestone name (case and spaces ignored)"),
+                                status_ids: Ids = None, offset: Offset = 0,
+                                count: P("integer", "Page size 1-100", minimum=1,
+                                         maximum=100) = 100,
+                                fields: Fields = None):
+    """List the issues of a milestone, found by name."""
+    milestone = find_milestone(guard_project(project_id_or_key), milestone_name)
+    return issue_view(api.get("issues", {"projectId": [milestone["projectId"]],
+                                         "milestoneId": [milestone["id"]],
+                                         "statusId": status_ids, "offset": offset,
+                                         "count": count}))
+
+
+@tool("List issue comments")
+def issue_comment_list_get(issue_id_or_key: IssueIdOrKey, min_id: MinId = None,
+                           max_id: MaxId = None, count: Count = 20, order: Order = None,
+                           fields: Fields = None):
+    """List an issue's comments (newest first unless order is asc)."""
+    guard_issue(issue_id_or_key)
+    return api.get(("issues", issue_id_or_key, "comments"),
+                   {"minId": min_id, "maxId": max_id, "count": count, "order": order})
+
+
+@tool("List issue attachments")
+def issue_attachment_list_get(issue_id_or_key: IssueIdOrKey):
+    """List an issue's attachments: ids, names, sizes."""
+    guard_issue(issue_id_or_key)
+    return api.get(("issues", issue_id_or_key, "attachments"))
+
+
+@tool("Download issue attachment")
+def issue_attachment_download(issue_id_or_key: IssueIdOrKey, attachment_id: AttachmentId,
+                              format: Format = None):
+    """Download an issue attachment as image, text or base64 raw data."""
+    guard_issue(issue_id_or_key)
+    return download(("issues", issue_id_or_key, "attachments", attachment_id), format)
+
+
+@tool("List issue shared files")
+def issue_shared_file_list_get(issue_id_or_key: IssueIdOrKey):
+    """List the shared files linked to an issue."""
+    guard_issue(issue_id_or_key)
+    return api.get(("issues", issue_id_or_key, "sharedFiles"))
+
+
+@tool("List priorities")
+def issue_priority_list_get():
+    """List the space's issue priorities (High, Normal, Low) with ids."""
+    return api.get("priorities")
+
+
+@tool("List related issues")
+def issue_related_list_get(issue_id_or_key: IssueIdOrKey):
+    """List the issues related to an issue."""
+    guard_issue(issue_id_or_key)
+    return allowed_items(issue_view(api.get(("issues", issue_id_or_key, "relatedIssues"))))
+
+
+def issue_form(a, project):
+    """The add/update form from our arguments; omitted stays unchanged, [] clears."""
+    form = {"summary": a.get("summary"), "description": a.get("description"),
+            "statusId": a.get("status_id"), "resolutionId": a.get("resolution_id"),
+            "assigneeId": a.get("assignee_id"), "priorityId": a.get("priority_id"),
+            "issueTypeId": a.get("issue_type_id"), "startDate": a.get("start_date"),
+            "dueDate": a.get("due_date"), "estimatedHours": a.get("estimated_hours"),
+            "actualHours": a.get("actual_hours"), "categoryId": a.get("category_ids"),
+            "milestoneId": a.get("milestone_ids"), "versionId": a.get("version_ids"),
+            "parentIssueId": a.get("parent_issue_id"), "comment": a.get("comment"),
+            "notifiedUserId": a.get("notified_user_ids")}
+    pairs = [(k, v) for k, v in form.items() if v is not None]
+    if a.get("custom_fields"):
+        pairs += custom_field_params(project, a["custom_fields"])
+    return pairs
+
+
+@tool("Add issue", write="issue")
+def issue_add(project_id_or_key: ProjectIdOrKey, summary: Summary,
+              issue_type_id: P("integer", "Issue type id (project_issue_type_list_get)", minimum=1),
+              priority_id: P("integer", "Priority id; default Normal (issue_priority_list_get)",
+                             minimum=1) = None,
+              description: Description = None, assignee_id: UserId = None,
+              start_date: Date = None, due_date: Date = None, estimated_hours: Hours = None,
+              actual_hours: Hours = None, category_ids: Ids = None, milestone_ids: Ids = None,
+              version_ids: Ids = None, parent_issue_id: P("integer", "Parent issue id", minimum=1) = None,
+              notified_user_ids: UserIds = None, custom_fields: CustomFields = None):
+    """Create an issue in a project, with custom fields by name."""
+    a = dict(locals())
+    project = project_id(project_id_or_key)
+    if priority_id is None:
+        a["priority_id"] = next((p["id"] for p in api.get("priorities")
+                                 if p["name"] in ("Normal", "中")), 3)
+    pairs = [("projectId", project)] + issue_form(a, project)
+    return issue_view(api.post("issues", pairs))
+
+
+@tool("Update issue", write="issue", idempotent=True)
+def issue_update(issue_id_or_key: IssueIdOrKey, summary: Summary = None,
+                 description: Description = None,
+                 status_id: P("integer", "Status id (project_status_list_get)", minimum=1) = None,
+                 resolution_id: P("integer", "Resolution id (project_resolution_list_get)",
+                                  minimum=0) = None,
+                 assignee_id: UserId = None,
+                 priority_id: P("integer", "Priority id (issue_priority_list_get)", minimum=1) = None,
+                 issue_type_id: P("integer", "Issue type id (project_issue_type_list_get)",
+                                  minimum=1) = None,
+                 start_date: Date = None, due_date: Date = None, estimated_hours: Hours = None,
+                 actual_hours: Hours = None, category_ids: Ids = None, milestone_ids: Ids = None,
+                 version_ids: Ids = None, parent_issue_id: P("integer", "Parent issue id",
+                                                             minimum=1) = None,
+                 custom_fields: CustomFields = None,
+                 comment: P("string", "Comment to add with the change") = None,
+                 notified_user_ids: UserIds = None):
+    """Update an issue; omitted fields stay, an empty list clears that field."""
+    a = dict(locals())
+    if all(v is None for k, v in a.items() if k not in ("issue_id_or_key", "notified_user_ids")):
+        raise ToolError("Nothing to update: give at least one field such as summary, status_id "
+                        "or custom_fields.")
+    issue = guard_issue(issue_id_or_key)
+    project = None
+    if custom_fields:
+        issue = issue or api.get(("issues", issue_id_or_key))
+        project = issue["projectId"]
+    return issue_view(api.patch(("issues", issue_id_or_key), issue_form(a, project)))
+
+
+@tool("Delete issue", write="issue", destructive=True)
+def issue_delete(issue_id_or_key: IssueIdOrKey):
+    """Delete an issue and its comments for good; returns the deleted issue."""
+    guard_issue(issue_id_or_key)
+    return issue_view(api.delete(("issues", issue_id_or_key)))
+
+
+@tool("Add issue comment", write="issue")
+def issue_comment_add(issue_id_or_key: IssueIdOrKey, content: Content,
+                      notified_user_ids: UserIds = None,
+                      attachment_ids: P("array", "Uploaded attachment ids", items="integer") = None):
+    """Add a comment to an issue."""
+    guard_issue(issue_id_or_key)
+    return api.post(("issues", issue_id_or_key, "comments"),
+                    {"content": content, "notifiedUserId": notified_user_ids,
+                     "attachmentId": attachment_ids})
+
+
+@tool("Update issue comment", write="issue", idempotent=True)
+def issue_comment_update(issue_id_or_key: IssueIdOrKey, comment_id: CommentId, content: Content):
+    """Replace the text of an issue comment (only its author may)."""
+    guard_issue(issue_id_or_key)
+    return api.patch(("issues", issue_id_or_key, "comments", comment_id), {"content": content})
+
+
+@tool("Relate issues", write="issue", idempotent=True)
+def issue_related_add(issue_id_or_key: IssueIdOrKey,
+                      target_issue_id: P("integer", "Id of the issue to relate", minimum=1)):
+    """Mark another issue as related to this one."""
+    guard_issue(issue_id_or_key)
+    guard_issue(target_issue_id)
+    return api.post(("issues", issue_id_or_key, "relatedIssues"),
+                    {"targetIssueId": target_issue_id})
+
+
+@tool("Unrelate issues", write="issue", destructive=True, idempotent=True)
+def issue_related_delete(issue_id_or_key: IssueIdOrKey,
+                         related_issue_id: P("integer", "Id of the related issue", minimum=1)):
+    """Remove the relation between two issues."""
+    guard_issue(issue_id_or_key)
+    return api.delete(("issues", issue_id_or_key, "relatedIssues", related_issue_id))
+
+
+Note = P("string", "Note")
+
+
+@tool("Watch issue", write="issue")
+def issue_watching_add(issue_id_or_key: IssueIdOrKey, note: Note = None):
+    """Start watching an issue."""
+    guard_issue(issue_id_or_key)
+    return api.post("watchings", {"issueIdOrKey": issue_id_or_key, "note": note})
+
+
+@tool("Update watching", write="issue", idempotent=True)
+def issue_watching_update(watching_id: WatchingId, note: Note):
+    """Change the note of a watching."""
+    guard_owner("watching", watching_id, ("watchings", watching_id))
+    return api.patch(("watchings", watching_id), {"note": note})
+
+
+@tool("Stop watching", write="issue", destructive=True, idempotent=True)
+def issue_watching_delete(watching_id: WatchingId):
+    """Stop watching: delete a watching."""
+    guard_owner("watching", watching_id, ("watchings", watching_id))
+    return api.delete(("watchings", watching_id))
+
+
+@tool("Mark watching read", write="issue", idempotent=True)
+def issue_watching_mark_read(watching_id: WatchingId):
+    """Mark a watched issue as read."""
+    guard_owner("watching", watching_id, ("watchings", watching_id))
+    api.post(("watchings", watching_id, "markAsRead"))
+    return f"Watching {watching_id} marked as read."
+
+
+# == Tools: projects ===========================================================
+
+def project_list(project_id_or_key, what):
+    return api.get(("projects", guard_project(project_id_or_key), what))
+
+
+@tool("List projects")
+def project_list_get(archived: P("boolean", "true: archived only; false: active only") = None,
+                     fields: Fields = None):
+    """List the projects you can see (only BACKLOG_PROJECTS when set)."""
+    projects = api.get("projects", {"archived": archived})
+    listing = Listing(p for p in projects
+                      if not restricted() or p.get("projectKey", "").upper() in settings().projects)
+    listing.fetched = len(listing)
+    return listing
+
+
+@tool("Get project")
+def project_details_get(project_id_or_key: ProjectIdOrKey):
+    """Get a project's settings: key, name, enabled features, formatting rule."""
+    return api.get(("projects", guard_project(project_id_or_key)))
+
+
+@tool("List statuses")
+def project_status_list_get(project_id_or_key: ProjectIdOrKey):
+    """List a project's issue statuses with ids."""
+    return project_list(project_id_or_key, "statuses")
+
+
+@tool("List issue types")
+def project_issue_type_list_get(project_id_or_key: ProjectIdOrKey):
+    """List a project's issue types (Task, Bug, ...) with ids."""
+    return project_list(project_id_or_key, "issueTypes")
+
+
+EXAMPLES = {1: "text", 2: "line 1\nline 2", 3: 12.5, 4: "2025-06-30"}
+
+
+@tool("List custom fields")
+def project_custom_field_list_get(project_id_or_key: ProjectIdOrKey):
+    """List a project's custom fields: types, items, and an example value for issue_add."""
+    out = []
+    for field in project_list(project_id_or_key, "customFields"):
+        items = [{"id": i["id"], "name": i["name"]} for i in field.get("items") or []]
+        kind = field.get("typeId")
+        example = EXAMPLES.get(kind) if kind in EXAMPLES else \
+            [i["name"] for i in items[:2]] if kind in (6, 7) else \
+            (items[0]["name"] if items else None)
+        view = {"id": field["id"], "name": field["name"], "type": FIELD_TYPES.get(kind, kind),
+                "required": field.get("required"), "description": field.get("description"),
+                "applicableIssueTypes": field.get("applicableIssueTypes"), "example": example}
+        if items:
+            view["items"] = items
+        if field.get("allowInput"):
+            view["allowOther"] = True
+        out.append(view)
+    return out
+
+
+@tool("List categories")
+def project_category_list_get(project_id_or_key: ProjectIdOrKey):
+    """List a project's categories with ids."""
+    return project_list(project_id_or_key, "categories")
+
+
+@tool("List project members")
+def project_user_list_get(project_id_or_key: ProjectIdOrKey, fields: Fields = None):
+    """List a project's members with user ids (for assignee_id)."""
+    return project_list(project_id_or_key, "users")
+
+
+@tool("List resolutions")
+def project_resolution_list_get():
+    """List the resolutions (Fixed, Won't Fix, ...) with ids."""
+    return api.get("resolutions")
+
+
+def activities(path, activity_type_ids, min_id, max_id, count, order):
+    return allowed_items(api.get(path, {"activityTypeId": activity_type_ids, "minId": min_id,
+                                        "maxId": max_id, "count": count, "order": order}))
+
+
+@tool("List project activity")
+def project_activity_list_get(project_id_or_key: ProjectIdOrKey,
+                              activity_type_ids: ActivityTypes = None, min_id: MinId = None,
+                              max_id: MaxId = None, count: Count = 20, order: Order = None,
+                              fields: Fields = None):
+    """List a project's recent activity (issue, wiki, git, file events)."""
+    return activities(("projects", guard_project(project_id_or_key), "activities"),
+                      activity_type_ids, min_id, max_id, count, order)
+
+
+TextRule = P("string", "Text formatting", enum=["markdown", "backlog"])
+
+
+def new_project_key(key):
+    if restricted() and key.upper() not in settings().projects:
+        raise denied(key)
+    return key
+
+
+@tool("Add project", write="project")
+def project_add(name: P("string", "Project name"),
+                key: P("string", "Project key (A-Z, 0-9, _)", pattern=r"[_A-Z0-9]{1,25}\Z",
+                       check="is not a project key in capitals like DEMO"),
+                chart_enabled: P("boolean", "Enable charts") = False,
+                subtasking_enabled: P("boolean", "Enable subtasks") = False,
+                text_formatting_rule: TextRule = "markdown"):
+    """Create a project (space administrators only)."""
+    return api.post("projects", {"name": name, "key": new_project_key(key),
+                                 "chartEnabled": chart_enabled,
+                                 "subtaskingEnabled": subtasking_enabled,
+                                 "textFormattingRule": text_formatting_rule})
+
+
+@tool("Update project", write="project", idempotent=True)
+def project_update(project_id_or_key: ProjectIdOrKey, name: P("string", "Project name") = None,
+                   key: P("string", "New project key", pattern=r"[_A-Z0-9]{1,25}\Z",
+                          check="is not a project key in capitals like DEMO") = None,
+                   chart_enabled: Bool = None, subtasking_enabled: Bool = None,
+                   text_formatting_rule: TextRule = None,
+                   archived: P("boolean", "Archive or unarchive") = None):
+    """Change a project's name, key, features or archived state."""
+    form = {"name": name, "key": key and new_project_key(key), "chartEnabled": chart_enabled,
+            "subtaskingEnabled": subtasking_enabled, "textFormattingRule": text_formatting_rule,
+            "archived": archived}
+    if all(v is None for v in form.values()):
+        raise ToolError("Nothing to update: give name, key, archived or another setting.")
+    return api.patch(("projects", guard_project(project_id_or_key)), form)
+
+
+@tool("Add category", write="project")
+def project_category_add(project_id_or_key: ProjectIdOrKey, name: P("string", "Category name")):
+    """Add a category to a project."""
+    return api.post(("projects", guard_project(project_id_or_key), "categories"), {"name": name})
+
+
+VersionName = P("string", "Milestone name")
+
+
+@tool("Add milestone", write="project")
+def project_version_add(project_id_or_key: ProjectIdOrKey, name: VersionName,
+                        description: Description = None, start_date: Date = None,
+                        release_due_date: Date = None):
+    """Add a milestone (version) to a project."""
+    return api.post(("projects", guard_project(project_id_or_key), "versions"),
+                    {"name": name, "description": description, "startDate": start_date,
+                     "releaseDueDate": release_due_date})
+
+
+@tool("Update milestone", write="project", idempotent=True)
+def project_version_update(project_id_or_key: ProjectIdOrKey,
+                           version_id: P("integer", "Milestone id", minimum=1), name: VersionName,
+                           description: Description = None, start_date: Date = None,
+                           release_due_date: Date = None,
+                           archived: P("boolean", "Archive or unarchive") = None):
+    """Update a milestone (version): name, dates, description, archived."""
+    return api.patch(("projects", guard_project(project_id_or_key), "versions", version_id),
+                     {"name": name, "description": description, "startDate": start_date,
+                      "releaseDueDate": release_due_date, "archived": archived})
+
+
+@tool("Delete milestone", write="project", destructive=True)
+def project_version_delete(project_id_or_key: ProjectIdOrKey,
+                           version_id: P("integer", "Milestone id", minimum=1)):
+    """Delete a milestone (version) from a project."""
+    return api.delete(("projects", guard_project(project_id_or_key), "versions", version_id))
+
+
+# == Tools: shared files =======================================================
+
+def directory(path):
+    parts = [p for p in path.replace("\\", "/").split("/") if p]
+    for part in parts:
+        segment(part)
+    return tuple(parts)
+
+
+@tool("List shared files")
+def file_shared_list_get(project_id_or_key: ProjectIdOrKey,
+                         path: P("string", "Directory, e.g. specs/2025; root is ''") = "",
+                         order: Order = None, offset: Offset = 0, count: Count = 20,
+                         fields: Fields = None):
+    """List a shared-file directory of a project."""
+    parts = directory(path) or (SLASH,)
+    return api.get(("projects", guard_project(project_id_or_key), "files", "metadata") + parts,
+                   {"order": order, "offset": offset, "count": count})
+
+
+@tool("Download shared file")
+def file_shared_download(project_id_or_key: ProjectIdOrKey,
+                         shared_file_id: P("integer", "Shared file id", minimum=1),
+                         format: Format = None):
+    """Download a project's shared file as image, text or base64 raw data."""
+    return download(("projects", guard_project(project_id_or_key), "files", shared_file_id),
+                    format)
+
+
+# == Tools: users ==============================================================
+
+@tool("List users")
+def user_list_get(fields: Fields = None):
+    """List the users of the space with ids, names, roles."""
+    return api.get("users")
+
+
+@tool("Get myself")
+def user_myself_get():
+    """Get the user that the API key belongs to."""
+    return api.get(("users", "myself"))
+
+
+@tool("List user activity")
+def user_activity_list_get(user_id: UserId, activity_type_ids: ActivityTypes = None,
+                           min_id: MinId = None, max_id: MaxId = None, count: Count = 20,
+                           order: Order = None, fields: Fields = None):
+    """List a user's recent activity."""
+    return activities(("users", user_id, "activities"), activity_type_ids, min_id, max_id,
+                      count, order)
+
+
+@tool("Count stars")
+def user_star_count_get(user_id: UserId, since: Date = None, until: Date = None):
+    """Count the stars a user received, optionally between two dates."""
+    return api.get(("users", user_id, "stars", "count"), {"since": since, "until": until})
+
+
+WatchSort = P("string", "Sort key", enum=["created", "updated", "issueUpdated"])
+UnreadOnly = P("boolean", "true: unread only; false: read only")
+
+
+@tool("List watchings")
+def user_watching_list_get(user_id: UserId, resource_already_read: UnreadOnly = None,
+                           issue_ids: Ids = None, sort: WatchSort = None, order: Order = None,
+                           offset: Offset = 0, count: Count = 20, fields: Fields = None):
+    """List the issues a user watches."""
+    read = None if resource_already_read is None else not resource_already_read
+    return allowed_items(api.get(("users", user_id, "watchings"), {
+        "resourceAlreadyRead": read, "issueId": issue_ids, "sort": sort, "order": order,
+        "offset": offset, "count": count}))
+
+
+def count_allowed(path, params):
+    """Count the items of an offset-paged list that belong to allowed projects."""
+    total = 0
+    for page in range(20):
+        items = api.get(path, dict(params, count=100, offset=page * 100))
+        total += len(allowed_items(items))
+        if len(items) < 100:
+            return {"count": total}
+    return {"count": total, "note": "counted the first 2,000 items only"}
+
+
+@tool("Count watchings")
+def user_watching_count_get(user_id: UserId, resource_already_read: UnreadOnly = None):
+    """Count the issues a user watches."""
+    read = None if resource_already_read is None else not resource_already_read
+    if restricted():
+        return count_allowed(("users", user_id, "watchings"), {"resourceAlreadyRead": read})
+    return api.get(("users", user_id, "watchings", "count"), {"resourceAlreadyRead": read})
+
+
+# == Tools: wikis ==============================================================
+
+@tool("List wiki pages")
+def wiki_list_get(project_id_or_key: OptProject = None, keyword: Keyword = None,
+                  fields: Fields = None):
+    """List wiki pages of a project (of every allowed project when none is given)."""
+    if project_id_or_key is not None:
+        projects = [guard_project(project_id_or_key)]
+    elif restricted():
+        projects = settings().projects
+    else:
+        projects = [None]
+    pages = []
+    for project in projects:
+        pages += api.get("wikis", {"projectIdOrKey": project, "keyword": keyword})
+    return allowed_items(pages)
+
+
+@tool("Count wiki pages")
+def wiki_count_get(project_id_or_key: ProjectIdOrKey):
+    """Count a project's wiki pages."""
+    return api.get(("wikis", "count"), {"projectIdOrKey": guard_project(project_id_or_key)})
+
+
+@tool("List wiki tags")
+def wiki_tag_list_get(project_id_or_key: ProjectIdOrKey):
+    """List the tags used on a project's wiki pages."""
+    return api.get(("wikis", "tags"), {"projectIdOrKey": guard_project(project_id_or_key)})
+
+
+@tool("Get wiki page")
+def wiki_details_get(wiki_id: WikiId):
+    """Get a wiki page with its content, tags and attachments."""
+    page = api.get(("wikis", wiki_id))
+    if restricted() and not project_allowed(page.get("projectId")):
+        raise denied(f"of wiki {wiki_id}")
+    return page
+
+
+@tool("Get wiki history")
+def wiki_history_get(wiki_id: WikiId, min_id: MinId = None, max_id: MaxId = None,
+                     count: Count = 20, order: Order = None, fields: Fields = None):
+    """List the versions of a wiki page, newest first."""
+    guard_owner("wiki", wiki_id, ("wikis", wiki_id))
+    return api.get(("wikis", wiki_id, "history"),
+                   {"minId": min_id, "maxId": max_id, "count": count, "order": order})
+
+
+@tool("List wiki attachments")
+def wiki_attachment_list_get(wiki_id: WikiId):
+    """List a wiki page's attachments."""
+    guard_owner("wiki", wiki_id, ("wikis", wiki_id))
+    return api.get(("wikis", wiki_id, "attachments"))
+
+
+@tool("Download wiki attachment")
+def wiki_attachment_download(wiki_id: WikiId, attachment_id: AttachmentId, format: Format = None):
+    """Download a wiki attachment as image, text or base64 raw data."""
+    guard_owner("wiki", wiki_id, ("wikis", wiki_id))
+    return download(("wikis", wiki_id, "attachments", attachment_id), format)
+
+
+MailNotify = P("boolean", "Email the change to watchers")
+
+
+@tool("Add wiki page", write="wiki")
+def wiki_add(project_id_or_key: ProjectIdOrKey, name: P("string", "Page name; '/' nests pages"),
+             content: Content, mail_notify: MailNotify = None):
+    """Create a wiki page in a project."""
+    return api.post("wikis", {"projectId": project_id(project_id_or_key), "name": name,
+                              "content": content, "mailNotify": mail_notify})
+
+
+@tool("Update wiki page", write="wiki", idempotent=True)
+def wiki_update(wiki_id: WikiId, name: P("string", "New page name") = None,
+                content: Content = None, mail_notify: MailNotify = None):
+    """Update a wiki page's name or content."""
+    if name is None and content is None:
+        raise ToolError("Nothing to update: give name or content.")
+    guard_owner("wiki", wiki_id, ("wikis", wiki_id))
+    return api.patch(("wikis", wiki_id), {"name": name, "content": content,
+                                          "mailNotify": mail_notify})
+
+
+# == Tools: space ==============================================================
+
+@tool("Get space")
+def space_details_get():
+    """Get the space: name, language, time zone, formatting rule."""
+    return api.get("space")
+
+
+@tool("List space activity")
+def space_activity_list_get(activity_type_ids: ActivityTypes = None, min_id: MinId = None,
+                            max_id: MaxId = None, count: Count = 20, order: Order = None,
+                            fields: Fields = None):
+    """List recent activity across the space."""
+    return activities(("space", "activities"), activity_type_ids, min_id, max_id, count, order)
+
+
+# == Tools: notifications ======================================================
+
+@tool("List notifications")
+def notification_list_get(min_id: MinId = None, max_id: MaxId = None, count: Count = 20,
+                          order: Order = None, fields: Fields = None):
+    """List your notifications, newest first."""
+    return allowed_items(api.get("notifications", {"minId": min_id, "maxId": max_id,
+                                                   "count": count, "order": order}))
+
+
+@tool("Count notifications")
+def notification_count_get(already_read: P("boolean", "Count read (true) or unread (false)") = None,
+                           resource_already_read: P("boolean", "Filter on the resource's read "
+                                                               "state") = None):
+    """Count your notifications."""
+    params = {"alreadyRead": already_read, "resourceAlreadyRead": resource_already_read}
+    if restricted():
+        return count_allowed_notifications(params)
+    return api.get(("notifications", "count"), params)
+
+
+def count_allowed_notifications(params):
+    """Count notifications of allowed projects by paging through them (at most 2,000)."""
+    total, max_id = 0, None
+    for _ in range(20):
+        items = api.get("notifications", {"count": 100, "maxId": max_id})
+        total += sum(1 for n in allowed_items(items)
+                     if all(v is None or n.get(k) == v for k, v in params.items()))
+        if len(items) < 100:
+            return {"count": total}
+        max_id = items[-1]["id"] - 1
+    return {"count": total, "note": "counted the first 2,000 notifications only"}
+
+
+@tool("Mark notification read", write="notification", idempotent=True)
+def notification_mark_read(notification_id: P("integer", "Notification id", minimum=1)):
+    """Mark one notification as read."""
+    if restricted():
+        max_id, found = None, None
+        for _ in range(10):
+            items = api.get("notifications", {"count": 100, "maxId": max_id})
+            found = next((n for n in items if n.get("id") == notification_id), None)
+            if found or len(items) < 100:
+                break
+            max_id = items[-1]["id"] - 1
+        if not found or not project_allowed(item_project(found)):
+            raise denied(f"of notification {notification_id}")
+    api.post(("notifications", notification_id, "markAsRead"))
+    return f"Notification {notification_id} marked as read."
+
+
+@tool("Reset unread count", write="notification", idempotent=True)
+def notification_count_reset():
+    """Reset your unread-notification count to zero."""
+    return api.post(("notifications", "markAsRead"))
+
+
+# == MCP methods ===============================================================
+
+SERVER_INFO = {"name": "mcp-backlog-server", "version": __version__}
+INSTRUCTIONS = ("Backlog (Nulab) issues, wikis, documents, Git pull requests and shared files. "
+                "Find ids with the *_list_get tools; names of statuses, types and users work in "
+                "issue_list_get when one project is given.")
+
+
+class Session:
+    """What the client negotiated: its protocol version, or the stateless era."""
+
+    def __init__(self):
+        self.version = None
+
+    def initialize(self, params):
+        requested = params.get("protocolVersion")
+        self.version = requested if requested in LEGACY_VERSIONS else LEGACY_VERSIONS[0]
+        info = dict(SERVER_INFO, title="Backlog") if self.version >= "2025-06-18" else SERVER_INFO
+        return {"protocolVersion": self.version, "capabilities": {"tools": {}},
+                "serverInfo": info, "instructions": INSTRUCTIONS}
+
+    def discover(self, params):
+        return {"supportedVersions": list(MODERN_VERSIONS), "capabilities": {"tools": {}},
+                "instructions": INSTRUCTIONS, "ttlMs": 3600000, "cacheScope": "public",
+                "_meta": {META + "serverInfo": SERVER_INFO}}
+
+    def ping(self, params):
+        return {}
+
+    def list_tools(self, params):
+        tools = enabled_tools()
+        prefix = settings().prefix
+        names = list(tools)
+        cursor = params.get("cursor")
+        start = 0
+        if cursor not in (None, ""):
+            if not isinstance(cursor, str) or not cursor.isdigit() or int(cursor) > len(names):
+                raise RpcError(-32602, "Invalid cursor: call tools/list without one.")
+            start = int(cursor)
+        page = names[start:start + TOOLS_PAGE_SIZE]
+        result = {"tools": [self._shape(tools[n].definition(prefix)) for n in page]}
+        if start + TOOLS_PAGE_SIZE < len(names):
+            result["nextCursor"] = str(start + TOOLS_PAGE_SIZE)
+        return result
+
+    def _shape(self, definition):
+        if self.version and self.version < "2025-06-18":
+            definition = {k: v for k, v in definition.items() if k != "title"}
+        if self.version == "2024-11-05":
+            definition.pop("annotations", None)
+        return definition
+
+    def call_tool(self, params):
+        name = params.get("name")
+        if not isinstance(name, str):
+            raise RpcError(-32602, "tools/call needs a string 'name'.")
+        arguments = params.get("arguments")
+        return call_tool(name, {} if arguments is None else arguments)
+
+
+METHODS = {"initialize": Session.initialize, "server/discover": Session.discover,
+           "ping": Session.ping, "tools/list": Session.list_tools,
+           "tools/call": Session.call_tool}
+
+
+# == JSON-RPC over stdio =======================================================
+
+def error_reply(id_, code, message, data=None):
+    error = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "id": id_, "error": error}
+
+
+def valid_id(message):
+    id_ = message.get("id")
+    return isinstance(id_, str) or (isinstance(id_, int) and not isinstance(id_, bool))
+
+
+def handle(message, session):
+    """One decoded JSON-RPC message in, its reply out (None for notifications)."""
+    if isinstance(message, list):
+        if session.version != "2025-03-26":
+            return error_reply(None, -32600, "Batches are not supported in this protocol version.")
+        if not message:
+            return error_reply(None, -32600, "Empty batch.")
+        replies = [handle(m, session) for m in message
+                   if not isinstance(m, list)]
+        replies = [r for r in replies if r is not None]
+        return replies or None
+    if not isinstance(message, dict):
+        return error_reply(None, -32600, "A message must be a JSON object.")
+    if "id" not in message:
+        return None if "method" in message or "result" in message or "error" in message \
+            else error_reply(None, -32600, "Invalid request: no method.")
+    if not valid_id(message):
+        return error_reply(None, -32600, "Invalid request: id must be a string or an integer.")
+    id_, method = message["id"], message.get("method")
+    if "method" not in message and ("result" in message or "error" in message):
+        return None
+    if message.get("jsonrpc") != "2.0" or not isinstance(method, str):
+        return error_reply(id_, -32600, "Invalid request: needs jsonrpc '2.0' and a string method.")
+    params = message.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        return error_reply(id_, -32602, "params must be an object.")
+    try:
+        modern = _modern(params, method)
+        handler = METHODS.get(method)
+        if handler is None or (modern and method in ("initialize", "ping")):
+            raise RpcError(-32601, f"Method not found: {method}")
+        result = handler(session, params)
+        if modern:
+            result = dict(result, resultType="complete")
+            if method == "tools/list":
+                result.update(ttlMs=3600000, cacheScope="public")
+        return {"jsonrpc": "2.0", "id": id_, "result": result}
+    except RpcError as exc:
+        return error_reply(id_, exc.code, exc.message, exc.data)
+    except Exception:  # a bug: report it, keep serving
+        import traceback
+        log(f"internal error in {method}:\n{traceback.format_exc()}")
+        return error_reply(id_, -32603, "Internal error in the server; see its stderr log.")
+
+
+def _modern(params, method):
+    """True for a stateless-era request (per-request _meta); checks its version and capabilities."""
+    meta = params.get("_meta")
+    if method == "server/discover":
+        return True
+    if not isinstance(meta, dict) or META + "protocolVersion" not in meta:
+        return False
+    version = meta[META + "protocolVersion"]
+    if version not in MODERN_VERSIONS:
+        raise RpcError(-32022, f"Unsupported protocol version: {version}",
+                       {"supported": list(MODERN_VERSIONS), "requested": version})
+    if not isinstance(meta.get(META + "clientCapabilities"), dict):
+        raise RpcError(-32602, f"_meta needs {META}clientCapabilities.")
+    return True
+
+
+def serve(stdin=None, stdout=None):
+    """Read JSON-RPC lines from stdin and write one reply line per request, until EOF."""
+    stdin = stdin or sys.stdin.buffer
+    stdout = stdout or sys.stdout.buffer
+    session = Session()
+    for line in stdin:
+        if not line.strip():
+            continue
+        try:
+            message = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            reply = error_reply(None, -32700, "Parse error: each line must be one JSON object.")
+        else:
+            reply = handle(message, session)
+        if reply is not None:
+            stdout.write(dumps(reply).encode("utf-8") + b"\n")
+            stdout.flush()
+
+
+# == Command line ==============================================================
+
+HELP = """usage: backlog_mcp.pyz [--read-only] [--toolsets a,b] [--version | --help | --check |
+                         --list-tools]
+       backlog_mcp.pyz tools
+       backlog_mcp.pyz help TOOL
+       backlog_mcp.pyz call TOOL [name=value ...] [--json '{...}' | --json -] [--pretty]
+                                 [--output FILE]
+
+Serves MCP on stdio when called with no command. Settings come from the environment;
+see the module docstring or the README.
+"""
+
+
+def list_tools_lines():
+    prefix = settings().prefix
+    lines = []
+    for t in TOOLS.values():
+        why = t.disabled_because()
+        lines.append(f"{prefix + t.name:34} {t.category:12} {'write' if t.write else 'read':5} "
+                     f"{'enabled' if why is None else 'disabled: ' + why}")
+    return lines
+
+
+def check():
+    s = settings()
+    if s.problems:
+        raise SystemExit("error: " + " ".join(s.problems))
+    try:
+        space = api.get("space")
+        me = api.get(("users", "myself"))
+        for key in s.projects:
+            project_info(key)
+    except ToolError as exc:
+        raise SystemExit(f"error: {redact(exc)}") from None
+    enabled = enabled_tools()
+    out = [f"space: {space.get('name')} ({space.get('spaceKey')}) at {s.base_url}",
+           f"user: {me.get('name')} ({me.get('userId')}, id {me.get('id')})",
+           f"projects: {', '.join(s.projects) or 'all the key can see'}",
+           f"writable groups: {', '.join(g for g in WRITE_GROUPS if WRITABLE[g]) or 'none (read-only)'}",
+           f"toolsets: {', '.join(c for c in CATEGORIES if c in TOOLSETS)}",
+           f"tools: {len(enabled)} enabled of {len(TOOLS)}", "ok"]
+    sys.stdout.write("\n".join(out) + "\n")
+
+
+def usage(message):
+    """A usage error on the command line: message to stderr, exit status 2."""
+    sys.stderr.write(f"usage error: {message}\n")
+    raise SystemExit(2)
+
+
+def cli_value(tool_, name, text):
+    """A command-line value read by the parameter's schema type."""
+    param = tool_.params[tool_.aliases.get(name, name)]
+    kinds = param.items if param.type == "array" else param.type
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+
+    def scalar(item):
+        if "integer" in kinds and re.match(r"-?\d+\Z", item):
+            return int(item)
+        if "number" in kinds:
+            try:
+                return float(item)
+            except ValueError:
+                pass
+        if "boolean" in kinds and item.lower() in ("true", "false"):
+            return item.lower() == "true"
+        if "object" in kinds:
+            try:
+                return json.loads(item)
+            except ValueError:
+                usage(f"{name} takes a JSON object, e.g. "
+                      f"{name}='{{\"Severity\":\"High\"}}'")
+        return item
+
+    if param.type == "array":
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError:
+                pass
+        return [scalar(part.strip()) for part in text.split(",") if part.strip()]
+    return scalar(text)
+
+
+def cli_call(argv):
+    """`call TOOL name=value ...`: run one tool and print what the model would get."""
+    pretty = "--pretty" in argv
+    argv = [a for a in argv if a != "--pretty"]
+    output = json_arg = None
+    rest = []
+    it = iter(argv)
+    for arg in it:
+        if arg in ("--output", "-o", "--json"):
+            value = next(it, None)
+            if value is None:
+                usage(f"{arg} needs a value")
+            if arg == "--json":
+                json_arg = value
+            else:
+                output = value
+        else:
+            rest.append(arg)
+    if not rest:
+        usage("call TOOL [name=value ...]; `tools` lists the tools")
+    name, pairs = rest[0], rest[1:]
+    tool_ = cli_tool(name)
+    arguments = {}
+    if json_arg is not None:
+        try:
+            arguments = json.loads(sys.stdin.read() if json_arg == "-" else json_arg)
+        except ValueError as exc:
+            usage(f"--json is not valid JSON ({exc})")
+        if not isinstance(arguments, dict):
+            usage("--json takes a JSON object")
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep:
+            usage(f"'{pair}' is not name=value")
+        if tool_.aliases.get(key, key) not in tool_.params:
+            usage(f"{tool_.name} has no parameter '{key}'. "
+                             f"Parameters: {', '.join(tool_.params) or 'none'}")
+        value = cli_value(tool_, key, text)
+        if key in arguments and isinstance(arguments[key], list) and isinstance(value, list):
+            arguments[key] = arguments[key] + value
+        else:
+            arguments[key] = value
+    try:
+        tool_.bind(arguments)
+    except ToolError as exc:
+        usage(str(exc))
+    try:
+        args, value = run_tool(tool_, arguments)
+    except ToolError as exc:
+        sys.stderr.write(redact(exc) + "\n")
+        raise SystemExit(1) from None
+    if output:
+        data = value.data if isinstance(value, Download) else \
+            (dumps(value, pretty) + "\n").encode("utf-8")
+        with open(output, "wb") as fh:
+            fh.write(data)
+        sys.stderr.write(f"wrote {len(data)} bytes to {output}\n")
+        return
+    result = result_of(tool_, args, value)
+    texts = [c.get("text") if c["type"] == "text" else f"[{c['mimeType']} image: use --output FILE]"
+             for c in result["content"]]
+    if pretty and not isinstance(value, (str, Download)):
+        texts[0] = dumps(json.loads(texts[0]), pretty=True)
+    sys.stdout.write(texts[0] + "\n")
+    for note in texts[1:]:
+        sys.stderr.write(note + "\n")
+
+
+def cli_tool(name):
+    found = TOOLS.get(name) or TOOLS.get(name[len(settings().prefix):])
+    if found is None:
+        close = sorted(TOOLS, key=lambda n: distance(name, n))[:5]
+        usage(f"unknown tool '{name}'. Did you mean: {', '.join(close)}? "
+                         "`tools` lists them all.")
+    why = found.disabled_because()
+    if why:
+        usage(f"{found.name} is disabled: {why}")
+    return found
+
+
+def cli_help(name):
+    tool_ = TOOLS.get(name)
+    if tool_ is None:
+        cli_tool(name)
+    lines = [f"{tool_.name}: {tool_.title}", tool_.description,
+             f"group: {tool_.write or 'read'}; " + (tool_.disabled_because() or "enabled"), "",
+             "parameters:"]
+    for pname, param in tool_.params.items():
+        kind = param.type + (f" of {param.items}" if param.items else "")
+        need = "required" if pname in tool_.required else "optional"
+        extra = f" ({', '.join(param.enum)})" if param.enum else ""
+        lines.append(f"  {pname:24} {kind:28} {need:8} {param.doc}{extra}")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    read_only = "--read-only" in argv
+    argv = [a for a in argv if a != "--read-only"]
+    toolsets = None
+    if "--toolsets" in argv:
+        i = argv.index("--toolsets")
+        if i + 1 >= len(argv):
+            usage("--toolsets needs a list, e.g. issue,wiki")
+        toolsets = argv[i + 1]
+        del argv[i:i + 2]
+    configure(read_only=read_only, toolsets=toolsets)
+    command = argv[0] if argv else None
+    if command in ("--version", "-V"):
+        sys.stdout.write(f"mcp-backlog-server {__version__}\n")
+    elif command in ("--help", "-h"):
+        sys.stdout.write(HELP)
+    elif command in ("--list-tools", "tools"):
+        sys.stdout.write("\n".join(list_tools_lines()) + "\n")
+    elif command == "--check":
+        check()
+    elif command == "help" and len(argv) == 2:
+        cli_help(argv[1])
+    elif command == "call":
+        cli_call(argv[1:])
+    elif command is None:
+        run_server()
+    else:
+        usage(f"unknown argument '{command}'\n\n{HELP}")
+
+
+def run_server():
+    import signal
+    if SETTINGS.problems:
+        log("configuration problem: " + " ".join(SETTINGS.problems))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        serve()
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:  # the client went away: leave quietly, no flush at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+if __name__ == "__main__":
+    main()

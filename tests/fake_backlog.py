@@ -1,0 +1,349 @@
+"""A local stand-in for the Backlog API v2 (stdlib only), for the tests and the benchmark.
+
+It answers with the example bodies in tests/data (copied from Backlog's documented shapes),
+records every request, and can be told to misbehave (stall, reset, trickle, proxy pages).
+
+Two projects exist: DEMO (id 101), whose data are the fixtures, and OTHER (id 202), whose data
+are the same fixtures with their project rewritten; space-wide lists hold items of both.
+Identifiers of OTHER: project OTHER/202, issue OTHER-1/999, wiki 6001, document 'f' * 32,
+repository 'secret', watching 9999.
+"""
+
+import copy
+import json
+import os
+import re
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00"
+       b"\x00\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\xff\xff?\x03\x00\x08\xfc\x02\xfe\xa7"
+       b"\x9a\xa0\xa0\x00\x00\x00\x00IEND\xaeB`\x82")
+OTHER_MARKERS = re.compile(r"(?:^|/)(?:OTHER|202|OTHER-\d+|999|6001|f{32}|secret|9999)(?:/|$)")
+P = r"projects/[A-Za-z_0-9]+"
+I = r"(?:[A-Z_0-9]+-\d+|\d+)"
+D = r"[0-9a-f]{32}"
+R = P + r"/git/repositories/[\w.-]+"
+
+ROUTES = [  # method, path below /api/v2/, fixture (or a callable name on the server)
+    ("GET", r"space", "space"), ("GET", r"space/activities", "@activities"),
+    ("GET", r"users", "users_list"), ("GET", r"users/myself", "myself"),
+    ("GET", r"users/\d+/activities", "@activities"),
+    ("GET", r"users/\d+/stars/count", "user_stars_count"),
+    ("GET", r"users/\d+/watchings", "@watchings"),
+    ("GET", r"users/\d+/watchings/count", "watchings_count"),
+    ("GET", r"watchings/\d+", "watching"), ("POST", r"watchings", "watching"),
+    ("PATCH", r"watchings/\d+", "watching"), ("DELETE", r"watchings/\d+", "watching"),
+    ("POST", r"watchings/\d+/markAsRead", None),
+    ("GET", r"projects", "@projects"), ("POST", r"projects", "project"),
+    ("GET", P, "project"), ("PATCH", P, "project"),
+    ("GET", P + r"/statuses", "statuses"), ("GET", P + r"/issueTypes", "issue_types"),
+    ("GET", P + r"/categories", "categories"), ("POST", P + r"/categories", "categories#0"),
+    ("GET", P + r"/versions", "versions"), ("POST", P + r"/versions", "versions#0"),
+    ("PATCH", P + r"/versions/\d+", "versions#0"), ("DELETE", P + r"/versions/\d+", "versions#0"),
+    ("GET", P + r"/customFields", "custom_fields"), ("GET", P + r"/users", "users_list"),
+    ("GET", P + r"/activities", "project_activities"),
+    ("GET", r"priorities", "priorities"), ("GET", r"resolutions", "resolutions"),
+    ("GET", r"issues", "issues_list"), ("GET", r"issues/count", "issues_count"),
+    ("POST", r"issues", "issue_created"), ("GET", "issues/" + I, "issue"),
+    ("PATCH", "issues/" + I, "issue"), ("DELETE", "issues/" + I, "issue"),
+    ("GET", "issues/" + I + "/comments", "comments_list"),
+    ("POST", "issues/" + I + "/comments", "comment"),
+    ("PATCH", "issues/" + I + r"/comments/\d+", "comment_updated"),
+    ("GET", "issues/" + I + "/attachments", "issue_attachments"),
+    ("GET", "issues/" + I + r"/attachments/\d+", "@file"),
+    ("GET", "issues/" + I + "/sharedFiles", "issue_shared_files"),
+    ("GET", "issues/" + I + "/relatedIssues", "issues_list"),
+    ("POST", "issues/" + I + "/relatedIssues", "issue"),
+    ("DELETE", "issues/" + I + r"/relatedIssues/\d+", "issue"),
+    ("GET", r"wikis", "@wikis"), ("GET", r"wikis/count", "wikis_count"),
+    ("GET", r"wikis/tags", "wiki_tags"), ("POST", r"wikis", "wiki"),
+    ("GET", r"wikis/\d+", "wiki"), ("PATCH", r"wikis/\d+", "wiki"),
+    ("GET", r"wikis/\d+/history", "wiki_history"),
+    ("GET", r"wikis/\d+/attachments", "wiki_attachments"),
+    ("GET", r"wikis/\d+/attachments/\d+", "@file"),
+    ("GET", r"documents", "documents_list"), ("GET", r"documents/tree", "document_tree"),
+    ("POST", r"documents", "document_created"), ("GET", "documents/" + D, "document"),
+    ("DELETE", "documents/" + D, "document"),
+    ("GET", "documents/" + D + r"/attachments/\d+", "@file"),
+    ("GET", P + r"/git/repositories", "git_repositories"),
+    ("GET", R, "git_repository"),
+    ("GET", R + "/pullRequests", "pull_requests_list"),
+    ("POST", R + "/pullRequests", "pull_request"),
+    ("GET", R + "/pullRequests/count", "pull_requests_count"),
+    ("GET", R + r"/pullRequests/\d+", "pull_request"),
+    ("PATCH", R + r"/pullRequests/\d+", "pull_request"),
+    ("GET", R + r"/pullRequests/\d+/attachments", "pull_request_attachments"),
+    ("GET", R + r"/pullRequests/\d+/attachments/\d+", "@file"),
+    ("GET", R + r"/pullRequests/\d+/comments", "pull_request_comments"),
+    ("POST", R + r"/pullRequests/\d+/comments", "pull_request_comment"),
+    ("PATCH", R + r"/pullRequests/\d+/comments/\d+", "pull_request_comment"),
+    ("GET", P + r"/files/metadata(?:/.*)?", "shared_files_list"),
+    ("GET", P + r"/files/\d+", "@file"),
+    ("GET", r"notifications", "@notifications"),
+    ("GET", r"notifications/count", "notifications_count"),
+    ("POST", r"notifications/markAsRead", "notifications_mark_all_as_read"),
+    ("POST", r"notifications/\d+/markAsRead", None),
+]
+COMPILED = [(m, re.compile(p + r"\Z"), f) for m, p, f in ROUTES]
+
+
+def load(name):
+    with open(os.path.join(DATA, name + ".json"), encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def to_other(value):
+    """The same data, moved to project OTHER (id 202)."""
+    if isinstance(value, list):
+        return [to_other(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, item in value.items():
+        if key == "projectId" and item == 101:
+            item = 202
+        elif key == "projectKey" and item == "DEMO":
+            item = "OTHER"
+        elif key == "issueKey" and isinstance(item, str):
+            item = item.replace("DEMO-", "OTHER-")
+        elif key == "project" and isinstance(item, dict) and item.get("id") == 101:
+            item = dict(to_other(item), id=202)
+        else:
+            item = to_other(item)
+        out[key] = item
+    if out.get("projectKey") == "OTHER" and out.get("id") == 101:
+        out["id"] = 202
+    return out
+
+
+class Request:
+    def __init__(self, method, path, query, form, headers):
+        self.method, self.path, self.query, self.form, self.headers = (method, path, query, form,
+                                                                       headers)
+
+    def q(self, key):
+        return [v for k, v in self.query if k == key]
+
+    def f(self, key):
+        return [v for k, v in self.form if k == key]
+
+    def __repr__(self):
+        return f"<{self.method} {self.path} {self.query} {self.form}>"
+
+
+class FakeBacklog:
+    """Start with `with FakeBacklog() as fake:`; fake.url is the base URL, fake.requests the log."""
+
+    def __init__(self, api_key="test-key-1234567890"):
+        self.api_key = api_key
+        self.requests = []
+        self.fixtures = {}
+        self.files = {}           # path regex -> (body bytes, headers)
+        self.faults = []          # (path regex or None, kind, arg), consumed in order
+        self.file = (PNG, {"Content-Type": "image/png",
+                           "Content-Disposition": "attachment; filename*=UTF-8''"
+                                                  "screenshot%20%E7%94%BB%E9%9D%A2.png"})
+        self.server = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def start(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                fake.handle(self)
+
+            do_POST = do_PATCH = do_DELETE = do_PUT = do_GET
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self
+
+    def stop(self):
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def fault(self, kind, arg=None, path=None, times=1):
+        for _ in range(times):
+            self.faults.append((path, kind, arg))
+
+    def calls(self, method=None):
+        return [r for r in self.requests if method is None or r.method == method]
+
+    # -- answering -------------------------------------------------------------------------
+
+    def handle(self, h):
+        url = urlsplit(h.path)
+        length = int(h.headers.get("Content-Length") or 0)
+        body = h.rfile.read(length).decode("utf-8", "replace") if length else ""
+        query = parse_qsl(url.query, keep_blank_values=True)
+        form = parse_qsl(body, keep_blank_values=True)
+        path = unquote(url.path)
+        key = dict(query).get("apiKey")
+        query = [(k, v) for k, v in query if k != "apiKey"]
+        request = Request(h.command, path, query, form, dict(h.headers))
+        self.requests.append(request)
+        for i, (where, kind, arg) in enumerate(self.faults):
+            if where is None or re.search(where, path):
+                del self.faults[i]
+                return self.misbehave(h, kind, arg)
+        if key != self.api_key:
+            return self.send(h, 401, {"errors": [{"message": "Authentication failure.",
+                                                  "code": 11, "moreInfo": ""}]})
+        sub = path[len("/api/v2/"):] if path.startswith("/api/v2/") else None
+        route = next((f for m, rx, f in COMPILED if sub is not None and m == h.command
+                      and rx.match(sub)), "missing")
+        if route == "missing":
+            return self.send(h, 404, {"errors": [{"message": "No resource.", "code": 6,
+                                                  "moreInfo": ""}]})
+        if route is None:
+            return self.send(h, 204, None)
+        other = bool(OTHER_MARKERS.search(sub)) or "202" in [v for _, v in query + form]
+        if sub.split("/")[1:2] and sub.split("/")[0] == "projects" \
+                and sub.split("/")[1] not in ("DEMO", "101", "OTHER", "202"):
+            return self.send(h, 404, load("error_404_project"))
+        if route == "@file":
+            for rx, (data, headers) in self.files.items():
+                if re.search(rx, path):
+                    return self.send_bytes(h, 200, data, headers)
+            return self.send_bytes(h, 200, *self.file)
+        if route.startswith("@"):
+            value = getattr(self, "list_" + route[1:])(request)
+        else:
+            name, _, index = route.partition("#")
+            value = copy.deepcopy(self.fixtures.get(name) or load(name))
+            if index:
+                value = value[int(index)]
+            if other:
+                value = to_other(value)
+        status = 201 if h.command == "POST" and route in ("issue_created",) else 200
+        self.send(h, status, value)
+
+    def both(self, name):
+        items = load(name)
+        return items + to_other(items)
+
+    def list_activities(self, request):
+        return self.both("project_activities")
+
+    def list_watchings(self, request):
+        return self.both("watchings_list")
+
+    def list_notifications(self, request):
+        return self.both("notifications_list")
+
+    def list_projects(self, request):
+        return self.both("projects_list")
+
+    def list_wikis(self, request):
+        project = dict(request.query).get("projectIdOrKey")
+        if project in ("OTHER", "202"):
+            return to_other(load("wikis_list"))
+        if project in ("DEMO", "101"):
+            return load("wikis_list")
+        return self.both("wikis_list")
+
+    def send(self, h, status, value, headers=None):
+        data = b"" if value is None else json.dumps(value, ensure_ascii=False).encode("utf-8")
+        base = {"Content-Type": "application/json;charset=utf-8", "X-RateLimit-Limit": "600",
+                "X-RateLimit-Remaining": "599", "X-RateLimit-Reset": str(int(time.time()) + 60)}
+        self.send_bytes(h, status, data, dict(base, **(headers or {})))
+
+    def send_bytes(self, h, status, data, headers, length=None):
+        h.send_response(status)
+        for k, v in headers.items():
+            h.send_header(k, v)
+        h.send_header("Content-Length", str(len(data) if length is None else length))
+        h.end_headers()
+        if callable(data):
+            data(h)
+        else:
+            h.wfile.write(data)
+
+    def misbehave(self, h, kind, arg):
+        """Faults: status (with a body or none), html, empty, truncated, hang, reset, trickle,
+        big (a streamed body of `arg` bytes)."""
+        if kind == "status":
+            status, body, headers = arg
+            data = b"" if body is None else json.dumps(body).encode()
+            return self.send_bytes(h, status, data, dict(
+                {"Content-Type": "application/json;charset=utf-8"}, **(headers or {})))
+        if kind == "html":
+            return self.send_bytes(h, arg or 502, b"<html><body><h1>502 Bad Gateway</h1>"
+                                                  b"</body></html>", {"Content-Type": "text/html"})
+        if kind == "empty":
+            return self.send_bytes(h, arg or 200, b"", {"Content-Type": "application/json"})
+        if kind == "truncated":
+            return self.send_bytes(h, 200, b'{"id": 913, "summ', {
+                "Content-Type": "application/json;charset=utf-8"})
+        if kind == "hang":
+            time.sleep(arg or 5)
+            h.close_connection = True
+            return None
+        if kind == "reset":
+            h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            h.close_connection = True
+            h.connection.close()
+            return None
+        if kind == "reset_mid_body":
+            h.send_response(200)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", "5000")
+            h.end_headers()
+            h.wfile.write(b'{"id": 913, ')
+            h.wfile.flush()
+            h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            h.close_connection = True
+            h.connection.close()
+            return None
+        if kind == "trickle":
+            h.send_response(200)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", "1000")
+            h.end_headers()
+            for _ in range(1000):
+                try:
+                    h.wfile.write(b" ")
+                    h.wfile.flush()
+                except OSError:
+                    return None
+                time.sleep(arg or 0.05)
+            return None
+        if kind == "big":
+            size, ctype = arg
+
+            def stream(handler, size=size):
+                chunk = b"\0" * 65536
+                left = size
+                try:
+                    while left > 0:
+                        handler.wfile.write(chunk[:min(left, len(chunk))])
+                        left -= len(chunk)
+                except OSError:
+                    pass
+            return self.send_bytes(h, 200, stream, {
+                "Content-Type": ctype, "Content-Disposition": "attachment; filename=\"big.bin\""},
+                length=size)
+        raise ValueError(kind)

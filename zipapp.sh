@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Build backlog_mcp.pyz: the server plus requests and its pure-Python dependencies, in one file
+# that runs with nothing but a stock CPython 3.9 to 3.13 (also on a machine without internet).
+#
+#   bash zipapp.sh [OUTPUT]         default OUTPUT: backlog_mcp.pyz
+#
+# Needs PyPI once, to fetch the pinned wheels (or WHEELS=DIR with them already downloaded).
+# Bytecode is compiled for every CPython 3.9-3.13 found (PATH, then pyenv), so that start-up
+# does not compile the sources; an interpreter without its bytecode compiles the sources
+# shipped beside it. Reproducible: same sources and interpreters, same bytes.
+set -euo pipefail
+cd "$(dirname "$0")"
+out="${1:-backlog_mcp.pyz}"
+python="${PYTHON:-python3}"
+
+# Pure-Python wheels that still support Python 3.9; licences travel in their dist-info.
+pins="requests==2.32.5 urllib3==2.6.3 idna==3.20 certifi==2026.10.19.post1 charset_normalizer==3.5.3"
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+wheels="${WHEELS:-$work/wheels}"
+if [ -z "${WHEELS:-}" ]; then
+  # shellcheck disable=SC2086
+  "$python" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: --platform any \
+    --python-version 3.9 --implementation py --abi none -d "$wheels" $pins
+fi
+
+interpreters=()
+for v in 3.9 3.10 3.11 3.12 3.13; do
+  exe=""
+  if command -v pyenv >/dev/null 2>&1; then
+    dir="$(ls -d "$(pyenv root)/versions/$v".* 2>/dev/null | sort -V | tail -n 1 || true)"
+    [ -n "$dir" ] && exe="$dir/bin/python$v"
+  fi
+  [ -z "$exe" ] && exe="$(command -v "python$v" 2>/dev/null || true)"
+  if [ -n "$exe" ] && "$exe" -c pass >/dev/null 2>&1; then interpreters+=("$exe"); fi
+done
+
+"$python" - "$wheels" "$work/stage" "$out" "${interpreters[@]}" <<'PY'
+import os, subprocess, sys, zipfile
+
+wheels, stage, out, interpreters = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+os.makedirs(stage)
+for name in sorted(os.listdir(wheels)):
+    if name.endswith(".whl"):
+        with zipfile.ZipFile(os.path.join(wheels, name)) as whl:
+            whl.extractall(stage)
+with open("backlog_mcp.py", "rb") as src, open(os.path.join(stage, "backlog_mcp.py"), "wb") as dst:
+    dst.write(src.read())
+with open(os.path.join(stage, "__main__.py"), "w") as main:
+    main.write('''"""Run the server; use the bytecode built for this interpreter when the archive has it."""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "_pyc", sys.implementation.cache_tag))
+import backlog_mcp  # noqa: E402
+
+backlog_mcp.main()
+''')
+
+# Bytecode per interpreter, in _pyc/<cache tag>/ (not certifi: its cacert.pem sits beside its
+# source). Unchecked-hash pycs carry no timestamp.
+COMPILE = r'''
+import os, py_compile, sys
+stage = sys.argv[1]
+root = os.path.join(stage, "_pyc", sys.implementation.cache_tag)
+for folder, dirs, files in os.walk(stage):
+    dirs[:] = sorted(d for d in dirs if d not in ("_pyc", "certifi") and not d.endswith(".dist-info"))
+    for name in sorted(files):
+        rel = os.path.relpath(os.path.join(folder, name), stage)
+        if name.endswith(".py") and rel != "__main__.py":
+            py_compile.compile(os.path.join(stage, rel), os.path.join(root, rel + "c"), dfile=rel,
+                               doraise=True,
+                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+'''
+for exe in interpreters:
+    subprocess.run([exe, "-s", "-c", COMPILE, stage], check=True,
+                   env=dict(os.environ, PYTHONHASHSEED="0"))  # set constants in one order
+
+entries = []
+for folder, dirs, files in os.walk(stage):
+    dirs.sort()
+    for name in files:
+        path = os.path.join(folder, name)
+        if "__pycache__" not in path and not name.endswith(".pyc") or "/_pyc/" in path:
+            entries.append(os.path.relpath(path, stage))
+tmp = out + ".tmp"
+with open(tmp, "wb") as fh:
+    fh.write(b"#!/usr/bin/env python3\n")
+    with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as pyz:
+        for rel in sorted(entries):
+            info = zipfile.ZipInfo(rel.replace(os.sep, "/"), date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with open(os.path.join(stage, rel), "rb") as src:
+                pyz.writestr(info, src.read(), compresslevel=9)
+os.chmod(tmp, 0o755)
+os.replace(tmp, out)
+tags = sorted(os.listdir(os.path.join(stage, "_pyc"))) if interpreters else []
+print(f"built {out}: {os.path.getsize(out):,} bytes; bytecode for {', '.join(tags) or 'none'}")
+PY
