@@ -762,7 +762,9 @@ FIELD_TYPES = {1: "text", 2: "textarea", 3: "number", 4: "date", 5: "single_list
 USER_KEYS = ("id", "userId", "name")
 PROJECT_KEYS = ("id", "projectKey", "name")
 DECORATION = {"nulabAccount", "iconUrl", "keyword"}           # dropped everywhere
-NOISE = {"color", "displayOrder", "templateSummary", "templateDescription", "stars"}  # nested
+REFERENCE_HINTS = {"displayOrder", "color", "releaseDueDate"}  # a nested status, type, category
+STAR_NOISE = {"url", "title", "comment"}                        # a star repeats its target
+DATE_ONLY = {"startDate", "dueDate", "releaseDueDate"}          # always T00:00:00Z
 
 
 def issue_view(issue):
@@ -792,12 +794,17 @@ def lean(value, depth=0):
         return {k: value[k] for k in USER_KEYS if value.get(k) is not None}
     if depth and "projectKey" in value and "chartEnabled" in value:
         return {k: value[k] for k in PROJECT_KEYS if k in value}
+    if depth and "id" in value and "name" in value and REFERENCE_HINTS & set(value):
+        return {k: value[k] for k in ("id", "projectId", "name") if k in value}
+    star = depth and "presenter" in value
     out = {}
     for key, item in value.items():
-        if item is None or item == "" or item == [] or item == {}:
+        if item is None or item == "" or item == [] or item == {} or key in DECORATION:
             continue
-        if key in DECORATION or (depth and key in NOISE):
+        if star and key in STAR_NOISE:
             continue
+        if key in DATE_ONLY and isinstance(item, str) and item.endswith("T00:00:00Z"):
+            item = item[:10]
         out[key] = lean(item, depth + 1)
     return out
 
@@ -2268,7 +2275,7 @@ def serve(stdin=None, stdout=None):
         if not line.strip():
             continue
         try:
-            message = json.loads(line.decode("utf-8"))
+            message = json.loads(line.decode("utf-8"), strict=False)  # raw \r, tabs: tolerated
         except (UnicodeDecodeError, ValueError, RecursionError):
             reply = error_reply(None, -32700, "Parse error: each line must be one JSON object.")
         else:

@@ -136,18 +136,100 @@ class Request:
         return f"<{self.method} {self.path} {self.query} {self.form}>"
 
 
-class FakeBacklog:
-    """Start with `with FakeBacklog() as fake:`; fake.url is the base URL, fake.requests the log."""
+def json_reply(status, value, headers=None):
+    data = b"" if value is None else json.dumps(value, ensure_ascii=False).encode("utf-8")
+    base = {"Content-Type": "application/json;charset=utf-8", "X-RateLimit-Limit": "600",
+            "X-RateLimit-Remaining": "599", "X-RateLimit-Reset": str(int(time.time()) + 60)}
+    return status, dict(base, **(headers or {})), data
+
+
+class Backlog:
+    """The stand-in's answers: (status, headers, body) for a request; no HTTP involved."""
 
     def __init__(self, api_key="test-key-1234567890"):
         self.api_key = api_key
         self.requests = []
         self.fixtures = {}
         self.files = {}           # path regex -> (body bytes, headers)
-        self.faults = []          # (path regex or None, kind, arg), consumed in order
+        self.errors = []          # (method, path regex, status, body): answered instead
         self.file = (PNG, {"Content-Type": "image/png",
                            "Content-Disposition": "attachment; filename*=UTF-8''"
                                                   "screenshot%20%E7%94%BB%E9%9D%A2.png"})
+
+    def calls(self, method=None):
+        return [r for r in self.requests if method is None or r.method == method]
+
+    def respond(self, method, path, query, form, headers=None):
+        key = dict(query).get("apiKey")
+        query = [(k, v) for k, v in query if k != "apiKey"]
+        request = Request(method, path, query, form, dict(headers or {}))
+        self.requests.append(request)
+        for err_method, where, status, body in self.errors:
+            if err_method == method and re.search(where, path):
+                return json_reply(status, body)
+        if key != self.api_key:
+            return json_reply(401, {"errors": [{"message": "Authentication failure.",
+                                                "code": 11, "moreInfo": ""}]})
+        sub = path[len("/api/v2/"):] if path.startswith("/api/v2/") else None
+        route = next((f for m, rx, f in COMPILED if sub is not None and m == method
+                      and rx.match(sub)), "missing")
+        if route == "missing":
+            return json_reply(404, {"errors": [{"message": "No resource.", "code": 6,
+                                                "moreInfo": ""}]})
+        if route is None:
+            return 204, {}, b""
+        parts = sub.split("/")
+        if parts[0] == "projects" and len(parts) > 1 \
+                and parts[1] not in ("DEMO", "101", "OTHER", "202"):
+            return json_reply(404, load("error_404_project"))
+        other = bool(OTHER_MARKERS.search(sub)) or "202" in [v for _, v in query + form]
+        if route == "@file":
+            for rx, (data, file_headers) in self.files.items():
+                if re.search(rx, path):
+                    return 200, dict(file_headers), data
+            return 200, dict(self.file[1]), self.file[0]
+        if route.startswith("@"):
+            value = getattr(self, "list_" + route[1:])(request)
+        else:
+            name, _, index = route.partition("#")
+            value = copy.deepcopy(self.fixtures.get(name) or load(name))
+            if index:
+                value = value[int(index)]
+            if other:
+                value = to_other(value)
+        return json_reply(201 if route == "issue_created" else 200, value)
+
+    def both(self, name):
+        items = load(name)
+        return items + to_other(items)
+
+    def list_activities(self, request):
+        return self.both("project_activities")
+
+    def list_watchings(self, request):
+        return self.both("watchings_list")
+
+    def list_notifications(self, request):
+        return self.both("notifications_list")
+
+    def list_projects(self, request):
+        return self.both("projects_list")
+
+    def list_wikis(self, request):
+        project = dict(request.query).get("projectIdOrKey")
+        if project in ("OTHER", "202"):
+            return to_other(load("wikis_list"))
+        if project in ("DEMO", "101"):
+            return load("wikis_list")
+        return self.both("wikis_list")
+
+
+class FakeBacklog(Backlog):
+    """Start with `with FakeBacklog() as fake:`; fake.url is the base URL, fake.requests the log."""
+
+    def __init__(self, api_key="test-key-1234567890"):
+        super().__init__(api_key)
+        self.faults = []          # (path regex or None, kind, arg), consumed in order
         self.server = None
 
     def __enter__(self):
@@ -189,11 +271,6 @@ class FakeBacklog:
         for _ in range(times):
             self.faults.append((path, kind, arg))
 
-    def calls(self, method=None):
-        return [r for r in self.requests if method is None or r.method == method]
-
-    # -- answering -------------------------------------------------------------------------
-
     def handle(self, h):
         url = urlsplit(h.path)
         length = int(h.headers.get("Content-Length") or 0)
@@ -201,75 +278,13 @@ class FakeBacklog:
         query = parse_qsl(url.query, keep_blank_values=True)
         form = parse_qsl(body, keep_blank_values=True)
         path = unquote(url.path)
-        key = dict(query).get("apiKey")
-        query = [(k, v) for k, v in query if k != "apiKey"]
-        request = Request(h.command, path, query, form, dict(h.headers))
-        self.requests.append(request)
         for i, (where, kind, arg) in enumerate(self.faults):
             if where is None or re.search(where, path):
                 del self.faults[i]
+                self.requests.append(Request(h.command, path, query, form, dict(h.headers)))
                 return self.misbehave(h, kind, arg)
-        if key != self.api_key:
-            return self.send(h, 401, {"errors": [{"message": "Authentication failure.",
-                                                  "code": 11, "moreInfo": ""}]})
-        sub = path[len("/api/v2/"):] if path.startswith("/api/v2/") else None
-        route = next((f for m, rx, f in COMPILED if sub is not None and m == h.command
-                      and rx.match(sub)), "missing")
-        if route == "missing":
-            return self.send(h, 404, {"errors": [{"message": "No resource.", "code": 6,
-                                                  "moreInfo": ""}]})
-        if route is None:
-            return self.send(h, 204, None)
-        other = bool(OTHER_MARKERS.search(sub)) or "202" in [v for _, v in query + form]
-        if sub.split("/")[1:2] and sub.split("/")[0] == "projects" \
-                and sub.split("/")[1] not in ("DEMO", "101", "OTHER", "202"):
-            return self.send(h, 404, load("error_404_project"))
-        if route == "@file":
-            for rx, (data, headers) in self.files.items():
-                if re.search(rx, path):
-                    return self.send_bytes(h, 200, data, headers)
-            return self.send_bytes(h, 200, *self.file)
-        if route.startswith("@"):
-            value = getattr(self, "list_" + route[1:])(request)
-        else:
-            name, _, index = route.partition("#")
-            value = copy.deepcopy(self.fixtures.get(name) or load(name))
-            if index:
-                value = value[int(index)]
-            if other:
-                value = to_other(value)
-        status = 201 if h.command == "POST" and route in ("issue_created",) else 200
-        self.send(h, status, value)
-
-    def both(self, name):
-        items = load(name)
-        return items + to_other(items)
-
-    def list_activities(self, request):
-        return self.both("project_activities")
-
-    def list_watchings(self, request):
-        return self.both("watchings_list")
-
-    def list_notifications(self, request):
-        return self.both("notifications_list")
-
-    def list_projects(self, request):
-        return self.both("projects_list")
-
-    def list_wikis(self, request):
-        project = dict(request.query).get("projectIdOrKey")
-        if project in ("OTHER", "202"):
-            return to_other(load("wikis_list"))
-        if project in ("DEMO", "101"):
-            return load("wikis_list")
-        return self.both("wikis_list")
-
-    def send(self, h, status, value, headers=None):
-        data = b"" if value is None else json.dumps(value, ensure_ascii=False).encode("utf-8")
-        base = {"Content-Type": "application/json;charset=utf-8", "X-RateLimit-Limit": "600",
-                "X-RateLimit-Remaining": "599", "X-RateLimit-Reset": str(int(time.time()) + 60)}
-        self.send_bytes(h, status, data, dict(base, **(headers or {})))
+        status, headers, data = self.respond(h.command, path, query, form, h.headers)
+        self.send_bytes(h, status, data, headers)
 
     def send_bytes(self, h, status, data, headers, length=None):
         h.send_response(status)

@@ -1,0 +1,1102 @@
+"""Tests for backlog_mcp: protocol, registry, client, tools, access control, packaging, CLI.
+
+Every tool test goes through `handle` (JSON-RPC dispatch, schema check, result shaping) and
+checks the exact HTTP request that reached the Backlog stand-in (tests/fake_backlog.py), either
+through `responses` (in process) or over real HTTP (the spawned server and the .pyz).
+"""
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import pytest
+import requests
+import responses
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "tests"))
+
+import backlog_mcp as b  # noqa: E402
+from fake_backlog import PNG, Backlog, FakeBacklog, load  # noqa: E402
+
+KEY = "test-key-1234567890"
+BASE = "https://example.backlog.com"
+ENV = {"BACKLOG_BASE_URL": BASE, "BACKLOG_API_KEY": KEY,
+       "BACKLOG_WRITABLE": ",".join(b.WRITE_GROUPS)}
+PYZ = os.path.join(HERE, "backlog_mcp.pyz")
+
+
+# == Fixtures and helpers ======================================================
+
+@pytest.fixture(autouse=True)
+def settings(monkeypatch):
+    """Every test starts configured for the stand-in, with all groups writable, no waits."""
+    monkeypatch.setattr(b, "RETRY_BACKOFF", (0, 0))
+    b.configure(ENV)
+    yield
+    b.configure(ENV)
+
+
+@pytest.fixture(autouse=True)
+def no_key_in_output(capfd):
+    """Across the whole suite: the API key never reaches stdout or stderr."""
+    yield
+    out, err = capfd.readouterr()
+    for form in (KEY, KEY.replace("-", "%2D")):
+        assert form not in out and form not in err
+
+
+@pytest.fixture
+def backlog():
+    """The stand-in behind `responses`: every request is answered and recorded."""
+    fake = Backlog(KEY)
+
+    def answer(request):
+        url = urlsplit(request.url)
+        body = request.body or ""
+        body = body.decode() if isinstance(body, bytes) else body
+        status, headers, data = fake.respond(request.method, unquote(url.path),
+                                             parse_qsl(url.query, keep_blank_values=True),
+                                             parse_qsl(body, keep_blank_values=True),
+                                             request.headers)
+        return status, headers, data
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        for method in ("GET", "POST", "PATCH", "DELETE"):
+            mock.add_callback(method, re.compile(re.escape(BASE) + r"/.*"), callback=answer)
+        fake.mock = mock
+        yield fake
+
+
+def rpc(method, params=None, id_=1, session=None):
+    message = {"jsonrpc": "2.0", "id": id_, "method": method}
+    if params is not None:
+        message["params"] = params
+    return b.handle(message, session or b.Session())
+
+
+def call(_tool, **arguments):
+    """tools/call through dispatch; returns the result, checked to carry no key."""
+    reply = rpc("tools/call", {"name": _tool, "arguments": arguments})
+    assert "result" in reply, reply
+    text = json.dumps(reply)
+    assert KEY not in text
+    return reply["result"]
+
+
+def data(result):
+    assert result["isError"] is False, result
+    return json.loads(result["content"][0]["text"])
+
+
+def error(result):
+    assert result["isError"] is True, result
+    return result["content"][0]["text"]
+
+
+def sent(fake, method, path):
+    """The one request of that method and path; fails if there is none."""
+    found = [r for r in fake.requests if r.method == method and r.path == "/api/v2/" + path]
+    assert found, f"no {method} {path} in {fake.requests}"
+    return found[-1]
+
+
+# == Protocol ==================================================================
+
+def test_initialize_answers_requested_version_or_newest():
+    for version in b.LEGACY_VERSIONS:
+        result = rpc("initialize", {"protocolVersion": version, "capabilities": {}})["result"]
+        assert result["protocolVersion"] == version
+        assert result["capabilities"] == {"tools": {}}
+        assert result["serverInfo"]["name"] == "mcp-backlog-server"
+    for version in ("2023-01-01", "2026-07-28", None):
+        result = rpc("initialize", {"protocolVersion": version})["result"]
+        assert result["protocolVersion"] == "2025-11-25"
+
+
+@pytest.mark.parametrize("message, code", [
+    ({"jsonrpc": "2.0", "id": 1, "method": "nope"}, -32601),
+    ({"jsonrpc": "2.0", "id": 1, "method": "resources/list"}, -32601),
+    ({"jsonrpc": "2.0", "id": None, "method": "ping"}, -32600),
+    ({"jsonrpc": "2.0", "id": True, "method": "ping"}, -32600),
+    ({"jsonrpc": "2.0", "id": 1.5, "method": "ping"}, -32600),
+    ({"jsonrpc": "2.0", "id": {"a": 1}, "method": "ping"}, -32600),
+    ({"jsonrpc": "2.0", "id": 1, "method": 7}, -32600),
+    ({"jsonrpc": "1.0", "id": 1, "method": "ping"}, -32600),
+    ({"jsonrpc": "2.0", "id": 1}, -32600),
+    ({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": []}, -32602),
+    ({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {}}, -32602),
+    ({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": 5}}, -32602),
+    ({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "nope"}}, -32602),
+    ({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+      "params": {"name": "user_list_get", "arguments": [1]}}, -32602),
+    ({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"cursor": "zz"}}, -32602),
+    ({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"cursor": "9999"}}, -32602),
+    ([{"jsonrpc": "2.0", "id": 1, "method": "ping"}], -32600),
+    ("just a string", -32600),
+    (42, -32600),
+])
+def test_protocol_errors(message, code):
+    reply = b.handle(message, b.Session())
+    assert reply["error"]["code"] == code
+    assert "id" in reply
+
+
+@pytest.mark.parametrize("id_", [0, -1, 2**40, "0", "abc", "日本", ""])
+def test_ids_echoed_with_their_type(id_):
+    reply = rpc("ping", id_=id_)
+    assert reply == {"jsonrpc": "2.0", "id": id_, "result": {}}
+    assert type(reply["id"]) is type(id_)
+
+
+@pytest.mark.parametrize("message", [
+    {"jsonrpc": "2.0", "method": "notifications/initialized"},
+    {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 3}},
+    {"jsonrpc": "2.0", "method": "notifications/unknown"},
+    {"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "nope"}},
+    {"jsonrpc": "2.0", "id": 9, "result": {}},
+])
+def test_notifications_and_responses_get_no_reply(message):
+    assert b.handle(message, b.Session()) is None
+
+
+def test_unknown_method_before_initialize_is_answered():
+    assert rpc("server/unknown")["error"]["code"] == -32601
+    assert rpc("tools/list")["result"]["tools"]
+
+
+def test_batches_only_under_2025_03_26():
+    session = b.Session()
+    rpc("initialize", {"protocolVersion": "2025-03-26"}, session=session)
+    batch = [{"jsonrpc": "2.0", "id": 1, "method": "ping"},
+             {"jsonrpc": "2.0", "method": "notifications/initialized"},
+             {"jsonrpc": "2.0", "id": "b", "method": "nope"}]
+    replies = b.handle(batch, session)
+    assert [r["id"] for r in replies] == [1, "b"]
+    assert replies[1]["error"]["code"] == -32601
+    assert b.handle([{"jsonrpc": "2.0", "method": "notifications/initialized"}], session) is None
+    assert b.handle([], session)["error"]["code"] == -32600
+    newer = b.Session()
+    rpc("initialize", {"protocolVersion": "2025-06-18"}, session=newer)
+    assert b.handle(batch, newer)["error"]["code"] == -32600
+
+
+def test_tool_definitions_follow_negotiated_version():
+    def first_tool(version):
+        session = b.Session()
+        rpc("initialize", {"protocolVersion": version}, session=session)
+        return rpc("tools/list", session=session)["result"]["tools"][0]
+    assert "annotations" not in first_tool("2024-11-05") and "title" not in first_tool("2024-11-05")
+    assert "annotations" in first_tool("2025-03-26") and "title" not in first_tool("2025-03-26")
+    assert {"title", "annotations"} <= set(first_tool("2025-11-25"))
+
+
+MODERN = {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {}}}
+
+
+def test_modern_era_discover_and_per_request_meta():
+    discover = rpc("server/discover", {})["result"]
+    assert discover["supportedVersions"] == ["2026-07-28"]
+    assert discover["resultType"] == "complete" and discover["cacheScope"] in ("public", "private")
+    listed = rpc("tools/list", dict(MODERN))["result"]
+    assert listed["resultType"] == "complete" and listed["ttlMs"] >= 0 and listed["cacheScope"]
+    called = rpc("tools/call", dict(MODERN, name="issue_details_get",
+                                    arguments={"issue_id_or_key": "../x"}))["result"]
+    assert called["resultType"] == "complete" and called["isError"] is True
+    assert rpc("ping", dict(MODERN))["error"]["code"] == -32601
+
+
+def test_modern_era_errors():
+    old = {"_meta": {"io.modelcontextprotocol/protocolVersion": "2099-01-01",
+                     "io.modelcontextprotocol/clientCapabilities": {}}}
+    error_ = rpc("tools/list", old)["error"]
+    assert error_["code"] == -32022
+    assert error_["data"] == {"supported": ["2026-07-28"], "requested": "2099-01-01"}
+    no_caps = {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}
+    assert rpc("tools/list", no_caps)["error"]["code"] == -32602
+
+
+def test_tools_list_pagination(monkeypatch):
+    monkeypatch.setattr(b, "TOOLS_PAGE_SIZE", 10)
+    names, cursor = [], None
+    while True:
+        result = rpc("tools/list", {"cursor": cursor} if cursor else {})["result"]
+        names += [t["name"] for t in result["tools"]]
+        cursor = result.get("nextCursor")
+        if cursor is None:
+            break
+    assert names == list(b.enabled_tools())
+    assert len(names) == len(set(names))
+
+
+def test_internal_error_is_32603_and_loop_goes_on(monkeypatch, capfd):
+    monkeypatch.setitem(b.METHODS, "ping", lambda session, params: 1 / 0)
+    reply = rpc("ping")
+    assert reply["error"]["code"] == -32603
+    assert "ZeroDivisionError" in capfd.readouterr().err
+    monkeypatch.undo()
+    assert rpc("ping")["result"] == {}
+
+
+def run_serve(payload):
+    import io
+    out = io.BytesIO()
+    b.serve(io.BytesIO(payload), out)
+    return [json.loads(line) for line in out.getvalue().splitlines()], out.getvalue()
+
+
+def test_serve_splits_on_newline_only_and_survives_bad_lines():
+    lines = [b'{"jsonrpc":"2.0","id":1,"method":"ping"}',
+             b"not json", b"\xff\xfe bad utf-8", b"", b"   ",
+             '{"jsonrpc":"2.0","id":"a\u2028b\rc","method":"ping"}'.encode(),
+             b'{"jsonrpc":"2.0","method":"notifications/initialized"}',
+             b'{"jsonrpc":"2.0","id":2,"method":"ping"}']
+    replies, raw = run_serve(b"\n".join(lines) + b"\n")
+    assert [r.get("id") for r in replies] == [1, None, None, "a\u2028b\rc", 2]
+    assert [r.get("error", {}).get("code") for r in replies] == [None, -32700, -32700, None, None]
+    assert raw.count(b"\n") == 5
+
+
+def test_serve_handles_a_last_line_without_newline():
+    replies, _ = run_serve(b'{"jsonrpc":"2.0","id":7,"method":"ping"}')
+    assert replies == [{"jsonrpc": "2.0", "id": 7, "result": {}}]
+
+
+# == Registry invariants =======================================================
+
+NAME = re.compile(r"[a-z]+(?:_[a-z]+)+\Z")
+
+
+@pytest.mark.parametrize("name", sorted(b.TOOLS))
+def test_tool_definition(name):
+    tool = b.TOOLS[name]
+    definition = tool.definition()
+    assert NAME.match(name) and name.split("_")[0] in b.CATEGORIES
+    assert definition["title"] and len(definition["title"]) <= 40
+    assert definition["description"] and "\n" not in definition["description"]
+    assert len(definition["description"]) <= 100
+    annotations = definition["annotations"]
+    assert set(annotations) == {"readOnlyHint", "destructiveHint", "idempotentHint",
+                                "openWorldHint"}
+    assert annotations["readOnlyHint"] == (tool.write is None)
+    if tool.write is None:
+        assert not annotations["destructiveHint"] and annotations["idempotentHint"]
+    if name.endswith("_delete"):
+        assert annotations["destructiveHint"]
+    if name.endswith("_add"):
+        assert not annotations["destructiveHint"]
+    if name.endswith("_add") and name != "issue_related_add":  # relating twice changes nothing
+        assert not annotations["idempotentHint"]
+    schema = definition["inputSchema"]
+    assert schema["type"] == "object" and schema["additionalProperties"] is False
+    assert set(schema.get("required", [])) <= set(schema["properties"])
+    for pname, prop in schema["properties"].items():
+        assert prop.get("description"), (name, pname)
+        assert prop.get("type") in ("string", "integer", "number", "boolean", "array", "object")
+
+
+def test_reference_tools_and_groups():
+    reference = """document_details_get document_attachment_download document_tree_get
+        document_add document_delete git_repository_list_get git_repository_details_get
+        git_pr_list_get git_pr_details_get git_pr_attachment_list_get git_pr_comment_list_get
+        git_pr_attachment_download git_pr_comment_add issue_details_get issue_milestone_list_get
+        issue_list_by_milestone_get issue_comment_list_get issue_attachment_list_get
+        issue_attachment_download issue_shared_file_list_get issue_priority_list_get issue_update
+        issue_comment_update issue_add issue_comment_add project_status_list_get
+        project_issue_type_list_get project_custom_field_list_get file_shared_list_get
+        file_shared_download user_list_get wiki_list_get wiki_details_get
+        wiki_attachment_list_get wiki_attachment_download wiki_update""".split()
+    assert len(reference) == 36 and set(reference) <= set(b.TOOLS)
+    assert len(b.TOOLS) > 63
+    b.configure(dict(ENV, BACKLOG_READ_ONLY="1"))
+    assert all(t.write is None for t in b.enabled_tools().values())
+    assert set(b.enabled_tools()) == {n for n, t in b.TOOLS.items() if t.write is None}
+
+
+def test_registry_rejects_bad_declarations():
+    with pytest.raises(TypeError):
+        @b.tool("Bad")
+        def issue_bad_get(x):
+            """No annotation."""
+    with pytest.raises(TypeError):
+        @b.tool("Bad", write="nope")
+        def issue_bad2_get():
+            """Unknown group."""
+    assert "issue_bad_get" not in b.TOOLS and "issue_bad2_get" not in b.TOOLS
+
+
+# == Configuration =============================================================
+
+@pytest.mark.parametrize("env, problem", [
+    ({}, "BACKLOG_BASE_URL is not set"),
+    ({"BACKLOG_BASE_URL": BASE}, "BACKLOG_API_KEY is not set"),
+    ({"BACKLOG_BASE_URL": "http://example.backlog.com", "BACKLOG_API_KEY": KEY}, "https"),
+    ({"BACKLOG_BASE_URL": "https://evil.example.com", "BACKLOG_API_KEY": KEY},
+     "BACKLOG_ALLOW_CUSTOM_HOST"),
+    ({"BACKLOG_BASE_URL": "https://x.backlog.com.evil.io", "BACKLOG_API_KEY": KEY},
+     "BACKLOG_ALLOW_CUSTOM_HOST"),
+    ({"BACKLOG_BASE_URL": "ftp://example.backlog.com", "BACKLOG_API_KEY": KEY}, "https://"),
+    ({"BACKLOG_BASE_URL": "https://u:p@example.backlog.com", "BACKLOG_API_KEY": KEY}, "not a URL"),
+    ({"BACKLOG_BASE_URL": BASE, "BACKLOG_API_KEY": "a b"}, "white space"),
+    (dict(ENV, BACKLOG_PROJECTS="DEMO,bad-key!"), "BACKLOG_PROJECTS"),
+    (dict(ENV, BACKLOG_WRITABLE="issue,nope"), "BACKLOG_WRITABLE: unknown nope"),
+    (dict(ENV, BACKLOG_TOOLSETS="issue,nope"), "BACKLOG_TOOLSETS: unknown nope"),
+    (dict(ENV, BACKLOG_OUTPUT="pretty"), "BACKLOG_OUTPUT"),
+    (dict(ENV, BACKLOG_TIMEOUT="-3"), "BACKLOG_TIMEOUT"),
+    (dict(ENV, BACKLOG_PREFIX="bad prefix"), "BACKLOG_PREFIX"),
+])
+def test_settings_problems(env, problem):
+    settings_ = b.configure(env)
+    assert any(problem in p for p in settings_.problems), settings_.problems
+    result = call("issue_priority_list_get")
+    assert "not configured" in error(result) and problem in error(result)
+
+
+@pytest.mark.parametrize("env, base", [
+    (ENV, BASE),
+    ({"BACKLOG_DOMAIN": "space.backlog.jp", "BACKLOG_API_KEY": KEY}, "https://space.backlog.jp"),
+    ({"BACKLOG_BASE_URL": "https://space.backlogtool.com/path/", "BACKLOG_API_KEY": KEY},
+     "https://space.backlogtool.com"),
+    ({"BACKLOG_BASE_URL": "http://127.0.0.1:8080", "BACKLOG_API_KEY": KEY},
+     "http://127.0.0.1:8080"),
+    ({"BACKLOG_BASE_URL": "https://backlog.corp.example", "BACKLOG_API_KEY": KEY,
+      "BACKLOG_ALLOW_CUSTOM_HOST": "1"}, "https://backlog.corp.example"),
+])
+def test_settings_accepted(env, base):
+    settings_ = b.configure(env)
+    assert settings_.problems == [] and settings_.base_url == base
+    assert KEY not in repr(settings_)
+
+
+def test_writable_groups_and_toolsets():
+    b.configure(dict(ENV, BACKLOG_WRITABLE="wiki"))
+    enabled = b.enabled_tools()
+    assert "wiki_update" in enabled and "issue_add" not in enabled and "issue_details_get" in enabled
+    b.configure({k: v for k, v in ENV.items() if k != "BACKLOG_WRITABLE"})
+    assert not b.WRITABLE["project"] and b.WRITABLE["issue"]
+    assert "project_add" not in b.enabled_tools()
+    b.configure(dict(ENV, BACKLOG_TOOLSETS="wiki,user", BACKLOG_PREFIX="backlog_"))
+    names = [t["name"] for t in rpc("tools/list")["result"]["tools"]]
+    assert names and all(n.startswith(("backlog_wiki_", "backlog_user_")) for n in names)
+    assert rpc("tools/call", {"name": "wiki_list_get"})["error"]["code"] == -32602
+    assert rpc("tools/call", {"name": "backlog_issue_details_get"})["error"]["code"] == -32602
+    b.configure(ENV, toolsets="issue", read_only=True)
+    assert set(b.enabled_tools()) == {n for n, t in b.TOOLS.items()
+                                      if t.category == "issue" and not t.write}
+
+
+@pytest.mark.parametrize("variant", ["issue_add", "ISSUE_ADD", "Issue_Add", "issue_add ",
+                                     "backlog_issue_add", " issue_add", "issue-add"])
+def test_disabled_write_tools_unreachable_by_any_spelling(variant):
+    b.configure(dict(ENV, BACKLOG_READ_ONLY="true"))
+    reply = rpc("tools/call", {"name": variant, "arguments": {}})
+    assert reply["error"]["code"] == -32602
+
+
+# == Backlog client ============================================================
+
+def test_encode_arrays_booleans_and_none():
+    assert b.encode({"statusId": [1, 2], "archived": False, "x": None, "customField_9": [3, 4],
+                     "empty": []}) == [("statusId[]", "1"), ("statusId[]", "2"),
+                                       ("archived", "false"), ("customField_9", "3"),
+                                       ("customField_9", "4")]
+    assert b.encode({"categoryId": []}, clear_empty=True) == [("categoryId[]", "")]
+
+
+@pytest.mark.parametrize("bad", ["", ".", "..", "a\x00b"])
+def test_segment_refuses_dot_and_empty(bad):
+    with pytest.raises(b.ToolError):
+        b.segment(bad)
+
+
+def test_segment_encodes_everything_else():
+    assert b.segment("a/b?c#d&apiKey=x%2F\r\n") == "a%2Fb%3Fc%23d%26apiKey%3Dx%252F%0D%0A"
+
+
+def test_key_user_agent_and_accept(backlog):
+    call("space_details_get")
+    request = backlog.mock.calls[0].request
+    assert dict(parse_qsl(urlsplit(request.url).query))["apiKey"] == KEY
+    assert request.headers["User-Agent"] == f"mcp-backlog-server/{b.__version__}"
+
+
+def test_backlog_error_message_and_next_step(backlog):
+    backlog.errors.append(("GET", "issues/DEMO-9", 404, load("error_404")))
+    text = error(call("issue_details_get", issue_id_or_key="DEMO-9"))
+    assert "HTTP 404" in text and "No issue." in text and "code 6 NoResourceError" in text
+    assert "Next:" in text
+
+
+def test_400_names_the_lookup_tool(backlog):
+    backlog.errors.append(("PATCH", "issues/DEMO-42", 400, load("error_400")))
+    text = error(call("issue_update", issue_id_or_key="DEMO-42", status_id=99))
+    assert "HTTP 400" in text and "project_status_list_get" in text
+
+
+def mocked(method, url, *bodies):
+    mock = responses.RequestsMock()
+    for body in bodies:
+        mock.add(method, url, **body)
+    return mock
+
+
+URL = BASE + "/api/v2/space"
+
+
+def test_get_retries_429_once_with_reset_header():
+    with mocked("GET", URL, dict(json=load("error_429"), status=429,
+                                 headers={"X-RateLimit-Reset": str(int(time.time()))}),
+                dict(json=load("space"))) as mock:
+        assert data(call("space_details_get"))["spaceKey"] == "example"
+        assert len(mock.calls) == 2
+
+
+def test_429_wait_too_long_is_not_waited():
+    with mocked("GET", URL, dict(json=load("error_429"), status=429,
+                                 headers={"Retry-After": "3600"})) as mock:
+        text = error(call("space_details_get"))
+        assert "HTTP 429" in text and "rate limit" in text and len(mock.calls) == 1
+
+
+def test_get_retries_5xx_then_gives_up():
+    with mocked("GET", URL, *[dict(json=load("error_500"), status=503)] * 3) as mock:
+        assert "HTTP 503" in error(call("space_details_get"))
+        assert len(mock.calls) == 3
+    with mocked("GET", URL, dict(status=502, body="<html>bad gateway</html>",
+                                 content_type="text/html"), dict(json=load("space"))) as mock:
+        assert data(call("space_details_get"))["name"] == "Example Inc."
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503])
+def test_writes_are_never_retried(status):
+    url = BASE + "/api/v2/issues/DEMO-42/comments"
+    with responses.RequestsMock() as mock:
+        mock.add("POST", url, json=load("error_500"), status=status,
+                 headers={"Retry-After": "0"})
+        assert f"HTTP {status}" in error(call("issue_comment_add", issue_id_or_key="DEMO-42",
+                                              content="hi"))
+        assert len(mock.calls) == 1
+
+
+def test_connection_reset_on_write_is_not_retried():
+    url = BASE + "/api/v2/issues"
+    with responses.RequestsMock() as mock:
+        mock.add("POST", url, body=requests.exceptions.ConnectionError("Connection reset"))
+        mock.add("GET", BASE + "/api/v2/projects/DEMO", json=load("project"))
+        mock.add("GET", BASE + "/api/v2/priorities", json=load("priorities"))
+        text = error(call("issue_add", project_id_or_key="DEMO", summary="x", issue_type_id=1))
+        assert "Could not reach Backlog" in text
+        assert len([c for c in mock.calls if c.request.method == "POST"]) == 1
+
+
+def test_timeout_message_and_key_redaction():
+    leak = f"HTTPSConnectionPool: Max retries exceeded with url: /api/v2/space?apiKey={KEY}"
+    with mocked("GET", URL, dict(body=requests.exceptions.ReadTimeout(leak))):
+        text = error(call("space_details_get"))
+        assert "did not answer within 30 s" in text and KEY not in text
+    with mocked("GET", URL, *[dict(body=requests.exceptions.ConnectionError(leak))] * 3):
+        text = error(call("space_details_get"))
+        assert "Could not reach Backlog" in text and KEY not in text
+
+
+def test_non_json_success_and_truncated_json():
+    with mocked("GET", URL, dict(body="<html>login</html>", content_type="text/html")):
+        assert "not JSON" in error(call("space_details_get"))
+    with mocked("GET", URL, dict(body='{"spaceKey": "ex', content_type="application/json")):
+        assert "not valid JSON" in error(call("space_details_get"))
+
+
+def test_timeouts_are_passed(monkeypatch):
+    b.configure(dict(ENV, BACKLOG_TIMEOUT="5"))
+    assert b.settings().timeout == (10.0, 5.0)
+    b.configure(dict(ENV, BACKLOG_TIMEOUT="2,7"))
+    assert b.settings().timeout == (2.0, 7.0)
+
+
+def test_requests_not_imported_before_first_call():
+    code = ("import sys, backlog_mcp as b; b.configure({}); s = b.Session();"
+            "b.handle({'jsonrpc':'2.0','id':1,'method':'initialize','params':{}}, s);"
+            "b.handle({'jsonrpc':'2.0','id':2,'method':'tools/list'}, s);"
+            "print('requests' in sys.modules, 'urllib3' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=HERE, capture_output=True, text=True)
+    assert out.stdout.strip() == "False False"
+
+
+# == Every tool: the exact request =============================================
+
+DOC = "01939983409c79d5a06a49859789e38f"
+R = "projects/DEMO/git/repositories/webapp"
+TOOL_CALLS = [
+    # tool, arguments, method, path, expected params (query for GET, form otherwise)
+    ("document_details_get", {"document_id": DOC}, "GET", f"documents/{DOC}", {}),
+    ("document_list_get", {"project_id_or_key": "DEMO", "keyword": "x", "count": 5}, "GET",
+     "documents", {"projectId[]": ["101"], "keyword": ["x"], "offset": ["0"], "count": ["5"]}),
+    ("document_tree_get", {"project_id_or_key": "DEMO"}, "GET", "documents/tree",
+     {"projectIdOrKey": ["DEMO"]}),
+    ("document_attachment_download", {"document_id": DOC, "attachment_id": 3}, "GET",
+     f"documents/{DOC}/attachments/3", {}),
+    ("document_add", {"project_id": "101", "title": "T", "content": "C", "add_last": True},
+     "POST", "documents", {"projectId": ["101"], "title": ["T"], "content": ["C"],
+                           "addLast": ["true"]}),
+    ("document_delete", {"document_id": DOC}, "DELETE", f"documents/{DOC}", {}),
+    ("git_repository_list_get", {"project_id_or_key": "DEMO"}, "GET",
+     "projects/DEMO/git/repositories", {}),
+    ("git_repository_details_get", {"project_id_or_key": "DEMO", "repo_id_or_name": "webapp"},
+     "GET", R, {}),
+    ("git_pr_list_get", {"project_id_or_key": "DEMO", "repo_id_or_name": "webapp",
+                         "status_ids": [1, 2], "assignee_ids": [3], "issue_ids": [4],
+                         "created_user_ids": [5], "offset": 10, "count": 30},
+     "GET", R + "/pullRequests", {"statusId[]": ["1", "2"], "assigneeId[]": ["3"],
+                                  "issueId[]": ["4"], "createdUserId[]": ["5"],
+                                  "offset": ["10"], "count": ["30"]}),
+    ("git_pr_count_get", {"project_id_or_key": "DEMO", "repo_id_or_name": "webapp",
+                          "status_ids": [1]}, "GET", R + "/pullRequests/count",
+     {"statusId[]": ["1"]}),
+    ("git_pr_details_get", {"project_id_or_key": "DEMO", "repo_id_or_name": "webapp",
+                            "pr_number": 7}, "GET", R + "/pullRequests/7", {}),
+    ("git_pr_attachment_list_get", {"project_id_or_key": "DEMO", "repo_id_or_name": "webapp",
+                                    "pr_number": 7}, "GET", R + "/pullRequests/7/attachments", {}),
+    ("git_pr_attachment_download", {"project_id_or_key": "DEMO", "repo_id_or_name": "webapp",
+                                    "pr_number": 7, "attachment_id": 8},
+     "GET", R + "/pullRequests/7/attachments/8", {}),
+    ("git_pr_comment_list_get", {"project_id_or_key": "DEMO", "repo_id_or_name": "webapp",
+                                 "pr_number": 7, "min_id": 1, "max_id": 9, "count": 50,
+                                 "order": "asc"}, "GET", R + "/pullRequests/7/comments",
+     {"minId": ["1"], "maxId": ["9"], "count": ["50"], "order": ["asc"]}),
+    ("git_pr_add", {"project_id_or_key": "DEMO", "repo_id_or_name": "webapp", "summary": "S",
+                    "description": "D", "base": "main", "branch": "fix", "issue_id": 913,
+                    "notified_user_ids": [1, 2]}, "POST", R + "/pullRequests",
+     {"summary": ["S"], "description": ["D"], "base": ["main"], "branch": ["fix"],
+      "issueId": ["913"], "notifiedUserId[]": ["1", "2"]}),
+    ("git_pr_update", {"project_id_or_key": "DEMO", "repo_id_or_name": "webapp", "pr_number": 7,
+                       "summary": "S2", "comment": "why"}, "PATCH", R + "/pullRequests/7",
+     {"summary": ["S2"], "comment": ["why"]}),
+    ("git_pr_comment_add", {"project_id_or_key": "DEMO", "repo_id_or_name": "webapp",
+                            "pr_number": 7, "content": "LGTM", "notified_user_ids": [2]},
+     "POST", R + "/pullRequests/7/comments", {"content": ["LGTM"], "notifiedUserId[]": ["2"]}),
+    ("git_pr_comment_update", {"project_id_or_key": "DEMO", "repo_id_or_name": "webapp",
+                               "pr_number": 7, "comment_id": 5, "content": "edit"},
+     "PATCH", R + "/pullRequests/7/comments/5", {"content": ["edit"]}),
+    ("issue_list_get", {"project_ids": ["DEMO"], "status_ids": [1, "Closed"],
+                        "assignee_ids": ["taro"], "priority_ids": ["High"], "keyword": "SSO",
+                        "created_since": "2025-01-01", "due_date_until": "2025-12-31",
+                        "attachment": True, "parent_child": 1, "sort": "updated",
+                        "order": "asc", "count": 100, "offset": 200,
+                        "custom_fields": {"Environment": ["Production"],
+                                          "Story points": {"min": 1, "max": 5}}},
+     "GET", "issues", {"projectId[]": ["101"], "statusId[]": ["1", "4"], "assigneeId[]": ["2"],
+                       "priorityId[]": ["2"], "keyword": ["SSO"],
+                       "createdSince": ["2025-01-01"], "dueDateUntil": ["2025-12-31"],
+                       "attachment": ["true"], "parentChild": ["1"], "sort": ["updated"],
+                       "order": ["asc"], "count": ["100"], "offset": ["200"],
+                       "customField_4005[]": ["1"], "customField_4003_min": ["1"],
+                       "customField_4003_max": ["5"]}),
+    ("issue_count_get", {"project_ids": [101], "milestone_ids": ["v1.0"]}, "GET",
+     "issues/count", {"projectId[]": ["101"], "milestoneId[]": ["3001"]}),
+    ("issue_details_get", {"issue_key": "DEMO-42"}, "GET", "issues/DEMO-42", {}),
+    ("issue_milestone_list_get", {"project_id_or_key": "DEMO"}, "GET", "projects/DEMO/versions",
+     {}),
+    ("issue_list_by_milestone_get", {"project_id_or_key": "DEMO", "milestone_name": "ｖ１．０"
+                                     if False else "V1.0", "status_ids": [1], "offset": 100},
+     "GET", "issues", {"projectId[]": ["101"], "milestoneId[]": ["3001"], "statusId[]": ["1"],
+                       "offset": ["100"], "count": ["100"]}),
+    ("issue_comment_list_get", {"issue_id_or_key": "DEMO-42", "count": 100, "order": "desc",
+                                "min_id": 3}, "GET", "issues/DEMO-42/comments",
+     {"count": ["100"], "order": ["desc"], "minId": ["3"]}),
+    ("issue_attachment_list_get", {"issue_id_or_key": "913"}, "GET", "issues/913/attachments", {}),
+    ("issue_attachment_download", {"issue_id_or_key": "DEMO-42", "attachment_id": 6317}, "GET",
+     "issues/DEMO-42/attachments/6317", {}),
+    ("issue_shared_file_list_get", {"issue_id_or_key": "DEMO-42"}, "GET",
+     "issues/DEMO-42/sharedFiles", {}),
+    ("issue_priority_list_get", {}, "GET", "priorities", {}),
+    ("issue_related_list_get", {"issue_id_or_key": "DEMO-42"}, "GET",
+     "issues/DEMO-42/relatedIssues", {}),
+    ("issue_add", {"project_id_or_key": "DEMO", "summary": "S", "issue_type_id": 1001,
+                   "description": "D", "assignee_id": 2, "due_date": "2025-06-30",
+                   "estimated_hours": 1.5, "milestone_ids": [3001], "notified_user_ids": [1],
+                   "custom_fields": {"Customer ref": "ZD-1", "Components": ["API", 2]}},
+     "POST", "issues", {"projectId": ["101"], "summary": ["S"], "issueTypeId": ["1001"],
+                        "priorityId": ["3"], "description": ["D"], "assigneeId": ["2"],
+                        "dueDate": ["2025-06-30"], "estimatedHours": ["1.5"],
+                        "milestoneId[]": ["3001"], "notifiedUserId[]": ["1"],
+                        "customField_4001": ["ZD-1"], "customField_4006": ["1", "2"]}),
+    ("issue_update", {"issue_id_or_key": "DEMO-42", "status_id": 4, "resolution_id": 0,
+                      "category_ids": [], "comment": "done", "actual_hours": 3},
+     "PATCH", "issues/DEMO-42", {"statusId": ["4"], "resolutionId": ["0"], "categoryId[]": [""],
+                                 "comment": ["done"], "actualHours": ["3"]}),
+    ("issue_delete", {"issue_id_or_key": "DEMO-42"}, "DELETE", "issues/DEMO-42", {}),
+    ("issue_comment_add", {"issue_id_or_key": "DEMO-42", "content": "hi",
+                           "notified_user_ids": [2, 3], "attachment_ids": [9]},
+     "POST", "issues/DEMO-42/comments", {"content": ["hi"], "notifiedUserId[]": ["2", "3"],
+                                         "attachmentId[]": ["9"]}),
+    ("issue_comment_update", {"issue_id_or_key": "DEMO-42", "comment_id": 6, "content": "x"},
+     "PATCH", "issues/DEMO-42/comments/6", {"content": ["x"]}),
+    ("issue_related_add", {"issue_id_or_key": "DEMO-42", "target_issue_id": 914}, "POST",
+     "issues/DEMO-42/relatedIssues", {"targetIssueId": ["914"]}),
+    ("issue_related_delete", {"issue_id_or_key": "DEMO-42", "related_issue_id": 914}, "DELETE",
+     "issues/DEMO-42/relatedIssues/914", {}),
+    ("issue_watching_add", {"issue_id_or_key": "DEMO-42", "note": "n"}, "POST", "watchings",
+     {"issueIdOrKey": ["DEMO-42"], "note": ["n"]}),
+    ("issue_watching_update", {"watching_id": 5, "note": "m"}, "PATCH", "watchings/5",
+     {"note": ["m"]}),
+    ("issue_watching_delete", {"watching_id": 5}, "DELETE", "watchings/5", {}),
+    ("issue_watching_mark_read", {"watching_id": 5}, "POST", "watchings/5/markAsRead", {}),
+    ("project_list_get", {"archived": False}, "GET", "projects", {"archived": ["false"]}),
+    ("project_details_get", {"project_id_or_key": "101"}, "GET", "projects/101", {}),
+    ("project_status_list_get", {"project_id_or_key": "DEMO"}, "GET", "projects/DEMO/statuses",
+     {}),
+    ("project_issue_type_list_get", {"project_id_or_key": "DEMO"}, "GET",
+     "projects/DEMO/issueTypes", {}),
+    ("project_custom_field_list_get", {"project_id_or_key": "DEMO"}, "GET",
+     "projects/DEMO/customFields", {}),
+    ("project_category_list_get", {"project_id_or_key": "DEMO"}, "GET",
+     "projects/DEMO/categories", {}),
+    ("project_user_list_get", {"project_id_or_key": "DEMO"}, "GET", "projects/DEMO/users", {}),
+    ("project_resolution_list_get", {}, "GET", "resolutions", {}),
+    ("project_activity_list_get", {"project_id_or_key": "DEMO", "activity_type_ids": [1, 2],
+                                   "count": 10}, "GET", "projects/DEMO/activities",
+     {"activityTypeId[]": ["1", "2"], "count": ["10"]}),
+    ("project_add", {"name": "New", "key": "NEW"}, "POST", "projects",
+     {"name": ["New"], "key": ["NEW"], "chartEnabled": ["false"], "subtaskingEnabled": ["false"],
+      "textFormattingRule": ["markdown"]}),
+    ("project_update", {"project_id_or_key": "DEMO", "archived": True}, "PATCH", "projects/DEMO",
+     {"archived": ["true"]}),
+    ("project_category_add", {"project_id_or_key": "DEMO", "name": "Ops"}, "POST",
+     "projects/DEMO/categories", {"name": ["Ops"]}),
+    ("project_version_add", {"project_id_or_key": "DEMO", "name": "v2",
+                             "release_due_date": "2025-09-30"}, "POST", "projects/DEMO/versions",
+     {"name": ["v2"], "releaseDueDate": ["2025-09-30"]}),
+    ("project_version_update", {"project_id_or_key": "DEMO", "version_id": 3001, "name": "v1",
+                                "archived": True}, "PATCH", "projects/DEMO/versions/3001",
+     {"name": ["v1"], "archived": ["true"]}),
+    ("project_version_delete", {"project_id_or_key": "DEMO", "version_id": 3001}, "DELETE",
+     "projects/DEMO/versions/3001", {}),
+    ("file_shared_list_get", {"project_id_or_key": "DEMO", "path": "/specs/2025/",
+                              "order": "asc"}, "GET", "projects/DEMO/files/metadata/specs/2025",
+     {"order": ["asc"], "offset": ["0"], "count": ["20"]}),
+    ("file_shared_download", {"project_id_or_key": "DEMO", "shared_file_id": 825952}, "GET",
+     "projects/DEMO/files/825952", {}),
+    ("user_list_get", {}, "GET", "users", {}),
+    ("user_myself_get", {}, "GET", "users/myself", {}),
+    ("user_activity_list_get", {"user_id": 2, "max_id": 100}, "GET", "users/2/activities",
+     {"maxId": ["100"], "count": ["20"]}),
+    ("user_star_count_get", {"user_id": 2, "since": "2025-01-01"}, "GET", "users/2/stars/count",
+     {"since": ["2025-01-01"]}),
+    ("user_watching_list_get", {"user_id": 2, "resource_already_read": True,
+                                "sort": "created"}, "GET", "users/2/watchings",
+     {"resourceAlreadyRead": ["false"], "sort": ["created"], "offset": ["0"], "count": ["20"]}),
+    ("user_watching_count_get", {"user_id": 2}, "GET", "users/2/watchings/count", {}),
+    ("wiki_list_get", {"project_id_or_key": "DEMO", "keyword": "guide"}, "GET", "wikis",
+     {"projectIdOrKey": ["DEMO"], "keyword": ["guide"]}),
+    ("wiki_count_get", {"project_id_or_key": "DEMO"}, "GET", "wikis/count",
+     {"projectIdOrKey": ["DEMO"]}),
+    ("wiki_tag_list_get", {"project_id_or_key": "DEMO"}, "GET", "wikis/tags",
+     {"projectIdOrKey": ["DEMO"]}),
+    ("wiki_details_get", {"wiki_id": 5001}, "GET", "wikis/5001", {}),
+    ("wiki_history_get", {"wiki_id": 5001, "count": 5}, "GET", "wikis/5001/history",
+     {"count": ["5"]}),
+    ("wiki_attachment_list_get", {"wiki_id": 5001}, "GET", "wikis/5001/attachments", {}),
+    ("wiki_attachment_download", {"wiki_id": 5001, "attachment_id": 2}, "GET",
+     "wikis/5001/attachments/2", {}),
+    ("wiki_add", {"project_id_or_key": "DEMO", "name": "A/B", "content": "x",
+                  "mail_notify": False}, "POST", "wikis",
+     {"projectId": ["101"], "name": ["A/B"], "content": ["x"], "mailNotify": ["false"]}),
+    ("wiki_update", {"wiki_id": 5001, "content": "new", "mail_notify": True}, "PATCH",
+     "wikis/5001", {"content": ["new"], "mailNotify": ["true"]}),
+    ("space_details_get", {}, "GET", "space", {}),
+    ("space_activity_list_get", {"activity_type_ids": [5], "order": "asc"}, "GET",
+     "space/activities", {"activityTypeId[]": ["5"], "order": ["asc"]}),
+    ("notification_list_get", {"count": 3}, "GET", "notifications", {"count": ["3"]}),
+    ("notification_count_get", {"already_read": False}, "GET", "notifications/count",
+     {"alreadyRead": ["false"]}),
+    ("notification_mark_read", {"notification_id": 808}, "POST", "notifications/808/markAsRead",
+     {}),
+    ("notification_count_reset", {}, "POST", "notifications/markAsRead", {}),
+]
+
+
+def test_every_tool_is_in_the_request_table():
+    assert sorted(row[0] for row in TOOL_CALLS) == sorted(b.TOOLS)
+
+
+@pytest.mark.parametrize("name, arguments, method, path, params", TOOL_CALLS,
+                         ids=[row[0] for row in TOOL_CALLS])
+def test_tool_request(backlog, name, arguments, method, path, params):
+    result = call(name, **arguments)
+    assert result["isError"] is False, result
+    request = sent(backlog, method, path)
+    pairs = request.query if method == "GET" else request.form
+    for key, values in params.items():
+        assert [v for k, v in pairs if k == key] == values, (key, pairs)
+    assert "apiKey" not in dict(request.form)
+    writes = [r for r in backlog.requests if r.method != "GET"]
+    assert len(writes) == (0 if method == "GET" else 1)
+
+
+def test_issue_details_shape(backlog):
+    issue = data(call("issue_details_get", issue_id_or_key="DEMO-42"))
+    fields = issue["customFields"]
+    assert fields["Severity"] == {"id": 4008, "fieldTypeId": "radio",
+                                  "value": {"id": 2, "name": "Major"}}
+    assert fields["Components"]["fieldTypeId"] == "multiple_list"
+    assert issue["assignee"] == {"id": 2, "userId": "taro", "name": "山田太郎"}
+    assert "resolution" not in issue and "nulabAccount" not in json.dumps(issue)
+    b.configure(dict(ENV, BACKLOG_OUTPUT="full"))
+    full = data(call("issue_details_get", issue_id_or_key="DEMO-42"))
+    assert full["resolution"] is None and full["assignee"]["mailAddress"] == "taro@example.com"
+
+
+def test_results_are_compact_utf8(backlog):
+    text = call("issue_details_get", issue_id_or_key="DEMO-42")["content"][0]["text"]
+    assert "山田太郎" in text and "\n" not in text and ": " not in text.replace('": "', '"')[:0]
+    assert text == json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
+
+
+def test_paged_list_says_how_to_continue(backlog):
+    result = call("issue_list_get", count=1)
+    assert "1 item; more may exist: call again with offset=1." == result["content"][1]["text"]
+    result = call("issue_comment_list_get", issue_id_or_key="DEMO-42", count=1)
+    assert "call again with max_id=" in result["content"][1]["text"]
+    result = call("issue_priority_list_get")
+    assert result["content"][1]["text"] == "3 items."
+
+
+def test_issue_list_by_milestone_defaults_and_suggestions(backlog):
+    call("issue_list_by_milestone_get", project_id_or_key="DEMO", milestone_name="sprint\u300012")
+    request = sent(backlog, "GET", "issues")
+    assert request.q("milestoneId[]") == ["3002"] and request.q("count") == ["100"]
+    text = error(call("issue_list_by_milestone_get", project_id_or_key="DEMO",
+                      milestone_name="v1.1"))
+    assert "Did you mean: v1.0?" in text and "issue_milestone_list_get" in text
+
+
+def test_issue_update_nothing_to_update_before_any_call(backlog):
+    text = error(call("issue_update", issue_id_or_key="DEMO-42"))
+    assert "Nothing to update" in text and backlog.requests == []
+    assert "Nothing to update" in error(call("wiki_update", wiki_id=5001))
+    assert "Nothing to update" in error(call("git_pr_update", project_id_or_key="DEMO",
+                                             repo_id_or_name="webapp", pr_number=1))
+    assert backlog.requests == []
+
+
+def test_names_resolution_errors(backlog):
+    text = error(call("issue_list_get", project_ids=["DEMO"], status_ids=["Nope"]))
+    assert "Status 'Nope' is unknown" in text and "project_status_list_get" in text
+    text = error(call("issue_list_get", status_ids=["Open"]))
+    assert "exactly one project" in text
+
+
+def test_document_tree_trash_only_when_asked(backlog):
+    tree = data(call("document_tree_get", project_id_or_key="DEMO"))
+    assert tree["id"] == "Active" and "trashTree" not in tree
+    both = data(call("document_tree_get", project_id_or_key="DEMO", include_trash=True))
+    assert set(both) == {"activeTree"} or both["trashTree"]["id"] == "Trash"
+
+
+def test_custom_field_definitions_view(backlog):
+    fields = data(call("project_custom_field_list_get", project_id_or_key="DEMO"))
+    by_name = {f["name"]: f for f in fields}
+    assert by_name["Components"]["example"] == ["API", "Web"]
+    assert by_name["Environment"]["items"][0] == {"id": 1, "name": "Production"}
+    assert by_name["Browsers"]["allowOther"] is True and by_name["Story points"]["type"] == "number"
+
+
+def test_shared_file_root_and_hostile_path(backlog):
+    call("file_shared_list_get", project_id_or_key="DEMO", path="")
+    assert backlog.requests[-1].path == "/api/v2/projects/DEMO/files/metadata/"
+    assert "not a valid identifier" in error(call("file_shared_list_get", project_id_or_key="DEMO",
+                                                  path="specs/../../../users"))
+
+
+# == Arguments =================================================================
+
+@pytest.mark.parametrize("name, arguments, message", [
+    ("issue_details_get", {}, "Missing required parameter"),
+    ("issue_details_get", {"issue_id_or_key": "DEMO-1/../../users"}, "not an issue key"),
+    ("issue_details_get", {"issue_id_or_key": 42}, "must be a string"),
+    ("issue_details_get", {"issue_id_or_key": "DEMO-1", "extra": 1}, "Unknown parameter 'extra'"),
+    ("issue_comment_list_get", {"issue_id_or_key": "DEMO-1", "count": 101}, "at most 100"),
+    ("issue_comment_list_get", {"issue_id_or_key": "DEMO-1", "count": 0}, "at least 1"),
+    ("issue_comment_list_get", {"issue_id_or_key": "DEMO-1", "order": "up"}, "one of asc, desc"),
+    ("issue_attachment_download", {"issue_id_or_key": "DEMO-1", "attachment_id": 1,
+                                   "format": "pdf"}, "one of image, text, raw"),
+    ("wiki_details_get", {"wiki_id": True}, "must be an integer"),
+    ("wiki_details_get", {"wiki_id": -5}, "at least 1"),
+    ("document_details_get", {"document_id": "../../users"}, "document id"),
+    ("git_pr_list_get", {"project_id_or_key": "DEMO", "repo_id_or_name": "a/b"},
+     "not a repository"),
+    ("git_pr_list_get", {"project_id_or_key": "DE MO", "repo_id_or_name": "a"}, "project key"),
+    ("issue_add", {"project_id_or_key": "DEMO", "summary": "x", "issue_type_id": 1,
+                   "due_date": "30/06/2025"}, "not a date"),
+    ("issue_list_get", {"status_ids": {"a": 1}}, "must be a list"),
+    ("issue_list_get", {"fields": "summary", "count": "many"}, "must be an integer"),
+])
+def test_argument_errors_before_any_call(backlog, name, arguments, message):
+    assert message in error(call(name, **arguments))
+    assert backlog.requests == []
+
+
+def test_integers_as_strings_and_alias(backlog):
+    assert data(call("wiki_details_get", wiki_id="5001"))["id"] == 5001
+    assert data(call("document_add", project_id="101", title="t"))["id"]
+
+
+def test_fields_selection(backlog):
+    result = call("issue_list_get", fields=["issueKey", "summary"])
+    assert data(result) == [{"issueKey": "DEMO-42", "summary": "Login fails with SSO"}]
+    text = error(call("issue_list_get", fields=["issueKey", "nope"]))
+    assert "Unknown field(s) nope" in text and "summary" in text
+
+
+# == Lean answers ==============================================================
+
+KEYS = ("id", "key", "issueKey", "projectId", "name", "projectKey", "userId")
+
+
+def walk(value, path=""):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield path + "/" + k, k, v
+            yield from walk(v, path + "/" + k)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from walk(v, f"{path}/{i}")
+
+
+@pytest.mark.parametrize("fixture", ["issue", "issues_list", "pull_request", "pull_requests_list",
+                                     "wiki", "comments_list", "notifications_list",
+                                     "project_activities", "watchings_list", "documents_list"])
+def test_lean_keeps_every_identifier(fixture):
+    full = load(fixture)
+    lean = b.lean(full)
+    kept = {p for p, k, v in walk(lean)}
+    for path, key, value in walk(full):
+        if key in KEYS and value is not None and "nulabAccount" not in path:
+            assert path in kept, path
+    assert len(json.dumps(lean)) < len(json.dumps(full))
+
+
+def test_lean_issue_list_is_at_most_half():
+    full = b.dumps(b.issue_view(load("issues_list")))
+    lean = b.dumps(b.lean(b.issue_view(load("issues_list"))))
+    assert len(lean) <= len(full) / 2
+
+
+# == Access control ============================================================
+
+OTHER_DOC = "f" * 32
+DENIED = [
+    ("project_details_get", {"project_id_or_key": "OTHER"}),
+    ("project_details_get", {"project_id_or_key": "202"}),
+    ("project_status_list_get", {"project_id_or_key": "other"}),
+    ("issue_details_get", {"issue_id_or_key": "OTHER-1"}),
+    ("issue_details_get", {"issue_id_or_key": "999"}),
+    ("issue_comment_list_get", {"issue_id_or_key": "OTHER-1"}),
+    ("issue_attachment_download", {"issue_id_or_key": "999", "attachment_id": 1}),
+    ("issue_comment_add", {"issue_id_or_key": "OTHER-1", "content": "x"}),
+    ("issue_update", {"issue_id_or_key": "999", "summary": "x"}),
+    ("issue_delete", {"issue_id_or_key": "OTHER-1"}),
+    ("issue_related_add", {"issue_id_or_key": "DEMO-42", "target_issue_id": 999}),
+    ("issue_watching_add", {"issue_id_or_key": "OTHER-1"}),
+    ("issue_watching_delete", {"watching_id": 9999}),
+    ("issue_add", {"project_id_or_key": "OTHER", "summary": "x", "issue_type_id": 1}),
+    ("issue_add", {"project_id_or_key": "202", "summary": "x", "issue_type_id": 1}),
+    ("issue_list_get", {"project_ids": ["OTHER"]}),
+    ("issue_list_by_milestone_get", {"project_id_or_key": "OTHER", "milestone_name": "v1.0"}),
+    ("wiki_details_get", {"wiki_id": 6001}),
+    ("wiki_update", {"wiki_id": 6001, "content": "x"}),
+    ("wiki_attachment_download", {"wiki_id": 6001, "attachment_id": 1}),
+    ("wiki_list_get", {"project_id_or_key": "OTHER"}),
+    ("wiki_add", {"project_id_or_key": "OTHER", "name": "n", "content": "c"}),
+    ("document_details_get", {"document_id": OTHER_DOC}),
+    ("document_delete", {"document_id": OTHER_DOC}),
+    ("document_attachment_download", {"document_id": OTHER_DOC, "attachment_id": 1}),
+    ("document_add", {"project_id": "202"}),
+    ("document_tree_get", {"project_id_or_key": "OTHER"}),
+    ("git_repository_list_get", {"project_id_or_key": "OTHER"}),
+    ("git_pr_list_get", {"project_id_or_key": "OTHER", "repo_id_or_name": "secret"}),
+    ("git_pr_list_get", {"project_id_or_key": "DEMO", "repo_id_or_name": "secret"}),
+    ("git_pr_comment_add", {"project_id_or_key": "OTHER", "repo_id_or_name": "secret",
+                            "pr_number": 1, "content": "x"}),
+    ("file_shared_download", {"project_id_or_key": "OTHER", "shared_file_id": 1}),
+    ("file_shared_list_get", {"project_id_or_key": "202"}),
+    ("project_add", {"name": "X", "key": "NEWKEY"}),
+    ("project_version_delete", {"project_id_or_key": "OTHER", "version_id": 1}),
+    ("notification_mark_read", {"notification_id": 12345}),
+]
+
+
+@pytest.mark.parametrize("name, arguments", DENIED, ids=[f"{n}-{i}" for i, (n, _) in
+                                                         enumerate(DENIED)])
+def test_allow_list_denies_other_projects(backlog, name, arguments):
+    b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
+    text = error(call(name, **arguments))
+    assert text.startswith("Access denied to project") and "Allowed projects: DEMO" in text
+    assert "Login fails" not in text and "OTHER-1" not in text.replace(
+        str(arguments.get("issue_id_or_key")), "")
+    assert [r for r in backlog.requests if r.method != "GET"] == []
+
+
+ALLOWED = [
+    ("project_details_get", {"project_id_or_key": "DEMO"}),
+    ("project_details_get", {"project_id_or_key": "101"}),
+    ("issue_details_get", {"issue_id_or_key": "DEMO-42"}),
+    ("issue_details_get", {"issue_id_or_key": "913"}),
+    ("issue_comment_add", {"issue_id_or_key": "DEMO-42", "content": "x"}),
+    ("wiki_details_get", {"wiki_id": 5001}),
+    ("document_details_get", {"document_id": DOC}),
+    ("git_pr_list_get", {"project_id_or_key": "DEMO", "repo_id_or_name": "webapp"}),
+    ("issue_watching_delete", {"watching_id": 5}),
+    ("notification_mark_read", {"notification_id": 808}),
+]
+
+
+@pytest.mark.parametrize("name, arguments", ALLOWED)
+def test_allow_list_allows_listed_projects(backlog, name, arguments):
+    b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
+    assert call(name, **arguments)["isError"] is False
+
+
+@pytest.mark.parametrize("name, arguments", [
+    ("wiki_list_get", {}), ("project_list_get", {}), ("notification_list_get", {}),
+    ("space_activity_list_get", {}), ("user_activity_list_get", {"user_id": 1}),
+    ("user_watching_list_get", {"user_id": 1}), ("issue_list_get", {}),
+])
+def test_space_wide_lists_are_filtered(backlog, name, arguments):
+    b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
+    result = call(name, **arguments)
+    text = result["content"][0]["text"]
+    assert "OTHER" not in text and '"projectId":202' not in text and data(result)
+    if name == "issue_list_get":
+        assert sent(backlog, "GET", "issues").q("projectId[]") == ["101"]
+
+
+def test_space_wide_counts_are_filtered(backlog):
+    b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
+    assert data(call("notification_count_get")) == {"count": 1}
+    assert data(call("user_watching_count_get", user_id=1)) == {"count": 1}
+    b.configure(ENV)
+    assert data(call("notification_count_get")) == load("notifications_count")
+
+
+def test_project_ids_are_resolved_once(backlog):
+    b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
+    call("project_status_list_get", project_id_or_key="101")
+    call("project_issue_type_list_get", project_id_or_key="101")
+    assert len([r for r in backlog.requests if r.path == "/api/v2/projects/101"]) == 1
+
+
+def test_no_resolution_call_without_allow_list(backlog):
+    call("issue_comment_list_get", issue_id_or_key="DEMO-42")
+    assert [r.path for r in backlog.requests] == ["/api/v2/issues/DEMO-42/comments"]
+
+
+# == Downloads =================================================================
+
+def download(backlog, body, headers, **arguments):
+    backlog.file = (body, headers)
+    return call("issue_attachment_download", issue_id_or_key="DEMO-42", attachment_id=1,
+                **arguments)
+
+
+OCTET = {"Content-Type": "application/octet-stream",
+         "Content-Disposition": "attachment; filename*=UTF-8''%E3%83%A1%E3%83%A2.txt"}
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xd9"
+
+
+@pytest.mark.parametrize("body, headers, kind, expect", [
+    (PNG, {"Content-Type": "image/png"}, "image", PNG),
+    (JPEG, {"Content-Type": "image/jpeg"}, "image", JPEG),
+    ("議事録\n決定事項".encode(), OCTET, "text", "議事録\n決定事項"),
+    ("漢字テキスト".encode("shift_jis"), {"Content-Type": "text/plain; charset=Shift_JIS"},
+     "text", "漢字テキスト"),
+    (b'{"a": 1}', {"Content-Type": "application/json; charset=utf-8"}, "text", '{"a": 1}'),
+    (b"\x00\x01\x02binary\xff\xfe", OCTET, "raw", b"\x00\x01\x02binary\xff\xfe"),
+    (b"%PDF-1.4\n\x00\xe2\xe3", {"Content-Type": "application/pdf"}, "raw", b"%PDF-1.4\n\x00\xe2\xe3"),
+    (b"", OCTET, "text", ""),
+])
+def test_download_detection(backlog, body, headers, kind, expect):
+    content = download(backlog, body, headers)["content"]
+    assert len(content) == 1
+    if kind == "image":
+        assert content[0]["type"] == "image" and base64.b64decode(content[0]["data"]) == expect
+        assert content[0]["mimeType"] == headers["Content-Type"]
+    elif kind == "text":
+        assert content[0] == {"type": "text", "text": expect}
+    else:
+        raw = json.loads(content[0]["text"])
+        assert base64.b64decode(raw["content"]) == expect and raw["size"] == len(expect)
+        assert raw["content_type"] == headers["Content-Type"]
+
+
+def test_download_filename_and_forced_formats(backlog):
+    raw = json.loads(download(backlog, "メモ".encode(), OCTET, format="raw")["content"][0]["text"])
+    assert raw["filename"] == "メモ.txt"
+    legacy = dict(OCTET, **{"Content-Disposition": 'attachment; filename="plain name.bin"'})
+    raw = json.loads(download(backlog, b"\x00", legacy)["content"][0]["text"])
+    assert raw["filename"] == "plain name.bin"
+    assert "not an image" in error(download(backlog, b"text", OCTET, format="image"))
+    assert "not text" in error(download(backlog, b"\xff\xfe\x00", OCTET, format="text"))
+
+
+def test_download_over_the_cap(backlog):
+    b.configure(dict(ENV, BACKLOG_MAX_DOWNLOAD_BYTES="1000"))
+    text = error(download(backlog, b"x" * 1001, OCTET))
+    assert "メモ.txt" in text and "over the download limit of 1000 bytes" in text
+    assert "BACKLOG_MAX_DOWNLOAD_BYTES" in text
+    assert download(backlog, b"x" * 1000, OCTET)["isError"] is False
+
+
+# == Custom fields =============================================================
+
+FIELDS = {f["name"]: f for f in load("custom_fields")}
+
+
+@pytest.mark.parametrize("name, value, pairs", [
+    ("Customer ref", "ZD-1", [("customField_4001", "ZD-1")]),
+    ("Root cause", "a\nb", [("customField_4002", "a\nb")]),
+    ("Story points", 3.5, [("customField_4003", "3.5")]),
+    ("Story points", 42, [("customField_4003", "42")]),
+    ("Story points", 1e21, [("customField_4003", "1000000000000000000000")]),
+    ("Go-live date", "2025-06-30", [("customField_4004", "2025-06-30")]),
+    ("Go-live date", "2025-06-30T00:00:00Z", [("customField_4004", "2025-06-30")]),
+    ("Environment", "staging", [("customField_4005", "2")]),
+    ("Environment", 3, [("customField_4005", "3")]),
+    ("Environment", None, [("customField_4005", "")]),
+    ("Components", ["API", "iOS"], [("customField_4006", "1"), ("customField_4006", "3")]),
+    ("Components", {"items": ["Web"]}, [("customField_4006", "2")]),
+    ("Components", [], [("customField_4006", "")]),
+    ("Browsers", {"items": ["Chrome"], "other": "Edge"},
+     [("customField_4007", "1"), ("customField_4007_otherValue", "Edge")]),
+    ("Severity", "Minor", [("customField_4008", "3")]),
+    ("Severity", {"name": "Critical", "other": "x"},
+     [("customField_4008", "1"), ("customField_4008_otherValue", "x")]),
+])
+def test_custom_field_conversion(name, value, pairs):
+    assert b.field_value(FIELDS[name], value) == pairs
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("Customer ref", {"a": 1}, "expects text"),
+    ("Story points", "many", "expects a number"),
+    ("Go-live date", "30/06/2025", "expects a date"),
+    ("Environment", "Moon", "no item 'Moon'. Items: Production, Staging, Development"),
+    ("Environment", ["Production", "Staging"], "takes one item"),
+    ("Components", ["API", "Nope"], "no item 'Nope'"),
+    ("Browsers", {"items": ["Chrome"], "other": 5}, "'other' must be text"),
+])
+def test_custom_field_errors(name, value, message):
+    with pytest.raises(b.ToolError, match=re.escape(message)):
+        b.field_value(FIELDS[name], value)
+
+
+def test_unknown_custom_field_lists_valid_names(backlog):
+    text = error(call("issue_update", issue_id_or_key="DEMO-42", custom_fields={"Colour": "x"}))
+    assert "Unknown custom field 'Colour'" in text and "Severity" in text
+    assert [r for r in backlog.requests if r.method == "PATCH"] == []
