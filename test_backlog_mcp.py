@@ -1100,3 +1100,328 @@ def test_unknown_custom_field_lists_valid_names(backlog):
     text = error(call("issue_update", issue_id_or_key="DEMO-42", custom_fields={"Colour": "x"}))
     assert "Unknown custom field 'Colour'" in text and "Severity" in text
     assert [r for r in backlog.requests if r.method == "PATCH"] == []
+
+
+# == End to end: the real process, the .pyz, the official SDK client ===========
+
+@pytest.fixture(scope="session")
+def pyz():
+    """The built zipapp; (re)built here when absent or older than the module."""
+    if not os.path.exists(PYZ) or os.path.getmtime(PYZ) < os.path.getmtime(b.__file__):
+        subprocess.run(["bash", os.path.join(HERE, "zipapp.sh"), PYZ], check=True)
+    return PYZ
+
+
+@pytest.fixture
+def fake():
+    with FakeBacklog(KEY) as server:
+        yield server
+
+
+def child_env(fake_url=None, **extra):
+    """What SDK stdio clients pass: a minimal environment plus the configured variables."""
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
+    if fake_url:
+        env.update(BACKLOG_BASE_URL=fake_url, BACKLOG_API_KEY=KEY)
+    env.update(extra)
+    return env
+
+
+class Process:
+    """A spawned server driven over stdio, with every stdout byte kept for inspection."""
+
+    def __init__(self, command, env):
+        import queue
+        import threading
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env, cwd=HERE)
+        self.lines, self.raw = queue.Queue(), []
+
+        def pump():
+            for line in self.proc.stdout:
+                self.raw.append(line)
+                self.lines.put(line)
+            self.lines.put(None)
+        threading.Thread(target=pump, daemon=True).start()
+
+    def send(self, message):
+        data = message if isinstance(message, bytes) else json.dumps(message).encode()
+        self.proc.stdin.write(data + b"\n")
+        self.proc.stdin.flush()
+
+    def reply(self, timeout=20):
+        line = self.lines.get(timeout=timeout)
+        assert line is not None, "server closed stdout"
+        return json.loads(line)
+
+    def request(self, method, params=None, id_=1):
+        self.send({"jsonrpc": "2.0", "id": id_, "method": method, "params": params or {}})
+        return self.reply()
+
+    def close(self):
+        self.proc.stdin.close()
+        code = self.proc.wait(timeout=10)
+        return code, self.proc.stderr.read().decode()
+
+
+def default_tools():
+    """The tools a server started with only a URL and a key exposes."""
+    return {name for name, tool in b.TOOLS.items() if tool.write in (None, *b.DEFAULT_WRITABLE)}
+
+
+def commands(pyz_path):
+    return {"module": [sys.executable, os.path.join(HERE, "backlog_mcp.py")],
+            "pyz": [sys.executable, "-I", pyz_path]}
+
+
+E2E_CALLS = [  # one tool of each category, and one write
+    ("issue_details_get", {"issue_id_or_key": "DEMO-42"}, "GET", "/api/v2/issues/DEMO-42"),
+    ("wiki_details_get", {"wiki_id": 5001}, "GET", "/api/v2/wikis/5001"),
+    ("git_pr_details_get", {"project_id_or_key": "DEMO", "repo_id_or_name": "webapp",
+                            "pr_number": 1},
+     "GET", "/api/v2/projects/DEMO/git/repositories/webapp/pullRequests/1"),
+    ("document_tree_get", {"project_id_or_key": "DEMO"}, "GET", "/api/v2/documents/tree"),
+    ("file_shared_list_get", {"project_id_or_key": "DEMO", "path": "specs"}, "GET",
+     "/api/v2/projects/DEMO/files/metadata/specs"),
+    ("user_list_get", {}, "GET", "/api/v2/users"),
+    ("project_status_list_get", {"project_id_or_key": "DEMO"}, "GET",
+     "/api/v2/projects/DEMO/statuses"),
+    ("space_details_get", {}, "GET", "/api/v2/space"),
+    ("notification_list_get", {}, "GET", "/api/v2/notifications"),
+    ("issue_comment_add", {"issue_id_or_key": "DEMO-42", "content": "from e2e"}, "POST",
+     "/api/v2/issues/DEMO-42/comments"),
+    ("issue_attachment_download", {"issue_id_or_key": "DEMO-42", "attachment_id": 1}, "GET",
+     "/api/v2/issues/DEMO-42/attachments/1"),
+]
+
+
+@pytest.mark.parametrize("kind", ["module", "pyz"])
+def test_end_to_end_over_stdio(pyz, fake, kind):
+    server = Process(commands(pyz)[kind], child_env(fake.url))
+    init = server.request("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                                         "clientInfo": {"name": "e2e", "version": "1"}}, id_=0)
+    assert init["id"] == 0 and init["result"]["protocolVersion"] == "2025-11-25"
+    server.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    tools = server.request("tools/list", id_=1)["result"]["tools"]
+    assert {t["name"] for t in tools} == default_tools()
+    for i, (name, arguments, method, path) in enumerate(E2E_CALLS, start=2):
+        result = server.request("tools/call", {"name": name, "arguments": arguments}, id_=i)
+        assert result["id"] == i and result["result"]["isError"] is False, result
+        assert fake.requests[-1].method == method and fake.requests[-1].path == path
+    assert fake.requests[-2].form == [("content", "from e2e")] or any(
+        r.form == [("content", "from e2e")] for r in fake.requests)
+    image = result["result"]["content"][0]
+    assert image["type"] == "image" and base64.b64decode(image["data"]) == PNG
+    server.send(b"garbage")
+    assert server.reply()["error"]["code"] == -32700
+    code, err = server.close()
+    assert code == 0 and "Traceback" not in err
+    for line in server.raw:  # stdout carries JSON-RPC lines and nothing else
+        message = json.loads(line)
+        assert message["jsonrpc"] == "2.0" and line.endswith(b"\n")
+        assert KEY.encode() not in line
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signals_end_the_server_quietly(pyz, sig):
+    import signal
+    server = Process(commands(pyz)["pyz"], child_env(None))
+    assert server.request("ping")["result"] == {}
+    server.proc.send_signal(getattr(signal, sig))
+    code = server.proc.wait(timeout=5)
+    err = server.proc.stderr.read().decode()
+    assert code in (0, 1, -2, 130) and "Traceback" not in err
+
+
+def test_eof_ends_the_server_promptly(pyz):
+    server = Process(commands(pyz)["pyz"], child_env(None))
+    started = time.monotonic()
+    code, err = server.close()
+    assert code == 0 and time.monotonic() - started < 5 and "Traceback" not in err
+
+
+def test_misconfigured_server_still_serves(pyz):
+    server = Process(commands(pyz)["pyz"], child_env(None))
+    assert server.request("initialize", {"protocolVersion": "2025-06-18"})["result"]
+    assert server.request("tools/list")["result"]["tools"]
+    result = server.request("tools/call", {"name": "space_details_get"})["result"]
+    assert result["isError"] and "BACKLOG_BASE_URL is not set" in result["content"][0]["text"]
+    code, err = server.close()
+    assert err.count("BACKLOG_BASE_URL is not set") == 1
+
+
+def stock_pythons():
+    """Every CPython 3.9-3.13 under pyenv (this machine and CI's have them)."""
+    root = os.path.expanduser("~/.pyenv/versions")
+    found = []
+    for minor in ("3.9", "3.10", "3.11", "3.12", "3.13"):
+        dirs = sorted(d for d in (os.listdir(root) if os.path.isdir(root) else [])
+                      if d.startswith(minor + "."))
+        if dirs:
+            found.append(os.path.join(root, dirs[-1], "bin", "python" + minor))
+    return found
+
+
+@pytest.mark.parametrize("python", stock_pythons() or ["missing"])
+def test_pyz_in_a_bare_venv(pyz, fake, tmp_path, python):
+    if python == "missing":
+        pytest.skip("no pyenv interpreters on this machine")
+    subprocess.run([python, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
+    bare = str(tmp_path / "venv" / "bin" / "python")
+    version = subprocess.run([bare, "-I", pyz, "--version"], capture_output=True, text=True)
+    assert version.stdout.strip() == f"mcp-backlog-server {b.__version__}"
+    server = Process([bare, "-I", pyz], child_env(fake.url))
+    assert server.request("initialize", {"protocolVersion": "2024-11-05"})["result"]
+    result = server.request("tools/call", {"name": "issue_details_get",
+                                           "arguments": {"issue_id_or_key": "DEMO-42"}})
+    assert json.loads(result["result"]["content"][0]["text"])["issueKey"] == "DEMO-42"
+    code, err = server.close()
+    assert code == 0 and err == ""
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_official_python_sdk_client(pyz, fake, mode):
+    mcp = pytest.importorskip("mcp")
+    import asyncio
+
+    from mcp.client.stdio import stdio_client
+
+    async def session():
+        params = mcp.StdioServerParameters(command=sys.executable, args=["-I", pyz],
+                                           env=child_env(fake.url))
+        started = time.monotonic()
+        with open(os.devnull, "w") as devnull:
+            async with mcp.Client(stdio_client(params, errlog=devnull), mode=mode) as client:
+                connected = time.monotonic() - started
+                tools = await client.list_tools()
+                result = await client.call_tool("issue_details_get",
+                                                {"issue_id_or_key": "DEMO-42"})
+                failed = await client.call_tool("issue_details_get", {"issue_id_or_key": "../x"})
+                return client.protocol_version, connected, tools, result, failed
+
+    version, connected, tools, result, failed = asyncio.run(session())
+    assert version == ("2026-07-28" if mode == "auto" else "2025-11-25")
+    assert connected < 5  # no stall on a probe
+    assert {t.name for t in tools.tools} == default_tools()
+    assert not result.is_error and json.loads(result.content[0].text)["issueKey"] == "DEMO-42"
+    assert failed.is_error and "not an issue key" in failed.content[0].text
+
+
+# == Command line: `call`, `tools`, `help` =====================================
+
+def cli(pyz, fake, *args, stdin=None, **env):
+    done = subprocess.run([sys.executable, "-I", pyz, *args], input=stdin, capture_output=True,
+                          env=child_env(fake.url if fake else None, **env), timeout=60)
+    out, err = done.stdout.decode(), done.stderr.decode()
+    assert KEY not in out and KEY not in err
+    return done.returncode, out, err
+
+
+def test_cli_call_prints_what_the_model_gets(pyz, fake):
+    code, out, err = cli(pyz, fake, "call", "issue_details_get", "issue_id_or_key=DEMO-42")
+    assert code == 0 and json.loads(out)["issueKey"] == "DEMO-42" and out.count("\n") == 1
+    code, pretty, _ = cli(pyz, fake, "call", "issue_details_get", "issue_id_or_key=DEMO-42",
+                          "--pretty")
+    assert code == 0 and json.loads(pretty) == json.loads(out) and '\n  "id": 913' in pretty
+    code, out, err = cli(pyz, fake, "call", "issue_list_get", "count=1")
+    assert code == 0 and "more may exist: call again with offset=1" in err
+
+
+def test_cli_value_types(pyz, fake):
+    code, out, _ = cli(pyz, fake, "call", "wiki_details_get", "wiki_id=5001")
+    assert code == 0 and fake.requests[-1].path == "/api/v2/wikis/5001"
+    code, out, _ = cli(pyz, fake, "call", "document_tree_get", "project_id_or_key=DEMO",
+                       "include_trash=true")
+    assert code == 0 and json.loads(out)["trashTree"]["id"] == "Trash"
+    code, _, _ = cli(pyz, fake, "call", "git_pr_list_get", "project_id_or_key=DEMO",
+                     "repo_id_or_name=webapp", "status_ids=1,2", "status_ids=3")
+    assert code == 0 and fake.requests[-1].q("statusId[]") == ["1", "2", "3"]
+    code, _, err = cli(pyz, fake, "call", "issue_update", "issue_id_or_key=DEMO-42",
+                       "estimated_hours=1.5", 'custom_fields={"Severity":"Minor"}')
+    assert code == 0, err
+    assert fake.requests[-1].form == [("estimatedHours", "1.5"), ("customField_4008", "3")]
+
+
+def test_cli_json_arguments(pyz, fake):
+    code, out, _ = cli(pyz, fake, "call", "issue_comment_add", "--json",
+                       '{"issue_id_or_key": "DEMO-42", "content": "via json"}')
+    assert code == 0 and fake.requests[-1].form == [("content", "via json")]
+    code, out, _ = cli(pyz, fake, "call", "issue_comment_add", "--json", "-",
+                       stdin=b'{"issue_id_or_key": "DEMO-42", "content": "via stdin"}')
+    assert code == 0 and fake.requests[-1].form == [("content", "via stdin")]
+
+
+def test_cli_download_to_a_file(pyz, fake, tmp_path):
+    target = tmp_path / "shot.png"
+    code, out, err = cli(pyz, fake, "call", "issue_attachment_download",
+                         "issue_id_or_key=DEMO-42", "attachment_id=1", "--output", str(target))
+    assert code == 0 and out == "" and target.read_bytes() == PNG
+    assert f"wrote {len(PNG)} bytes" in err
+
+
+@pytest.mark.parametrize("args, status, message", [
+    (["call", "issue_detail_get"], 2, "unknown tool 'issue_detail_get'. Did you mean: "
+                                      "issue_details_get"),
+    (["call", "issue_details_get", "key=DEMO-1"], 2, "has no parameter 'key'. Parameters: "
+                                                     "issue_id_or_key"),
+    (["call", "issue_details_get"], 2, "Missing required parameter"),
+    (["call", "wiki_details_get", "wiki_id=abc"], 2, "must be an integer"),
+    (["call", "issue_details_get", "DEMO-1"], 2, "is not name=value"),
+    (["call", "issue_update", "issue_id_or_key=DEMO-1", "custom_fields={bad"], 2,
+     "takes a JSON object"),
+    (["call", "issue_comment_add", "--json", "[1]"], 2, "takes a JSON object"),
+    (["--read-only", "call", "issue_add"], 2, "disabled: group 'issue' is not writable"),
+    (["call", "project_add", "name=x", "key=X"], 2, "disabled: group 'project'"),
+    (["call", "issue_details_get", "issue_id_or_key=DEMO-404"], 1, "HTTP 404"),
+    (["nonsense"], 2, "unknown argument 'nonsense'"),
+])
+def test_cli_errors(pyz, fake, args, status, message):
+    fake.errors.append(("GET", "DEMO-404", 404, load("error_404")))
+    code, out, err = cli(pyz, fake, *args)
+    assert code == status and message in err and out == ""
+
+
+def test_cli_tools_and_help(pyz):
+    code, out, _ = cli(pyz, None, "tools")
+    assert code == 0 and len(out.splitlines()) == len(b.TOOLS)
+    assert re.search(r"^project_add +project +write +disabled: group 'project'", out, re.M)
+    code, listed, _ = cli(pyz, None, "--list-tools", "--toolsets", "wiki")
+    assert re.search(r"^issue_add .*disabled: toolset 'issue' is off", listed, re.M)
+    code, out, _ = cli(pyz, None, "help", "issue_list_by_milestone_get")
+    assert code == 0 and "milestone_name" in out and "required" in out
+    assert "List the issues of a milestone" in out and "count" in out
+    code, out, _ = cli(pyz, None, "--help")
+    assert code == 0 and "call TOOL" in out
+
+
+def test_check_reports_space_and_user(pyz, fake):
+    code, out, err = cli(pyz, fake, "--check", BACKLOG_PROJECTS="DEMO")
+    assert code == 0 and "space: Example Inc. (example)" in out and "user: Admin User" in out
+    assert "projects: DEMO" in out and "tools:" in out
+    code, out, err = cli(pyz, fake, "--check", BACKLOG_API_KEY="wrong-key-000")
+    assert code != 0 and "HTTP 401" in err and "Authentication failure" in err
+    code, out, err = cli(pyz, None, "--check")
+    assert code != 0 and "BACKLOG_BASE_URL is not set" in err
+
+
+# == README and benchmark ======================================================
+
+def test_readme_lists_exactly_the_tools():
+    with open(os.path.join(HERE, "README.md"), encoding="utf-8") as fh:
+        readme = fh.read()
+    listed = re.findall(r"^\| `([a-z_]+)` \|", readme, re.M)
+    assert sorted(listed) == sorted(b.TOOLS)
+    assert "bash zipapp.sh" in readme and ".venv/bin/python -m pytest" in readme
+
+
+def test_benchmark_runs(pyz, tmp_path):
+    sys.path.insert(0, os.path.join(HERE, "benchmarks"))
+    import bench
+    out = tmp_path / "bench.json"
+    results = bench.main(["--pyz", pyz, "--runs", "1", "--calls", "5", "--burst", "20",
+                          "--json", str(out)])
+    assert json.loads(out.read_text())["context"]["tools/list"]["full set"]["tools"] == len(b.TOOLS)
+    assert results["burst"]["ping"]["in order"] and results["burst"]["tools/list"]["in order"]
+    assert results["memory"]["download over cap refused"]
+    assert results["memory"]["download at cap answered"]
+    b.configure(ENV)

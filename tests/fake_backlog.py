@@ -278,6 +278,12 @@ class FakeBacklog(Backlog):
         query = parse_qsl(url.query, keep_blank_values=True)
         form = parse_qsl(body, keep_blank_values=True)
         path = unquote(url.path)
+        if path == "/_control/fault":  # for a stand-in in another process (the benchmark)
+            args = dict(query)
+            arg = (int(args["size"]), args.get("type", "application/octet-stream")) \
+                if args["kind"] == "big" else None
+            self.fault(args["kind"], arg, args.get("path"), int(args.get("times", 1)))
+            return self.send_bytes(h, 204, b"", {})
         for i, (where, kind, arg) in enumerate(self.faults):
             if where is None or re.search(where, path):
                 del self.faults[i]
@@ -362,3 +368,18 @@ class FakeBacklog(Backlog):
                 "Content-Type": ctype, "Content-Disposition": "attachment; filename=\"big.bin\""},
                 length=size)
         raise ValueError(kind)
+
+
+def main():
+    """Serve until killed; print the base URL on the first line of stdout."""
+    import sys
+    fake = FakeBacklog(sys.argv[1] if len(sys.argv) > 1 else "test-key-1234567890").start()
+    print(fake.url, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

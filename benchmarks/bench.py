@@ -1,0 +1,332 @@
+"""Benchmark of mcp-backlog-server: start-up, context cost, call overhead, memory, throughput.
+
+    python3 benchmarks/bench.py [--pyz backlog_mcp.pyz] [--json out.json] [--runs 20] [--calls 200]
+
+Stdlib only (plus the project: its module, its stand-in, and the requests inside the .pyz).
+A local Backlog stand-in (tests/fake_backlog.py, in its own process, TCP_NODELAY, answering
+with the documented response shapes) serves every HTTP call. Each timing is the median of
+repeated runs with its spread (min-max). Numbers are printed as a table; --json writes them.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+KEY = "bench-key-1234567890"
+INIT = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": "bench", "version": "1"}}}
+ISSUE_CALL = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+              "params": {"name": "issue_details_get", "arguments": {"issue_id_or_key": "DEMO-42"}}}
+
+
+def line(message):
+    return json.dumps(message).encode() + b"\n"
+
+
+def stats(samples):
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples),
+            "n": len(samples)}
+
+
+class StandIn:
+    """tests/fake_backlog.py in its own process."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests",
+                                                                    "fake_backlog.py"), KEY],
+                                     stdout=subprocess.PIPE)
+        self.url = self.proc.stdout.readline().decode().strip()
+
+    def fault(self, **query):
+        from urllib.parse import urlencode
+        from urllib.request import Request, urlopen
+        urlopen(Request(f"{self.url}/_control/fault?{urlencode(query)}", method="POST")).read()
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+class Server:
+    """The server under test, spawned; replies are read on a thread."""
+
+    def __init__(self, command, env):
+        import queue
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, env=env)
+        self.replies = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for raw in self.proc.stdout:
+            self.replies.put(raw)
+        self.replies.put(None)
+
+    def send(self, data):
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def reply(self):
+        raw = self.replies.get(timeout=60)
+        if raw is None:
+            raise RuntimeError("server exited")
+        return raw
+
+    def rss(self):
+        """(current RSS, peak RSS) in KiB, from /proc."""
+        with open(f"/proc/{self.proc.pid}/status") as fh:
+            fields = dict(row.split(":", 1) for row in fh if ":" in row)
+        return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
+
+
+def env_for(url, **extra):
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/"),
+           "BACKLOG_BASE_URL": url, "BACKLOG_API_KEY": KEY}
+    env.update(extra)
+    return env
+
+
+# == 1. Start-up ===============================================================
+
+def startup(commands, url, runs):
+    out = {}
+    floor = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-I", "-c", "pass"], check=True)
+        floor.append(time.perf_counter() - started)
+    out["python -I -c pass"] = {"initialize": stats(floor)}
+    for label, command in commands.items():
+        init, first = [], []
+        for _ in range(runs):
+            server = Server(command, env_for(url))
+            server.send(line(INIT))
+            server.reply()
+            init.append(time.perf_counter() - server.started)
+            server.send(line(ISSUE_CALL))
+            server.reply()
+            first.append(time.perf_counter() - server.started)
+            server.close()
+        out[label] = {"initialize": stats(init), "first_call": stats(first)}
+    base = out["python -I -c pass"]["initialize"]["median"]
+    for label in commands:
+        out[label]["initialize_ratio"] = out[label]["initialize"]["median"] / base
+        out[label]["first_call_ratio"] = out[label]["first_call"]["median"] / base
+    return out
+
+
+# == 2. Context cost ===========================================================
+
+def context_cost(url):
+    import backlog_mcp as b
+    from fake_backlog import load
+    sizes = {}
+    for label, extra in (("full set", {"BACKLOG_WRITABLE": ",".join(b.WRITE_GROUPS)}),
+                         ("default set", {}), ("read-only set", {"BACKLOG_READ_ONLY": "1"})):
+        b.configure(dict(env_for(url), **extra))
+        session = b.Session()
+        b.handle(INIT, session)
+        result = b.handle({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, session)["result"]
+        size = len(b.dumps(result).encode())
+        sizes[label] = {"tools": len(result["tools"]), "bytes": size,
+                        "bytes_per_tool": round(size / len(result["tools"]), 1)}
+    issue = load("issue")
+    many = [dict(issue, id=913 + i, keyId=42 + i, issueKey=f"DEMO-{42 + i}") for i in range(20)]
+    answers = {"issue": ("issue_details_get", {"issue_id_or_key": "DEMO-42"}, None),
+               "issue list of 20": ("issue_list_get", {"count": 20}, many),
+               "wiki page": ("wiki_details_get", {"wiki_id": 5001}, None),
+               "pull request": ("git_pr_details_get", {"project_id_or_key": "DEMO",
+                                                       "repo_id_or_name": "webapp",
+                                                       "pr_number": 1}, None),
+               "issue comments": ("issue_comment_list_get", {"issue_id_or_key": "DEMO-42"}, None)}
+    out = {}
+    for label, (tool, arguments, fixture) in answers.items():
+        row = {}
+        for mode in ("lean", "full"):
+            b.configure(dict(env_for(url), BACKLOG_OUTPUT=mode))
+            if fixture is not None:
+                b.api.get = _serving(b.api.get, fixture)
+            result = b.call_tool(tool, arguments)
+            row[mode] = len(result["content"][0]["text"].encode())
+            b.api.__dict__.pop("get", None)
+        row["lean/full"] = round(row["lean"] / row["full"], 3)
+        out[label] = row
+    return {"tools/list": sizes, "answers": out}
+
+
+def _serving(get, value):
+    def patched(path, params=None):
+        return value if path == "issues" else get(path, params)
+    return patched
+
+
+# == 3. Call overhead ==========================================================
+
+def call_overhead(command, url, calls, rounds=5):
+    import requests
+    server = Server(command, env_for(url))
+    server.send(line(INIT))
+    server.reply()
+    server.send(line(ISSUE_CALL))
+    server.reply()
+    through, bare = [], []
+    session = requests.Session()
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for i in range(calls):
+            server.send(line(dict(ISSUE_CALL, id=i + 2)))
+            server.reply()
+        through.append((time.perf_counter() - started) / calls)
+        started = time.perf_counter()
+        for _ in range(calls):
+            response = session.get(f"{url}/api/v2/issues/DEMO-42", params={"apiKey": KEY},
+                                   timeout=(10, 30))
+            response.json()
+        bare.append((time.perf_counter() - started) / calls)
+    server.close()
+    return {"through server (ms/call)": stats([t * 1000 for t in through]),
+            "bare requests.Session (ms/call)": stats([t * 1000 for t in bare]),
+            "ratio": statistics.median(through) / statistics.median(bare)}
+
+
+# == 4. Memory =================================================================
+
+def memory(command, standin, calls, cap):
+    server = Server(command, env_for(standin.url, BACKLOG_MAX_DOWNLOAD_BYTES=str(cap)))
+    server.send(line(INIT))
+    server.reply()
+    server.send(line({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+    server.reply()
+    idle = server.rss()
+    server.send(line(ISSUE_CALL))
+    server.reply()
+    after_first = server.rss()
+    for i in range(calls):
+        server.send(line(dict(ISSUE_CALL, id=i + 2)))
+        server.reply()
+    after_many = server.rss()
+    download = {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                "params": {"name": "issue_attachment_download",
+                           "arguments": {"issue_id_or_key": "DEMO-42", "attachment_id": 1,
+                                         "format": "raw"}}}
+    standin.fault(kind="big", size=cap, path="attachments")
+    server.send(line(download))
+    at_cap_ok = b'"isError":false' in server.reply()
+    at_cap = server.rss()
+    standin.fault(kind="big", size=20 * cap, path="attachments")
+    server.send(line(download))
+    over_refused = b'"isError":true' in server.reply()
+    over_cap = server.rss()
+    server.close()
+    kib = 1024
+    return {"idle after tools/list (MiB)": idle[0] / kib,
+            "after first call (MiB)": after_first[0] / kib,
+            f"after {calls} more calls (MiB)": after_many[0] / kib,
+            "growth over the calls (MiB)": (after_many[0] - after_first[0]) / kib,
+            f"peak after download at cap {cap} B (MiB)": at_cap[1] / kib,
+            f"peak after download of {20 * cap} B, refused (MiB)": over_cap[1] / kib,
+            "over-cap peak above at-cap peak (MiB)": (over_cap[1] - at_cap[1]) / kib,
+            "download at cap answered": at_cap_ok, "download over cap refused": over_refused}
+
+
+# == 5. Pipelined burst ========================================================
+
+def burst(command, url, count):
+    out = {}
+    for label, message in (("ping", {"jsonrpc": "2.0", "method": "ping"}),
+                           ("tools/list", {"jsonrpc": "2.0", "method": "tools/list"})):
+        server = Server(command, env_for(url))
+        server.send(line(INIT))
+        server.reply()
+        payload = b"".join(line(dict(message, id=i)) for i in range(count))
+        started = time.perf_counter()
+        threading.Thread(target=server.send, args=(payload,), daemon=True).start()
+        ids = [json.loads(server.reply())["id"] for _ in range(count)]
+        elapsed = time.perf_counter() - started
+        server.close()
+        out[label] = {"messages": count, "in order": ids == list(range(count)),
+                      "ms/message": elapsed * 1000 / count}
+    return out
+
+
+# == Report ====================================================================
+
+def table(results):
+    rows = []
+    for label, row in results["startup"].items():
+        init = row["initialize"]
+        rows.append(f"start-up  {label:30} initialize {init['median'] * 1000:6.1f} ms "
+                    f"({init['min'] * 1000:.1f}-{init['max'] * 1000:.1f})"
+                    + (f"  x{row['initialize_ratio']:.2f}; first call "
+                       f"{row['first_call']['median'] * 1000:.1f} ms x{row['first_call_ratio']:.2f}"
+                       if "first_call" in row else "  (the floor)"))
+    for label, row in results["context"]["tools/list"].items():
+        rows.append(f"context   tools/list {label:19} {row['tools']} tools, {row['bytes']:,} bytes,"
+                    f" {row['bytes_per_tool']} bytes/tool")
+    for label, row in results["context"]["answers"].items():
+        rows.append(f"context   answer {label:23} lean {row['lean']:,} B, full {row['full']:,} B,"
+                    f" lean/full {row['lean/full']:.2f}")
+    overhead = results["overhead"]
+    rows.append(f"overhead  through server {overhead['through server (ms/call)']['median']:.3f} "
+                f"ms/call, bare requests.Session "
+                f"{overhead['bare requests.Session (ms/call)']['median']:.3f} ms/call, "
+                f"ratio {overhead['ratio']:.2f}")
+    for label, value in results["memory"].items():
+        rows.append(f"memory    {label:52} "
+                    + (f"{value:.1f}" if isinstance(value, float) else str(value)))
+    for label, row in results["burst"].items():
+        rows.append(f"burst     {row['messages']} x {label:12} in order: {row['in order']}, "
+                    f"{row['ms/message']:.3f} ms/message")
+    return "\n".join(rows)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pyz", default=os.path.join(ROOT, "backlog_mcp.pyz"))
+    parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--runs", type=int, default=20, help="start-up runs per command")
+    parser.add_argument("--calls", type=int, default=1000, help="calls for overhead and memory")
+    parser.add_argument("--burst", type=int, default=1000, help="messages per pipelined burst")
+    args = parser.parse_args(argv)
+    if not os.path.exists(args.pyz):
+        raise SystemExit(f"{args.pyz} not found: run `bash zipapp.sh` first")
+    sys.path.insert(0, args.pyz)  # the requests that the .pyz carries, for the bare loop
+    pyz = [sys.executable, "-I", args.pyz]
+    module = [sys.executable, "-I", os.path.join(ROOT, "backlog_mcp.py")]
+    standin = StandIn()
+    try:
+        results = {
+            "python": sys.version.split()[0],
+            "startup": startup({"python -I backlog_mcp.pyz": pyz,
+                                "python -I backlog_mcp.py": module}, standin.url, args.runs),
+            "context": context_cost(standin.url),
+            "overhead": call_overhead(pyz, standin.url, max(args.calls // 5, 1)),
+            "memory": memory(pyz, standin, args.calls, 7 * 1024 * 1024),
+            "burst": burst(pyz, standin.url, args.burst),
+        }
+    finally:
+        standin.close()
+    print(f"mcp-backlog-server benchmark, Python {results['python']}, {os.cpu_count()} cores")
+    print(table(results))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()
