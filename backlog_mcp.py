@@ -354,8 +354,10 @@ class Backlog:
         response = self.send(method, path, encode(params or {}), form)
         try:
             ctype = response.headers.get("Content-Type", "")
-            body = response.content
-            if response.status_code == 204 or not body.strip():
+            body = read_body(response, settings().timeout[1], MAX_JSON)
+            if not body.strip():
+                if method == "GET" and response.status_code != 204:
+                    raise ToolError("Backlog sent an empty answer. Next: retry the call.")
                 return {}
             if "json" not in ctype.lower():
                 raise ToolError(f"Backlog answered {method} with {ctype or 'no content type'}, "
@@ -368,8 +370,8 @@ class Backlog:
         finally:
             response.close()
 
-    def send(self, method, path, query=(), form=(), stream=False):
-        """Send one request; retry a GET on 429, 5xx and resets (never a write)."""
+    def send(self, method, path, query=(), form=(), accept=None):
+        """Send one request, body unread; retry a GET on 429, 5xx and resets (never a write)."""
         import requests
         s = settings()
         if s.problems:
@@ -382,8 +384,8 @@ class Backlog:
         while True:
             try:
                 response = self.session.request(method, url, params=query, data=form or None,
-                                                timeout=s.timeout, stream=stream,
-                                                headers={"Accept": "*/*"} if stream else None,
+                                                timeout=s.timeout, stream=True,
+                                                headers={"Accept": accept} if accept else None,
                                                 allow_redirects=(method == "GET"))
             except requests.exceptions.Timeout:
                 raise ToolError(f"Backlog did not answer within {s.timeout[1]:g} s. "
@@ -409,14 +411,46 @@ class Backlog:
                 time.sleep(wait)
                 attempt += 1
                 continue
+            ctype = response.headers.get("Content-Type", "")
             try:
-                body = response.json() if "json" in response.headers.get(
-                    "Content-Type", "").lower() else response.text[:2000]
-            except ValueError:
-                body = response.text[:2000]
+                text = read_body(response, s.timeout[1], None, keep=65536).decode("utf-8", "replace")
+                body = json.loads(text) if "json" in ctype.lower() else text
+            except (ToolError, ValueError):
+                body = ""
             finally:
                 response.close()
-            raise BacklogError(status, body, response.headers.get("Content-Type", ""), snake)
+            raise BacklogError(status, body, ctype, snake)
+
+
+MAX_JSON = 64 * 1024 * 1024
+
+
+def read_body(response, seconds, cap, too_big=None, keep=None):
+    """A response body read within `seconds` in all (a trickle cannot hold a call forever),
+    refused past `cap` bytes without holding more than that, or cut at `keep` bytes."""
+    raw = response.raw
+    read = getattr(raw, "read1", None) or (lambda n: raw.read(n, decode_content=True))
+    deadline = time.monotonic() + seconds
+    chunks, size = [], 0
+    try:
+        while True:
+            chunk = read(65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            if cap is not None and size > cap:
+                raise too_big or ToolError(f"Backlog's answer is larger than {cap} bytes.")
+            chunks.append(chunk)
+            if keep is not None and size >= keep:
+                break
+            if time.monotonic() > deadline:
+                raise ToolError(f"Backlog's answer took longer than {seconds:g} s to arrive. "
+                                "Next: retry later, or raise BACKLOG_TIMEOUT.")
+    except ToolError:
+        raise
+    except Exception as exc:  # a reset or a read timeout in the middle of the body
+        raise ToolError(f"Backlog's answer broke off: {_reason(exc)}. Next: retry.") from None
+    return b"".join(chunks)
 
 
 def _reason(exc):
@@ -973,7 +1007,7 @@ def looks_like_text(data, content_type):
 def download(path, fmt=None, fallback="downloaded_file"):
     """Stream a file under the size cap and choose how the model receives it."""
     s = settings()
-    response = api.send("GET", path, stream=True)
+    response = api.send("GET", path, accept="*/*")
     try:
         ctype = response.headers.get("Content-Type") or "application/octet-stream"
         name = parse_disposition(response.headers.get("Content-Disposition"), fallback)
@@ -983,21 +1017,10 @@ def download(path, fmt=None, fallback="downloaded_file"):
                             "in Backlog, or raise the limit.")
         if declared.isdigit() and int(declared) > s.max_download:
             raise ToolError(str(too_big).format(size=declared))
-        chunks, size = [], 0
-        try:
-            for chunk in response.iter_content(65536):
-                size += len(chunk)
-                if size > s.max_download:
-                    raise ToolError(str(too_big).format(size=f"more than {s.max_download}"))
-                chunks.append(chunk)
-        except ToolError:
-            raise
-        except Exception as exc:  # a reset or timeout in the middle of the body
-            raise ToolError(f"The download of '{name}' broke off: {_reason(exc)}. "
-                            "Next: retry.") from None
+        data = read_body(response, 4 * s.timeout[1], s.max_download,
+                         ToolError(str(too_big).format(size=f"more than {s.max_download}")))
     finally:
         response.close()
-    data = b"".join(chunks)
     base = ctype.split(";")[0].strip().lower()
     if fmt == "image" and not base.startswith("image/"):
         raise ToolError(f"File '{name}' is not an image (content type {ctype}). "

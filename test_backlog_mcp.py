@@ -63,7 +63,7 @@ def backlog():
         status, headers, data = fake.respond(request.method, unquote(url.path),
                                              parse_qsl(url.query, keep_blank_values=True),
                                              parse_qsl(body, keep_blank_values=True),
-                                             request.headers)
+                                             request.headers, url.path)
         return status, headers, data
 
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
@@ -1425,3 +1425,279 @@ def test_benchmark_runs(pyz, tmp_path):
     assert results["memory"]["download over cap refused"]
     assert results["memory"]["download at cap answered"]
     b.configure(ENV)
+
+
+# == Hardening: protocol fuzz ==================================================
+
+from hypothesis import HealthCheck, given, settings as hypothesis_settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                    | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+METHODS = ["initialize", "ping", "tools/list", "tools/call", "server/discover",
+           "notifications/initialized", "notifications/cancelled", "resources/list", "nope"]
+REQUEST = st.fixed_dictionaries(
+    {"jsonrpc": st.sampled_from(["2.0", "2.0", "1.0", None, 2])},
+    optional={"id": st.integers() | st.text(max_size=6) | st.none() | st.booleans() | JSON,
+              "method": st.sampled_from(METHODS) | JSON,
+              "params": st.fixed_dictionaries({}, optional={
+                  "name": st.sampled_from(sorted(b.TOOLS)) | JSON,
+                  "arguments": st.dictionaries(st.text(max_size=10), JSON, max_size=3) | JSON,
+                  "cursor": JSON, "protocolVersion": st.sampled_from(b.LEGACY_VERSIONS) | JSON,
+                  "_meta": JSON}) | JSON})
+LINE = st.one_of(REQUEST.map(lambda m: json.dumps(m).encode()),
+                 JSON.map(lambda v: json.dumps(v).encode()),
+                 st.binary(max_size=40).map(lambda raw: raw.replace(b"\n", b" ")))
+
+
+def expected_reply(line):
+    """None when the line deserves no reply, else the id the reply must carry."""
+    if not line.strip():
+        return None
+    try:
+        message = json.loads(line.decode("utf-8"), strict=False)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return ("error", None)
+    if isinstance(message, dict) and "id" not in message:
+        return None if {"method", "result", "error"} & set(message) else ("error", None)
+    if isinstance(message, dict):
+        valid = isinstance(message["id"], (str, int)) and not isinstance(message["id"], bool)
+        if not valid:
+            return ("error", None)
+        if "method" not in message and {"result", "error"} & set(message):
+            return None
+        return ("any", message["id"])
+    return ("error", None)
+
+
+def check_stream(lines, raw):
+    out = raw.splitlines()
+    expected = [e for e in (expected_reply(line) for line in lines) if e is not None]
+    assert len(out) == len(expected)
+    for reply_line, (kind, id_) in zip(out, expected):
+        reply = json.loads(reply_line)
+        assert reply["jsonrpc"] == "2.0" and reply["id"] == id_
+        assert ("result" in reply) != ("error" in reply)
+        if kind == "error":
+            assert reply["error"]["code"] in (-32700, -32600)
+
+
+@hypothesis_settings(max_examples=400, deadline=None,
+                     suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(LINE, min_size=1, max_size=12))
+def test_fuzz_serve_in_process(lines):
+    b.configure({})  # unconfigured: a tool call fails at once, no network
+    _, raw = run_serve(b"\n".join(lines) + b"\n")
+    check_stream(lines, raw)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(REQUEST)
+def test_fuzz_handle_never_raises(message):
+    b.configure({})
+    reply = b.handle(message, b.Session())
+    if reply is not None:
+        json.dumps(reply)
+        assert reply.get("error", {}).get("code") != -32603
+
+
+def test_fuzz_spawned_pyz(pyz):
+    """Thousands of random lines, a 10 MiB line, and stdin closed in the middle of a line."""
+    import random
+    rng = random.Random(2026)
+    lines = []
+    for i in range(3000):
+        kind = rng.random()
+        if kind < 0.4:
+            lines.append(json.dumps({"jsonrpc": "2.0", "id": i, "method": rng.choice(METHODS),
+                                     "params": {"name": rng.choice(sorted(b.TOOLS))}}).encode())
+        elif kind < 0.6:
+            lines.append(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 60)))
+                         .replace(b"\n", b" "))
+        elif kind < 0.8:
+            lines.append(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"})
+                         .encode())
+        else:
+            lines.append(json.dumps(rng.choice([[], {}, 1, "x", None, [{"id": 1}],
+                                                {"id": None, "method": "ping"}])).encode())
+    lines.insert(1500, json.dumps({"jsonrpc": "2.0", "id": "big", "method": "ping",
+                                   "params": {"pad": "x" * (10 * 1024 * 1024)}}).encode())
+    lines.insert(1501, b"{" + b"x" * (10 * 1024 * 1024))
+    payload = b"\n".join(lines) + b'\n{"jsonrpc":"2.0","id":"cut","meth'
+    done = subprocess.run([sys.executable, "-I", pyz], input=payload, capture_output=True,
+                          env=child_env(None), timeout=120)
+    assert done.returncode == 0 and b"Traceback" not in done.stderr
+    check_stream(lines + [b'{"jsonrpc":"2.0","id":"cut","meth'], done.stdout)
+
+
+# == Hardening: hostile arguments ==============================================
+
+HOSTILE = ["../", "..", ".", "%2F", "a/b", "../../users/myself", "?apiKey=x", "#frag",
+           "&apiKey=evil", "x\r\nX-Injected: 1", "\x00", "A" * 5000, "ＤＥＭＯ-１",
+           "DEMO-1/../../users", "", " ", "DEMO-1?x=1", "%00", "\u202edemo",
+           -1, 0, 2**63, 1e308, -1e308, True, None, [], {}, ["../"], {"$ne": 1}, 3.5]
+LOOKUPS = {("GET", t) for t in ("projects/*", "projects/*/versions", "projects/*/customFields",
+                                "projects/*/statuses", "projects/*/issueTypes",
+                                "projects/*/categories", "projects/*/users", "priorities",
+                                "resolutions", "issues/*")}
+
+
+def templates(name, arguments, method, path):
+    """The tool's own endpoint, argument segments as '*'; plus the lookups any tool may make."""
+    values = {str(v).lower() for v in arguments.values() if not isinstance(v, (list, dict))}
+    segments = ["*" if s.lower() in values else s for s in path.split("/")]
+    if name == "file_shared_list_get":
+        segments = ["projects", "*", "files", "metadata", "**"]
+    return {(method, "/".join(segments))} | LOOKUPS
+
+
+def matches(template, raw_path):
+    want = template.split("/")
+    got = raw_path[len("/api/v2/"):].split("/")
+    if want[-1] == "**":
+        want, got = want[:-1], got[:len(want) - 1]
+    return len(want) == len(got) and all(
+        w == "*" and g not in ("", ".", "..") or w == g for w, g in zip(want, got))
+
+
+@pytest.mark.parametrize("name, arguments, method, path, params", TOOL_CALLS,
+                         ids=[row[0] for row in TOOL_CALLS])
+def test_hostile_arguments_stay_on_the_tools_endpoint(backlog, name, arguments, method, path,
+                                                      params):
+    allowed = templates(name, arguments, method, path)
+    tool = b.TOOLS[name]
+    cases = 0
+    for pname in tool.params:
+        for value in HOSTILE:
+            backlog.requests.clear()
+            reply = rpc("tools/call", {"name": name, "arguments": dict(arguments, **{pname: value})})
+            assert "result" in reply, reply  # never a protocol error, never a crash
+            assert KEY not in json.dumps(reply)
+            for request in backlog.requests:
+                assert any(m == request.method and matches(t, request.raw_path)
+                           for m, t in allowed), (pname, value, request.raw_path)
+                assert backlog.keys == [KEY]
+            cases += 1
+    for key in ("extra", "issue_іd_or_key", "ｉｓｓｕｅ", "__proto__", ""):  # look-alike keys
+        reply = rpc("tools/call", {"name": name, "arguments": dict(arguments, **{key: 1})})
+        assert "Unknown parameter" in reply["result"]["content"][0]["text"]
+        cases += 1
+    HOSTILE_COUNT[name] = cases
+
+
+HOSTILE_COUNT = {}
+
+
+# == Hardening: faults from Backlog ============================================
+
+def fault_env(fake, **extra):
+    return dict(ENV, BACKLOG_BASE_URL=fake.url, BACKLOG_TIMEOUT="1", **extra)
+
+
+def timed(name="space_details_get", **arguments):
+    started = time.monotonic()
+    result = call(name, **arguments)
+    return result, time.monotonic() - started
+
+
+BODY = {"errors": [{"message": "Backlog says no.", "code": 5, "moreInfo": ""}]}
+FAULTS = [  # kind, argument, times, text expected, requests expected
+    ("status", (401, load("error_401"), None), 1, "HTTP 401", 1),
+    ("status", (401, None, None), 1, "HTTP 401", 1),
+    ("status", (403, load("error_403"), None), 1, "HTTP 403", 1),
+    ("status", (403, None, None), 1, "HTTP 403", 1),
+    ("status", (404, load("error_404"), None), 1, "No issue.", 1),
+    ("status", (404, None, None), 1, "HTTP 404", 1),
+    ("status", (429, load("error_429"), {"X-RateLimit-Reset": "0"}), 2, "HTTP 429", 2),
+    ("status", (429, None, {"Retry-After": "0"}), 2, "HTTP 429", 2),
+    ("status", (429, load("error_429"), {"X-RateLimit-Reset": str(2**40)}), 1, "rate limit", 1),
+    ("status", (500, load("error_500"), None), 1, "HTTP 500", 1),
+    ("status", (500, None, None), 1, "empty body", 1),
+    ("status", (503, load("error_500"), None), 3, "HTTP 503", 3),
+    ("status", (503, None, None), 3, "HTTP 503", 3),
+    ("html", 502, 3, "non-Backlog answer (text/html)", 3),
+    ("empty", 200, 1, "empty answer", 1),
+    ("truncated", None, 1, "not valid JSON", 1),
+    ("reset", None, 3, "Could not reach Backlog", 3),
+    ("reset_mid_body", None, 1, "broke off", 1),
+    ("hang", 3, 1, "did not answer within 1 s", 1),
+    ("trickle", 0.05, 1, "took longer than 1 s", 1),
+]
+
+
+@pytest.mark.parametrize("kind, arg, times, text, count", FAULTS,
+                         ids=[f"{f[0]}-{i}" for i, f in enumerate(FAULTS)])
+def test_backlog_faults(fake, kind, arg, times, text, count):
+    b.configure(fault_env(fake))
+    fake.fault(kind, arg, times=times)
+    result, elapsed = timed()
+    assert text in error(result) and "Next:" in error(result)
+    assert len(fake.requests) == count
+    assert elapsed < 1 + 2 + 1.5  # the timeout, the bounded retry waits, a margin
+    assert data(call("space_details_get"))["spaceKey"] == "example"  # the next call works
+
+
+def test_reset_once_on_a_get_is_retried(fake):
+    b.configure(fault_env(fake))
+    fake.fault("reset")
+    assert data(call("space_details_get"))["spaceKey"] == "example"
+    assert len(fake.requests) == 2
+
+
+@pytest.mark.parametrize("kind, arg", [("reset", None), ("status", (503, None, None)),
+                                       ("status", (429, None, {"Retry-After": "0"})),
+                                       ("html", 502), ("hang", 3)])
+def test_writes_are_sent_once_whatever_the_fault(fake, kind, arg):
+    b.configure(fault_env(fake))
+    fake.fault(kind, arg, times=3)
+    error(call("issue_comment_add", issue_id_or_key="DEMO-42", content="once"))
+    assert len([r for r in fake.requests if r.method == "POST"]) == 1
+
+
+@pytest.mark.parametrize("url, text", [
+    ("http://127.0.0.1:9", "Connection refused"),
+    ("https://backlog.invalid", "Could not reach Backlog"),
+])
+def test_unreachable_backlog(url, text):
+    b.configure(dict(ENV, BACKLOG_BASE_URL=url, BACKLOG_ALLOW_CUSTOM_HOST="1",
+                     BACKLOG_TIMEOUT="2,2"))
+    result, elapsed = timed()
+    assert text in error(result) and elapsed < 8
+
+
+def test_download_faults(fake):
+    b.configure(fault_env(fake, BACKLOG_MAX_DOWNLOAD_BYTES=str(1024 * 1024)))
+    fake.fault("big", (50 * 1024 * 1024, "application/octet-stream"))
+    text = error(call("issue_attachment_download", issue_id_or_key="DEMO-42", attachment_id=1))
+    assert "big.bin" in text and "over the download limit" in text
+    fake.fault("reset_mid_body")
+    assert "broke off" in error(call("issue_attachment_download", issue_id_or_key="DEMO-42",
+                                     attachment_id=1))
+
+
+# == Hardening: secrets ========================================================
+
+def test_key_never_in_internal_error_traceback(monkeypatch, capfd):
+    def leak(**_):
+        raise RuntimeError(f"boom with {BASE}/api/v2/space?apiKey={KEY}")
+    monkeypatch.setattr(b.TOOLS["space_details_get"], "fn", leak)
+    reply = rpc("tools/call", {"name": "space_details_get", "arguments": {}})
+    assert reply["error"]["code"] == -32603 and KEY not in json.dumps(reply)
+    err = capfd.readouterr().err
+    assert "RuntimeError" in err and "apiKey=***" in err and KEY not in err
+
+
+def test_key_redacted_in_every_form():
+    b.configure(dict(ENV, BACKLOG_API_KEY="k+y/with=odd&chars"))
+    text = b.redact("a k+y/with=odd&chars b k%2By%2Fwith%3Dodd%26chars c k%2By%2Fwith%3Dodd%26chars")
+    assert text == "a *** b *** c ***"
+
+
+@pytest.mark.parametrize("variant", ["backlog_issue_add", "issue_add", "BACKLOG_issue_add",
+                                     "backlog_Issue_add", "backlog_issue_add\u200b",
+                                     "backlog_backlog_issue_add"])
+def test_write_tools_unreachable_with_prefix_in_read_only_mode(variant):
+    b.configure(dict(ENV, BACKLOG_PREFIX="backlog_", BACKLOG_READ_ONLY="1"))
+    assert rpc("tools/call", {"name": variant, "arguments": {}})["error"]["code"] == -32602

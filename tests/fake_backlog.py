@@ -122,9 +122,10 @@ def to_other(value):
 
 
 class Request:
-    def __init__(self, method, path, query, form, headers):
+    def __init__(self, method, path, query, form, headers, raw_path=None):
         self.method, self.path, self.query, self.form, self.headers = (method, path, query, form,
                                                                        headers)
+        self.raw_path = raw_path or path  # as sent, still percent-encoded
 
     def q(self, key):
         return [v for k, v in self.query if k == key]
@@ -159,10 +160,11 @@ class Backlog:
     def calls(self, method=None):
         return [r for r in self.requests if method is None or r.method == method]
 
-    def respond(self, method, path, query, form, headers=None):
+    def respond(self, method, path, query, form, headers=None, raw_path=None):
         key = dict(query).get("apiKey")
+        self.keys = [v for k, v in query if k == "apiKey"]
         query = [(k, v) for k, v in query if k != "apiKey"]
-        request = Request(method, path, query, form, dict(headers or {}))
+        request = Request(method, path, query, form, dict(headers or {}), raw_path)
         self.requests.append(request)
         for err_method, where, status, body in self.errors:
             if err_method == method and re.search(where, path):
@@ -289,7 +291,7 @@ class FakeBacklog(Backlog):
                 del self.faults[i]
                 self.requests.append(Request(h.command, path, query, form, dict(h.headers)))
                 return self.misbehave(h, kind, arg)
-        status, headers, data = self.respond(h.command, path, query, form, h.headers)
+        status, headers, data = self.respond(h.command, path, query, form, h.headers, url.path)
         self.send_bytes(h, status, data, headers)
 
     def send_bytes(self, h, status, data, headers, length=None):
