@@ -38,7 +38,8 @@ LEGACY_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
 MODERN_VERSIONS = ("2026-07-28",)
 META = "io.modelcontextprotocol/"
 
-CATEGORIES = ("document", "git", "issue", "project", "file", "user", "wiki", "space", "notification")
+CATEGORIES = ("document", "git", "issue", "project", "file", "user", "wiki", "space",
+              "notification")
 WRITE_GROUPS = ("issue", "git", "wiki", "document", "project", "notification")
 DEFAULT_WRITABLE = ("issue", "git", "wiki", "document", "notification")
 
@@ -130,7 +131,8 @@ class Settings:
             return ""
         if url.scheme == "https" and not on_backlog and not loopback \
                 and not _truthy(env.get("BACKLOG_ALLOW_CUSTOM_HOST", "")):
-            self.problems.append(f"BACKLOG_BASE_URL host '{host}' is not on backlog.com, backlog.jp "
+            self.problems.append(f"BACKLOG_BASE_URL host '{host}' is not on backlog.com, "
+                                 "backlog.jp "
                                  "or backlogtool.com; for Backlog on-premise also set "
                                  "BACKLOG_ALLOW_CUSTOM_HOST=1.")
             return ""
@@ -228,7 +230,8 @@ BACKLOG_CODES = {1: "InternalError", 2: "LicenceError", 3: "LicenceExpiredError"
 NEXT_STEP = {
     401: "Check BACKLOG_API_KEY (run the server with --check); the key may be revoked.",
     403: "The API key's user lacks permission for this; ask a project or space admin.",
-    404: "Check the id or key; list tools such as issue_list_get or project_list_get show valid ones.",
+    404: "Check the id or key; list tools such as issue_list_get or project_list_get show "
+         "valid ones.",
     429: "Backlog's rate limit was hit: wait a minute, then retry once.",
     500: "Backlog failed; retry later.",
 }
@@ -413,7 +416,8 @@ class Backlog:
                 continue
             ctype = response.headers.get("Content-Type", "")
             try:
-                text = read_body(response, s.timeout[1], None, keep=65536).decode("utf-8", "replace")
+                text = read_body(response, s.timeout[1], None, keep=65536).decode(
+                    "utf-8", "replace")
                 body = json.loads(text) if "json" in ctype.lower() else text
             except (ToolError, ValueError):
                 body = ""
@@ -592,8 +596,9 @@ class Listing(list):
 
 def allowed_items(items):
     """Keep the items whose project is allowed (space-wide lists under BACKLOG_PROJECTS)."""
-    result = Listing(items if not restricted() else
-                     [i for i in items if item_project(i) is None or project_allowed(item_project(i))])
+    if restricted():
+        items = [i for i in items if item_project(i) is None or project_allowed(item_project(i))]
+    result = Listing(items)
     result.fetched = len(items)
     return result
 
@@ -633,7 +638,8 @@ class P:
 
     def _scalar(self, name, kind, value):
         kinds = kind if isinstance(kind, list) else [kind]
-        if "integer" in kinds and isinstance(value, str) and re.match(r"-?\d{1,18}\Z", value.strip()):
+        if "integer" in kinds and isinstance(value, str) \
+                and re.match(r"-?\d{1,18}\Z", value.strip()):
             value = int(value.strip())
         if isinstance(value, float) and "integer" in kinds and value.is_integer() \
                 and "number" not in kinds:
@@ -673,14 +679,14 @@ class Tool:
     """A registered tool: the function, its parameters, its group and its annotations."""
 
     def __init__(self, fn, title, write, destructive, idempotent):
-        code = fn.__code__
-        names = code.co_varnames[:code.co_argcount]
+        names, group = signature(fn)
         defaults = fn.__defaults__ or ()
         self.fn, self.name, self.title, self.write = fn, fn.__name__, title, write
         self.category = self.name.split("_")[0]
         self.description = " ".join((fn.__doc__ or "").split())
-        self.params = {name: fn.__annotations__[name] for name in names}
-        self.defaults = dict(zip(names[len(names) - len(defaults):], defaults))
+        self.params = dict(group, **{name: fn.__annotations__[name] for name in names})
+        self.defaults = dict(dict.fromkeys(group),
+                             **dict(zip(names[len(names) - len(defaults):], defaults)))
         self.required = [n for n in names if n not in self.defaults]
         self.aliases = {p.alias: n for n, p in self.params.items() if p.alias}
         self.annotations = {"readOnlyHint": write is None, "destructiveHint": destructive,
@@ -725,11 +731,23 @@ class Tool:
 TOOLS = {}
 
 
+def signature(fn):
+    """(positional parameter names, shared group) of a tool function: its **kwargs may be
+    annotated with a dict of optional parameters that several tools share."""
+    code = fn.__code__
+    names = code.co_varnames[:code.co_argcount]
+    group = {}
+    if code.co_flags & 0x08:  # CO_VARKEYWORDS
+        group = fn.__annotations__.get(code.co_varnames[code.co_argcount + code.co_kwonlyargcount])
+        if not isinstance(group, dict) or not all(isinstance(p, P) for p in group.values()):
+            raise TypeError(f"tool {fn.__name__}: **kwargs needs a dict of P as annotation")
+    return names, group
+
+
 def tool(title, write=None, destructive=False, idempotent=False):
     """Register a tool: its signature is its schema, its docstring its description."""
     def register(fn):
-        missing = [n for n in fn.__code__.co_varnames[:fn.__code__.co_argcount]
-                   if not isinstance(fn.__annotations__.get(n), P)]
+        missing = [n for n in signature(fn)[0] if not isinstance(fn.__annotations__.get(n), P)]
         if missing or fn.__name__ in TOOLS or not fn.__doc__:
             raise TypeError(f"tool {fn.__name__}: parameters need P annotations and a docstring")
         if write is not None and write not in WRITE_GROUPS:
@@ -808,8 +826,8 @@ def issue_view(issue):
     if isinstance(issue, dict) and isinstance(issue.get("customFields"), list):
         fields = {}
         for field in issue["customFields"]:
-            view = {"id": field.get("id"),
-                    "fieldTypeId": FIELD_TYPES.get(field.get("fieldTypeId"), field.get("fieldTypeId")),
+            kind = field.get("fieldTypeId")
+            view = {"id": field.get("id"), "fieldTypeId": FIELD_TYPES.get(kind, kind),
                     "value": field.get("value")}
             if "otherValue" in field:
                 view["otherValue"] = field["otherValue"]
@@ -1049,20 +1067,22 @@ def field_definitions(project):
                      lambda: api.get(("projects", str(project), "customFields")))
 
 
+def find_field(project, key):
+    """A project's custom field definition by id or name (ignoring case)."""
+    definitions = field_definitions(project)
+    for field in definitions:
+        if str(key) == str(field["id"]) or str(key).casefold() == field["name"].casefold():
+            return field
+    raise ToolError(f"Unknown custom field '{key}'. Fields of this project: "
+                    f"{', '.join(f['name'] for f in definitions) or 'none'}. "
+                    "Next: project_custom_field_list_get shows them.")
+
+
 def custom_field_params(project, values):
     """Form pairs customField_{id}=... for values keyed by field name or id."""
-    definitions = field_definitions(project)
-    by_key = {}
-    for field in definitions:
-        by_key[str(field["id"])] = field
-        by_key[field["name"].casefold()] = field
     pairs = []
     for key, value in values.items():
-        field = by_key.get(str(key)) or by_key.get(str(key).casefold())
-        if field is None:
-            raise ToolError(f"Unknown custom field '{key}'. Fields of this project: "
-                            f"{', '.join(f['name'] for f in definitions) or 'none'}.")
-        pairs.extend(field_value(field, value))
+        pairs.extend(field_value(find_field(project, key), value))
     return pairs
 
 
@@ -1396,7 +1416,8 @@ def issue_filters(a):
     filters = {
         "projectId": projects or None,
         "issueTypeId": resolve(a.get("issue_type_ids"), per_project(
-            "issueTypes", "project_issue_type_list_get"), "Issue type", "project_issue_type_list_get"),
+            "issueTypes", "project_issue_type_list_get"), "Issue type",
+            "project_issue_type_list_get"),
         "categoryId": resolve(a.get("category_ids"), per_project(
             "categories", "project_category_list_get"), "Category", "project_category_list_get"),
         "versionId": resolve(a.get("version_ids"), per_project(
@@ -1435,14 +1456,9 @@ def issue_filters(a):
 
 def custom_field_filters(project, values):
     """Issue-list filters: text keyword, {min,max} for numbers and dates, items for lists."""
-    definitions = {str(f["id"]): f for f in field_definitions(project)}
-    definitions.update({f["name"].casefold(): f for f in field_definitions(project)})
     pairs = []
     for key, value in values.items():
-        field = definitions.get(str(key)) or definitions.get(str(key).casefold())
-        if field is None:
-            raise ToolError(f"Unknown custom field '{key}'. Fields: "
-                            f"{', '.join(f['name'] for f in field_definitions(project))}.")
+        field = find_field(project, key)
         name = f"customField_{field['id']}"
         if field["typeId"] in (3, 4):
             if not isinstance(value, dict) or not set(value) <= {"min", "max"}:
@@ -1465,48 +1481,33 @@ ParentChild = P("integer", "0 all, 1 not child, 2 child, 3 neither, 4 parent", m
 FieldFilters = P("object", '{field: text, items or {"min","max"}}')
 
 
+ISSUE_FILTERS = {  # issue_list_get and issue_count_get; each optional
+    "project_ids": P("array", "Project keys or ids", items=["integer", "string"]),
+    "issue_type_ids": NamesOrIds, "category_ids": NamesOrIds, "version_ids": NamesOrIds,
+    "milestone_ids": NamesOrIds, "status_ids": NamesOrIds, "priority_ids": NamesOrIds,
+    "assignee_ids": NamesOrIds, "created_user_ids": NamesOrIds, "resolution_ids": NamesOrIds,
+    "parent_issue_ids": Ids, "ids": Ids, "parent_child": ParentChild, "keyword": Keyword,
+    "attachment": P("boolean", "Only issues with attachments"),
+    "shared_file": P("boolean", "Only issues with shared files"),
+    "has_due_date": P("boolean", "Only issues with a due date"),
+    "created_since": Date, "created_until": Date, "updated_since": Date, "updated_until": Date,
+    "start_date_since": Date, "start_date_until": Date, "due_date_since": Date,
+    "due_date_until": Date, "custom_fields": FieldFilters,
+}
+
+
 @tool("Search issues")
-def issue_list_get(project_ids: P("array", "Project keys or ids", items=["integer", "string"]) = None,
-                   issue_type_ids: NamesOrIds = None, category_ids: NamesOrIds = None,
-                   version_ids: NamesOrIds = None, milestone_ids: NamesOrIds = None,
-                   status_ids: NamesOrIds = None, priority_ids: NamesOrIds = None,
-                   assignee_ids: NamesOrIds = None, created_user_ids: NamesOrIds = None,
-                   resolution_ids: NamesOrIds = None, parent_issue_ids: Ids = None,
-                   ids: Ids = None, parent_child: ParentChild = None, keyword: Keyword = None,
-                   attachment: P("boolean", "Only issues with attachments") = None,
-                   shared_file: P("boolean", "Only issues with shared files") = None,
-                   has_due_date: P("boolean", "Only issues with a due date") = None,
-                   created_since: Date = None, created_until: Date = None,
-                   updated_since: Date = None, updated_until: Date = None,
-                   start_date_since: Date = None, start_date_until: Date = None,
-                   due_date_since: Date = None, due_date_until: Date = None,
-                   custom_fields: FieldFilters = None, sort: IssueSort = None,
-                   order: Order = None, offset: Offset = 0, count: Count = 20,
-                   fields: Fields = None):
+def issue_list_get(sort: IssueSort = None, order: Order = None, offset: Offset = 0,
+                   count: Count = 20, fields: Fields = None, **filters: ISSUE_FILTERS):
     """Search issues with any of Backlog's filters; names work where one project is given."""
-    a = dict(locals())
-    return issue_view(api.get("issues", issue_filters(a) + encode(
+    return issue_view(api.get("issues", issue_filters(filters) + encode(
         {"sort": sort, "order": order, "offset": offset, "count": count})))
 
 
 @tool("Count issues")
-def issue_count_get(project_ids: P("array", "Project keys or ids", items=["integer", "string"]) = None,
-                    issue_type_ids: NamesOrIds = None, category_ids: NamesOrIds = None,
-                    version_ids: NamesOrIds = None, milestone_ids: NamesOrIds = None,
-                    status_ids: NamesOrIds = None, priority_ids: NamesOrIds = None,
-                    assignee_ids: NamesOrIds = None, created_user_ids: NamesOrIds = None,
-                    resolution_ids: NamesOrIds = None, parent_issue_ids: Ids = None,
-                    ids: Ids = None, parent_child: ParentChild = None, keyword: Keyword = None,
-                    attachment: P("boolean", "Only issues with attachments") = None,
-                    shared_file: P("boolean", "Only issues with shared files") = None,
-                    has_due_date: P("boolean", "Only issues with a due date") = None,
-                    created_since: Date = None, created_until: Date = None,
-                    updated_since: Date = None, updated_until: Date = None,
-                    start_date_since: Date = None, start_date_until: Date = None,
-                    due_date_since: Date = None, due_date_until: Date = None,
-                    custom_fields: FieldFilters = None):
+def issue_count_get(**filters: ISSUE_FILTERS):
     """Count issues matching the same filters as issue_list_get."""
-    return api.get(("issues", "count"), issue_filters(dict(locals())))
+    return api.get(("issues", "count"), issue_filters(filters))
 
 
 @tool("Get issue")
@@ -1528,7 +1529,7 @@ def issue_milestone_list_get(project_id_or_key: ProjectIdOrKey,
 
 @tool("List issues of a milestone")
 def issue_list_by_milestone_get(project_id_or_key: ProjectIdOrKey,
-                                milestone_name: P("string", "Milestone name (case and spaces ignored)"),
+                                milestone_name: P("string", "Name; case and spaces ignored"),
                                 status_ids: Ids = None, offset: Offset = 0,
                                 count: P("integer", "Page size 1-100", minimum=1,
                                          maximum=100) = 100,
@@ -1586,6 +1587,9 @@ def issue_related_list_get(issue_id_or_key: IssueIdOrKey):
     return allowed_items(issue_view(api.get(("issues", issue_id_or_key, "relatedIssues"))))
 
 
+ParentIssue = P("integer", "Parent issue id", minimum=1)
+
+
 def issue_form(a, project):
     """The add/update form from our arguments; omitted stays unchanged, [] clears."""
     form = {"summary": a.get("summary"), "description": a.get("description"),
@@ -1611,7 +1615,7 @@ def issue_add(project_id_or_key: ProjectIdOrKey, summary: Summary,
               description: Description = None, assignee_id: UserId = None,
               start_date: Date = None, due_date: Date = None, estimated_hours: Hours = None,
               actual_hours: Hours = None, category_ids: Ids = None, milestone_ids: Ids = None,
-              version_ids: Ids = None, parent_issue_id: P("integer", "Parent issue id", minimum=1) = None,
+              version_ids: Ids = None, parent_issue_id: ParentIssue = None,
               notified_user_ids: UserIds = None, custom_fields: CustomFields = None):
     """Create an issue in a project, with custom fields by name."""
     a = dict(locals())
@@ -1630,13 +1634,13 @@ def issue_update(issue_id_or_key: IssueIdOrKey, summary: Summary = None,
                  resolution_id: P("integer", "Resolution id (project_resolution_list_get)",
                                   minimum=0) = None,
                  assignee_id: UserId = None,
-                 priority_id: P("integer", "Priority id (issue_priority_list_get)", minimum=1) = None,
+                 priority_id: P("integer", "Priority id (issue_priority_list_get)",
+                                minimum=1) = None,
                  issue_type_id: P("integer", "Issue type id (project_issue_type_list_get)",
                                   minimum=1) = None,
                  start_date: Date = None, due_date: Date = None, estimated_hours: Hours = None,
                  actual_hours: Hours = None, category_ids: Ids = None, milestone_ids: Ids = None,
-                 version_ids: Ids = None, parent_issue_id: P("integer", "Parent issue id",
-                                                             minimum=1) = None,
+                 version_ids: Ids = None, parent_issue_id: ParentIssue = None,
                  custom_fields: CustomFields = None,
                  comment: P("string", "Comment to add with the change") = None,
                  notified_user_ids: UserIds = None):
@@ -1663,7 +1667,8 @@ def issue_delete(issue_id_or_key: IssueIdOrKey):
 @tool("Add issue comment", write="issue")
 def issue_comment_add(issue_id_or_key: IssueIdOrKey, content: Content,
                       notified_user_ids: UserIds = None,
-                      attachment_ids: P("array", "Uploaded attachment ids", items="integer") = None):
+                      attachment_ids: P("array", "Uploaded attachment ids",
+                                        items="integer") = None):
     """Add a comment to an issue."""
     guard_issue(issue_id_or_key)
     return api.post(("issues", issue_id_or_key, "comments"),
@@ -2347,7 +2352,8 @@ def check():
     out = [f"space: {space.get('name')} ({space.get('spaceKey')}) at {s.base_url}",
            f"user: {me.get('name')} ({me.get('userId')}, id {me.get('id')})",
            f"projects: {', '.join(s.projects) or 'all the key can see'}",
-           f"writable groups: {', '.join(g for g in WRITE_GROUPS if WRITABLE[g]) or 'none (read-only)'}",
+           "writable groups: "
+           + (", ".join(g for g in WRITE_GROUPS if WRITABLE[g]) or "none (read-only)"),
            f"toolsets: {', '.join(c for c in CATEGORIES if c in TOOLSETS)}",
            f"tools: {len(enabled)} enabled of {len(TOOLS)}", "ok"]
     sys.stdout.write("\n".join(out) + "\n")

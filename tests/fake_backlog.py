@@ -25,7 +25,7 @@ PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08
        b"\x9a\xa0\xa0\x00\x00\x00\x00IEND\xaeB`\x82")
 OTHER_MARKERS = re.compile(r"(?:^|/)(?:OTHER|202|OTHER-\d+|999|6001|f{32}|secret|9999)(?:/|$)")
 P = r"projects/[A-Za-z_0-9]+"
-I = r"(?:[A-Z_0-9]+-\d+|\d+)"
+ISSUE = r"(?:[A-Z_0-9]+-\d+|\d+)"
 D = r"[0-9a-f]{32}"
 R = P + r"/git/repositories/[\w.-]+"
 
@@ -49,17 +49,17 @@ ROUTES = [  # method, path below /api/v2/, fixture (or a callable name on the se
     ("GET", P + r"/activities", "project_activities"),
     ("GET", r"priorities", "priorities"), ("GET", r"resolutions", "resolutions"),
     ("GET", r"issues", "issues_list"), ("GET", r"issues/count", "issues_count"),
-    ("POST", r"issues", "issue_created"), ("GET", "issues/" + I, "issue"),
-    ("PATCH", "issues/" + I, "issue"), ("DELETE", "issues/" + I, "issue"),
-    ("GET", "issues/" + I + "/comments", "comments_list"),
-    ("POST", "issues/" + I + "/comments", "comment"),
-    ("PATCH", "issues/" + I + r"/comments/\d+", "comment_updated"),
-    ("GET", "issues/" + I + "/attachments", "issue_attachments"),
-    ("GET", "issues/" + I + r"/attachments/\d+", "@file"),
-    ("GET", "issues/" + I + "/sharedFiles", "issue_shared_files"),
-    ("GET", "issues/" + I + "/relatedIssues", "issues_list"),
-    ("POST", "issues/" + I + "/relatedIssues", "issue"),
-    ("DELETE", "issues/" + I + r"/relatedIssues/\d+", "issue"),
+    ("POST", r"issues", "issue_created"), ("GET", "issues/" + ISSUE, "issue"),
+    ("PATCH", "issues/" + ISSUE, "issue"), ("DELETE", "issues/" + ISSUE, "issue"),
+    ("GET", "issues/" + ISSUE + "/comments", "comments_list"),
+    ("POST", "issues/" + ISSUE + "/comments", "comment"),
+    ("PATCH", "issues/" + ISSUE + r"/comments/\d+", "comment_updated"),
+    ("GET", "issues/" + ISSUE + "/attachments", "issue_attachments"),
+    ("GET", "issues/" + ISSUE + r"/attachments/\d+", "@file"),
+    ("GET", "issues/" + ISSUE + "/sharedFiles", "issue_shared_files"),
+    ("GET", "issues/" + ISSUE + "/relatedIssues", "issues_list"),
+    ("POST", "issues/" + ISSUE + "/relatedIssues", "issue"),
+    ("DELETE", "issues/" + ISSUE + r"/relatedIssues/\d+", "issue"),
     ("GET", r"wikis", "@wikis"), ("GET", r"wikis/count", "wikis_count"),
     ("GET", r"wikis/tags", "wiki_tags"), ("POST", r"wikis", "wiki"),
     ("GET", r"wikis/\d+", "wiki"), ("PATCH", r"wikis/\d+", "wiki"),
@@ -325,18 +325,15 @@ class FakeBacklog(Backlog):
             time.sleep(arg or 5)
             h.close_connection = True
             return None
-        if kind == "reset":
-            h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
-            h.close_connection = True
-            h.connection.close()
-            return None
-        if kind == "reset_mid_body":
-            h.send_response(200)
-            h.send_header("Content-Type", "application/json")
-            h.send_header("Content-Length", "5000")
-            h.end_headers()
-            h.wfile.write(b'{"id": 913, ')
-            h.wfile.flush()
+        if kind in ("reset", "reset_mid_body"):
+            if kind == "reset_mid_body":
+                h.send_response(200)
+                h.send_header("Content-Type", "application/json")
+                h.send_header("Content-Length", "5000")
+                h.end_headers()
+                h.wfile.write(b'{"id": 913, ')
+                h.wfile.flush()
+            # SO_LINGER 0: closing sends a TCP reset instead of a clean end
             h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
             h.close_connection = True
             h.connection.close()
