@@ -519,8 +519,10 @@ def restricted():
     return bool(settings().projects)
 
 
-def denied(label):
-    return ToolError(f"Access denied to project '{label}'. Allowed projects: "
+def denied(label, kind=None):
+    """The refusal; names what was asked for, never the other project's data."""
+    what = f"project of {kind} '{label}'" if kind else f"project '{label}'"
+    return ToolError(f"Access denied to {what}. Allowed projects: "
                      f"{', '.join(settings().projects)}. Next: use one of those projects.")
 
 
@@ -559,7 +561,7 @@ def guard_owner(kind, ident, path):
         return None
     item = api.get(path)
     if not project_allowed(item.get("projectId") or (item.get("issue") or {}).get("projectId")):
-        raise denied(f"of {kind} {ident}")
+        raise denied(ident, kind)
     return item
 
 
@@ -1206,7 +1208,7 @@ def document_details_get(document_id: DocumentId):
     """Get a document: title, Markdown ('plain') and ProseMirror JSON content, metadata."""
     doc = api.get(("documents", document_id.lower()))
     if restricted() and not project_allowed(doc.get("projectId")):
-        raise denied(f"of document {document_id}")
+        raise denied(document_id, "document")
     return doc
 
 
@@ -1288,7 +1290,7 @@ def git_repository_details_get(project_id_or_key: ProjectIdOrKey, repo_id_or_nam
     guard_project(project_id_or_key)
     repo = api.get(("projects", project_id_or_key, "git", "repositories", repo_id_or_name))
     if restricted() and not project_allowed(repo.get("projectId")):
-        raise denied(f"of repository {repo_id_or_name}")
+        raise denied(repo_id_or_name, "repository")
     return repo
 
 
@@ -1515,7 +1517,7 @@ def issue_details_get(issue_id_or_key: IssueArg):
     """Get an issue: status, assignee, dates, custom fields, attachments."""
     issue = api.get(("issues", issue_id_or_key))
     if restricted() and not project_allowed(issue.get("projectId")):
-        raise denied(f"of issue {issue_id_or_key}")
+        raise denied(issue_id_or_key, "issue")
     return issue_view(issue)
 
 
@@ -2030,7 +2032,7 @@ def wiki_details_get(wiki_id: WikiId):
     """Get a wiki page with its content, tags and attachments."""
     page = api.get(("wikis", wiki_id))
     if restricted() and not project_allowed(page.get("projectId")):
-        raise denied(f"of wiki {wiki_id}")
+        raise denied(wiki_id, "wiki")
     return page
 
 
@@ -2141,7 +2143,7 @@ def notification_mark_read(notification_id: P("integer", "Notification id", mini
                 break
             max_id = items[-1]["id"] - 1
         if not found or not project_allowed(item_project(found)):
-            raise denied(f"of notification {notification_id}")
+            raise denied(notification_id, "notification")
     api.post(("notifications", notification_id, "markAsRead"))
     return f"Notification {notification_id} marked as read."
 

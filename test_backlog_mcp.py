@@ -1703,3 +1703,18 @@ def test_key_redacted_in_every_form():
 def test_write_tools_unreachable_with_prefix_in_read_only_mode(variant):
     b.configure(dict(ENV, BACKLOG_PREFIX="backlog_", BACKLOG_READ_ONLY="1"))
     assert rpc("tools/call", {"name": variant, "arguments": {}})["error"]["code"] == -32602
+
+
+def test_official_typescript_sdk_1_client(pyz, fake):
+    """The TypeScript SDK 1.x client (most desktop hosts) connects at once and calls a tool."""
+    script = os.path.join(HERE, "tests", "ts", "client.mjs")
+    if not os.path.isdir(os.path.join(HERE, "tests", "ts", "node_modules")):
+        pytest.skip("run `npm ci --prefix tests/ts` (the CI script does)")
+    done = subprocess.run(["node", script, sys.executable, pyz], capture_output=True, text=True,
+                          env=child_env(fake.url), timeout=60)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["connectedMs"] < 5000 and report["version"]["name"] == "mcp-backlog-server"
+    assert set(report["tools"]) == default_tools() and report["nextCursor"] is None
+    assert json.loads(report["result"]["content"][0]["text"])["issueKey"] == "DEMO-42"
+    assert report["failed"]["isError"] is True

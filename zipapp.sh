@@ -45,8 +45,9 @@ for name in sorted(os.listdir(wheels)):
     if name.endswith(".whl"):
         with zipfile.ZipFile(os.path.join(wheels, name)) as whl:
             whl.extractall(stage)
-with open("backlog_mcp.py", "rb") as src, open(os.path.join(stage, "backlog_mcp.py"), "wb") as dst:
-    dst.write(src.read())
+for name in ("backlog_mcp.py", "LICENSE"):
+    with open(name, "rb") as src, open(os.path.join(stage, name), "wb") as dst:
+        dst.write(src.read())
 with open(os.path.join(stage, "__main__.py"), "w") as main:
     main.write('''"""Run the server; use the bytecode built for this interpreter when the archive has it."""
 import os
