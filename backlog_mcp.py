@@ -330,9 +330,16 @@ class Backlog:
     def session(self):
         if self._session is None:
             import requests  # imported on the first call, so start-up never pays for it
-            self._session = requests.Session()
-            self._session.headers["User-Agent"] = f"mcp-backlog-server/{__version__}"
-            self._session.headers["Accept"] = "application/json"
+            session = requests.Session()
+            session.headers["User-Agent"] = f"mcp-backlog-server/{__version__}"
+            session.headers["Accept"] = "application/json"
+            # Every call goes to one host: read HTTPS_PROXY, NO_PROXY and the CA bundle once
+            # here, not again on every request as requests does by default.
+            session.trust_env = False
+            session.proxies = requests.utils.get_environ_proxies(settings().base_url)
+            session.verify = os.environ.get("REQUESTS_CA_BUNDLE") \
+                or os.environ.get("CURL_CA_BUNDLE") or True
+            self._session = session
         return self._session
 
     def url(self, path):

@@ -513,6 +513,28 @@ def test_non_json_success_and_truncated_json():
         assert "not valid JSON" in error(call("space_details_get"))
 
 
+def test_proxy_and_ca_bundle_from_the_environment(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/corp-ca.pem")
+    b.configure(ENV)
+    assert b.api.session.proxies.get("https") == "http://proxy.corp:3128"
+    assert b.api.session.verify == "/etc/corp-ca.pem"
+    monkeypatch.setenv("NO_PROXY", "example.backlog.com")
+    b.configure(ENV)
+    assert b.api.session.proxies == {} and b.api.session.trust_env is False
+
+
+def test_requests_go_through_the_proxy(monkeypatch, fake):
+    """An http proxy that is the stand-in itself: the request arrives with an absolute URL."""
+    monkeypatch.setenv("HTTPS_PROXY", fake.url)
+    monkeypatch.setenv("HTTP_PROXY", fake.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    b.configure(dict(ENV, BACKLOG_BASE_URL="http://localhost:1"))
+    assert data(call("space_details_get"))["spaceKey"] == "example"
+    assert fake.requests[-1].path == "/api/v2/space"
+
+
 def test_timeouts_are_passed(monkeypatch):
     b.configure(dict(ENV, BACKLOG_TIMEOUT="5"))
     assert b.settings().timeout == (10.0, 5.0)
