@@ -628,10 +628,15 @@ class P:
         self.check, self.alias = check, alias
 
     def schema(self):
-        """The JSON Schema, lean: ranges are checked here and told in the description."""
+        """The JSON Schema, lean: ranges are checked here and told in the description.
+
+        Every array names one item type (Gemini refuses an array without `items`, and a union
+        type inside it): ids-or-names are advertised as strings, and integers are taken too.
+        """
         schema = {"type": self.type, "description": self.doc}
-        if self.items and not isinstance(self.items, list):
-            schema["items"] = {"type": self.items}
+        if self.items:
+            kinds = self.items if isinstance(self.items, list) else [self.items]
+            schema["items"] = {"type": "string" if "string" in kinds else kinds[0]}
         if self.enum:
             schema["enum"] = self.enum
         return schema

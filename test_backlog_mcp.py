@@ -299,6 +299,11 @@ def test_tool_definition(name):
     for pname, prop in schema["properties"].items():
         assert prop.get("description"), (name, pname)
         assert prop.get("type") in ("string", "integer", "number", "boolean", "array", "object")
+        # What Gemini's function declarations accept: an array names one item type, and an
+        # enum sits on a string.
+        if prop["type"] == "array":
+            assert prop["items"]["type"] in ("string", "integer"), (name, pname)
+        assert "enum" not in prop or prop["type"] == "string", (name, pname)
 
 
 def test_reference_tools_and_groups():
