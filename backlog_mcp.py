@@ -434,6 +434,24 @@ class Backlog:
 
 
 MAX_JSON = 64 * 1024 * 1024
+PREFETCH = None  # the thread that imports requests once a client has connected
+
+
+def prefetch():
+    """Import requests in the background once a client has connected: a host sends its first
+    tools/call seconds after the handshake, and that call then does not wait for the import."""
+    global PREFETCH
+    if PREFETCH is None and not settings().problems:
+        import threading
+        PREFETCH = threading.Thread(target=_import_requests, name="prefetch", daemon=True)
+        PREFETCH.start()
+
+
+def _import_requests():
+    try:
+        import requests  # noqa: F401
+    except Exception:  # the first call imports it again and reports what is wrong
+        pass
 
 
 def read_body(response, seconds, cap, too_big=None, keep=None):
@@ -2184,10 +2202,12 @@ class Session:
         requested = params.get("protocolVersion")
         self.version = requested if requested in LEGACY_VERSIONS else LEGACY_VERSIONS[0]
         info = dict(SERVER_INFO, title="Backlog") if self.version >= "2025-06-18" else SERVER_INFO
+        prefetch()
         return {"protocolVersion": self.version, "capabilities": {"tools": {}},
                 "serverInfo": info, "instructions": INSTRUCTIONS}
 
     def discover(self, params):
+        prefetch()
         return {"supportedVersions": list(MODERN_VERSIONS), "capabilities": {"tools": {}},
                 "instructions": INSTRUCTIONS, "ttlMs": 3600000, "cacheScope": "public",
                 "_meta": {META + "serverInfo": SERVER_INFO}}

@@ -556,6 +556,17 @@ def test_requests_not_imported_before_first_call():
     assert out.stdout.strip() == "False False"
 
 
+def test_requests_imported_in_the_background_after_initialize():
+    code = ("import sys, backlog_mcp as b; b.configure({'BACKLOG_BASE_URL': 'http://127.0.0.1:9',"
+            "'BACKLOG_API_KEY': 'k1234'}); s = b.Session();"
+            "before = 'requests' in sys.modules;"
+            "r = b.handle({'jsonrpc':'2.0','id':1,'method':'initialize','params':{}}, s);"
+            "b.PREFETCH.join(10);"
+            "print(before, 'result' in r, 'requests' in sys.modules, b.PREFETCH.daemon)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=HERE, capture_output=True, text=True)
+    assert out.stdout.strip() == "False True True True", out.stderr
+
+
 # == Every tool: the exact request =============================================
 
 DOC = "01939983409c79d5a06a49859789e38f"
