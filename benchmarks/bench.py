@@ -159,8 +159,13 @@ def context_cost(url):
         b.handle(INIT, session)
         result = b.handle({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, session)["result"]
         size = len(b.dumps(result).encode())
+        # What a host hands the model of each tool: its name, description and input schema
+        # (title and annotations are for the host's own display and permission prompts).
+        model = sum(len(b.dumps({k: t[k] for k in ("name", "description", "inputSchema")})
+                        .encode()) for t in result["tools"])
         sizes[label] = {"tools": len(result["tools"]), "bytes": size,
-                        "bytes_per_tool": round(size / len(result["tools"]), 1)}
+                        "bytes_per_tool": round(size / len(result["tools"]), 1),
+                        "model_visible_bytes": model}
     issue = load("issue")
     many = [dict(issue, id=913 + i, keyId=42 + i, issueKey=f"DEMO-{42 + i}") for i in range(20)]
     answers = {"issue": ("issue_details_get", {"issue_id_or_key": "DEMO-42"}, None),
@@ -298,7 +303,8 @@ def table(results):
                 f"{pause['max'] * 1000:.1f})")
     for label, row in results["context"]["tools/list"].items():
         rows.append(f"context   tools/list {label:19} {row['tools']} tools, {row['bytes']:,} bytes,"
-                    f" {row['bytes_per_tool']} bytes/tool")
+                    f" {row['bytes_per_tool']} bytes/tool; name+description+schema "
+                    f"{row['model_visible_bytes']:,} bytes")
     for label, row in results["context"]["answers"].items():
         rows.append(f"context   answer {label:23} lean {row['lean']:,} B, full {row['full']:,} B,"
                     f" lean/full {row['lean/full']:.2f}")
