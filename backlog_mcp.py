@@ -329,7 +329,7 @@ class Backlog:
     @property
     def session(self):
         if self._session is None:
-            import requests  # imported on the first call, so start-up never pays for it
+            requests = requests_module()
             session = requests.Session()
             session.headers["User-Agent"] = f"mcp-backlog-server/{__version__}"
             session.headers["Accept"] = "application/json"
@@ -382,7 +382,7 @@ class Backlog:
 
     def send(self, method, path, query=(), form=(), accept=None):
         """Send one request, body unread; retry a GET on 429, 5xx and resets (never a write)."""
-        import requests
+        requests = requests_module()
         s = settings()
         if s.problems:
             raise ToolError("The server is not configured: " + " ".join(s.problems))
@@ -452,6 +452,16 @@ def _import_requests():
         import requests  # noqa: F401
     except Exception:  # the first call imports it again and reports what is wrong
         pass
+
+
+def requests_module():
+    """requests, imported on the first call, so that start-up never pays for it. A call waits
+    for the background import to end: Python 3.9 may hand a second importer the half-made
+    module."""
+    if PREFETCH is not None:
+        PREFETCH.join()
+    import requests
+    return requests
 
 
 def read_body(response, seconds, cap, too_big=None, keep=None):

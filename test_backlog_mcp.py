@@ -556,6 +556,15 @@ def test_requests_not_imported_before_first_call():
     assert out.stdout.strip() == "False False"
 
 
+def test_a_call_waits_for_the_background_import(monkeypatch):
+    """Python 3.9 may hand a second importer the half-made module: a call joins the thread."""
+    done = []
+    monkeypatch.setattr(b, "_import_requests", lambda: (time.sleep(0.3), done.append(1)))
+    monkeypatch.setattr(b, "PREFETCH", None)
+    b.prefetch()
+    assert b.requests_module() is requests and done == [1]
+
+
 def test_requests_imported_in_the_background_after_initialize():
     code = ("import sys, backlog_mcp as b; b.configure({'BACKLOG_BASE_URL': 'http://127.0.0.1:9',"
             "'BACKLOG_API_KEY': 'k1234'}); s = b.Session();"
