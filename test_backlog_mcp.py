@@ -991,6 +991,41 @@ def test_allow_list_denies_other_projects(backlog, name, arguments):
     assert [r for r in backlog.requests if r.method != "GET"] == []
 
 
+# Every identifier form that can name something of project OTHER (see tests/fake_backlog.py).
+OTHER_FORMS = {"project_id_or_key": ["OTHER", "202", "other"], "project_id": ["202", "OTHER"],
+               "project_ids": [["OTHER"], [202]], "issue_id_or_key": ["OTHER-1", "999"],
+               "issue_key": ["OTHER-1", "999"],
+               "target_issue_id": [999], "wiki_id": [6001], "document_id": [OTHER_DOC],
+               "repo_id_or_name": ["secret"], "watching_id": [9999],
+               "notification_id": [12345], "key": ["NEWKEY"]}
+SPACE_WIDE = {"issue_priority_list_get", "project_list_get", "project_resolution_list_get",
+              "user_list_get", "user_myself_get", "user_activity_list_get", "user_star_count_get",
+              "user_watching_list_get", "user_watching_count_get", "space_details_get",
+              "space_activity_list_get", "notification_list_get", "notification_count_get",
+              "notification_count_reset", "wiki_list_get"}
+EVERY_DENIAL = [(name, dict(arguments, **{param: value}))
+                for name, arguments, *_ in TOOL_CALLS
+                for param, values in OTHER_FORMS.items() if param in arguments
+                for value in values]
+
+
+def test_every_tool_that_reaches_a_project_is_tried_against_another():
+    tried = {name for name, _ in EVERY_DENIAL}
+    assert tried | SPACE_WIDE == set(b.TOOLS) and len(EVERY_DENIAL) > 100
+
+
+@pytest.mark.parametrize("name, arguments", EVERY_DENIAL,
+                         ids=[f"{n}-{i}" for i, (n, _) in enumerate(EVERY_DENIAL)])
+def test_allow_list_holds_for_every_identifier_form(backlog, name, arguments):
+    b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
+    result = call(name, **arguments)
+    text = error(result)
+    assert text.startswith("Access denied to project") and "Allowed projects: DEMO" in text
+    assert [r for r in backlog.requests if r.method != "GET"] == []  # no write went out
+    assert len(result["content"]) == 1 and len(text) < 300 and "Login fails" not in text
+    assert not [r for r in backlog.requests if "/attachments/" in r.path or "/files/" in r.path]
+
+
 ALLOWED = [
     ("project_details_get", {"project_id_or_key": "DEMO"}),
     ("project_details_get", {"project_id_or_key": "101"}),
