@@ -470,17 +470,16 @@ def read_body(response, seconds, cap, too_big=None, keep=None):
     raw = response.raw
     read = getattr(raw, "read1", None) or (lambda n: raw.read(n, decode_content=True))
     deadline = time.monotonic() + seconds
-    chunks, size = [], 0
+    body = bytearray()  # grown in place: a large body is never held twice
     try:
         while True:
             chunk = read(65536)
             if not chunk:
                 break
-            size += len(chunk)
-            if cap is not None and size > cap:
+            if cap is not None and len(body) + len(chunk) > cap:
                 raise too_big or ToolError(f"Backlog's answer is larger than {cap} bytes.")
-            chunks.append(chunk)
-            if keep is not None and size >= keep:
+            body += chunk
+            if keep is not None and len(body) >= keep:
                 break
             if time.monotonic() > deadline:
                 raise ToolError(f"Backlog's answer took longer than {seconds:g} s to arrive. "
@@ -489,7 +488,7 @@ def read_body(response, seconds, cap, too_big=None, keep=None):
         raise
     except Exception as exc:  # a reset or a read timeout in the middle of the body
         raise ToolError(f"Backlog's answer broke off: {_reason(exc)}. Next: retry.") from None
-    return b"".join(chunks)
+    return body
 
 
 def _reason(exc):
@@ -2353,7 +2352,8 @@ def serve(stdin=None, stdout=None):
         else:
             reply = handle(message, session)
         if reply is not None:
-            stdout.write(dumps(reply).encode("utf-8") + b"\n")
+            stdout.write(dumps(reply).encode("utf-8"))  # a large reply is not copied again
+            stdout.write(b"\n")
             stdout.flush()
 
 

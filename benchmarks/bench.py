@@ -233,6 +233,7 @@ def memory(command, standin, calls, cap):
     server.reply()
     server.send(line({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
     server.reply()
+    time.sleep(1)  # idle, as between a host's handshake and its first call: requests is loaded
     idle = server.rss()
     server.send(line(ISSUE_CALL))
     server.reply()
