@@ -1408,7 +1408,8 @@ def git_pr_update(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrNa
                   comment: P("string", "Comment to add with the change") = None):
     """Update a pull request's summary, description, linked issue or assignee."""
     form = {"summary": summary, "description": description, "issueId": issue_id,
-            "assigneeId": assignee_id, "notifiedUserId": notified_user_ids, "comment": comment}
+            "assigneeId": assignee_id, "notifiedUserId": notified_user_ids or None,
+            "comment": comment}
     if all(v is None for v in form.values()):
         raise ToolError("Nothing to update: give summary, description, issue_id, assignee_id "
                         "or comment.")
@@ -1641,7 +1642,7 @@ def issue_form(a, project):
             "actualHours": a.get("actual_hours"), "categoryId": a.get("category_ids"),
             "milestoneId": a.get("milestone_ids"), "versionId": a.get("version_ids"),
             "parentIssueId": a.get("parent_issue_id"), "comment": a.get("comment"),
-            "notifiedUserId": a.get("notified_user_ids")}
+            "notifiedUserId": a.get("notified_user_ids") or None}  # [] clears, but not this
     pairs = [(k, v) for k, v in form.items() if v is not None]
     if a.get("custom_fields"):
         pairs += custom_field_params(project, a["custom_fields"])

@@ -675,9 +675,11 @@ TOOL_CALLS = [
                         "milestoneId[]": ["3001"], "notifiedUserId[]": ["1"],
                         "customField_4001": ["ZD-1"], "customField_4006": ["1", "2"]}),
     ("issue_update", {"issue_id_or_key": "DEMO-42", "status_id": 4, "resolution_id": 0,
-                      "category_ids": [], "comment": "done", "actual_hours": 3},
+                      "category_ids": [], "comment": "done", "actual_hours": 3,
+                      "notified_user_ids": []},  # [] clears a field; no one to notify is no-op
      "PATCH", "issues/DEMO-42", {"statusId": ["4"], "resolutionId": ["0"], "categoryId[]": [""],
-                                 "comment": ["done"], "actualHours": ["3"]}),
+                                 "comment": ["done"], "actualHours": ["3"],
+                                 "notifiedUserId[]": []}),
     ("issue_delete", {"issue_id_or_key": "DEMO-42"}, "DELETE", "issues/DEMO-42", {}),
     ("issue_comment_add", {"issue_id_or_key": "DEMO-42", "content": "hi",
                            "notified_user_ids": [2, 3], "attachment_ids": [9]},
