@@ -2242,10 +2242,15 @@ class Session:
         return result
 
     def _shape(self, definition):
+        """A tool definition as the negotiated version knows it: before 2025-06-18 the title
+        lives in the annotations, and 2024-11-05 has no annotations at all."""
         if self.version and self.version < "2025-06-18":
-            definition = {k: v for k, v in definition.items() if k != "title"}
-        if self.version == "2024-11-05":
-            definition.pop("annotations", None)
+            definition = dict(definition)
+            title = definition.pop("title")
+            if self.version == "2024-11-05":
+                definition.pop("annotations")
+            else:
+                definition["annotations"] = dict(definition["annotations"], title=title)
         return definition
 
     def call_tool(self, params):

@@ -193,6 +193,8 @@ def test_tool_definitions_follow_negotiated_version():
         return rpc("tools/list", session=session)["result"]["tools"][0]
     assert "annotations" not in first_tool("2024-11-05") and "title" not in first_tool("2024-11-05")
     assert "annotations" in first_tool("2025-03-26") and "title" not in first_tool("2025-03-26")
+    assert first_tool("2025-03-26")["annotations"]["title"] == first_tool("2025-11-25")["title"]
+    assert "title" not in first_tool("2025-11-25")["annotations"]
     assert {"title", "annotations"} <= set(first_tool("2025-11-25"))
 
 
