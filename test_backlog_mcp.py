@@ -1366,6 +1366,15 @@ def test_pyz_in_a_bare_venv(pyz, fake, tmp_path, python):
     assert code == 0 and err == ""
 
 
+def test_zipapp_build_is_reproducible(pyz, tmp_path):
+    """The same sources give the same bytes: fixed timestamps, sorted entries, hash-based pycs."""
+    again = tmp_path / "again.pyz"
+    subprocess.run(["bash", os.path.join(HERE, "zipapp.sh"), str(again)], check=True,
+                   capture_output=True)
+    with open(pyz, "rb") as first, open(again, "rb") as second:
+        assert first.read() == second.read()
+
+
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 def test_official_python_sdk_client(pyz, fake, mode):
     mcp = pytest.importorskip("mcp")
