@@ -2039,16 +2039,23 @@ def user_watching_count_get(user_id: UserId, resource_already_read: UnreadOnly =
 
 # == Tools: wikis ==============================================================
 
+WIKI_PROJECTS = 20  # wiki_list_get without a project asks at most this many projects
+
+
 @tool("List wiki pages")
 def wiki_list_get(project_id_or_key: OptProject = None, keyword: Keyword = None,
                   fields: Fields = None):
-    """List wiki pages of a project (of every allowed project when none is given)."""
+    """List wiki pages of a project (of every allowed or active project when none is given)."""
     if project_id_or_key is not None:
         projects = [guard_project(project_id_or_key)]
     elif restricted():
         projects = settings().projects
-    else:
-        projects = [None]
+    else:  # Backlog lists one project's pages at a time
+        projects = [p["projectKey"] for p in api.get("projects", {"archived": False})]
+        if len(projects) > WIKI_PROJECTS:
+            raise ToolError(f"The space has {len(projects)} active projects; listing the wiki "
+                            "of each is too much. Next: give project_id_or_key "
+                            "(project_list_get lists the projects).")
     pages = []
     for project in projects:
         pages += api.get("wikis", {"projectIdOrKey": project, "keyword": keyword})

@@ -1064,6 +1064,17 @@ def test_space_wide_lists_are_filtered(backlog, name, arguments):
         assert sent(backlog, "GET", "issues").q("projectId[]") == ["101"]
 
 
+def test_wiki_list_without_a_project_asks_each_active_project(backlog):
+    pages = data(call("wiki_list_get", keyword="guide"))
+    assert {p["projectId"] for p in pages} == {101, 202}
+    assert sent(backlog, "GET", "projects").q("archived") == ["false"]
+    wikis = [r for r in backlog.requests if r.path == "/api/v2/wikis"]
+    assert [(r.q("projectIdOrKey"), r.q("keyword")) for r in wikis] == [
+        (["DEMO"], ["guide"]), (["OTHER"], ["guide"])]
+    backlog.list_projects = lambda request: [{"id": i, "projectKey": f"P{i}"} for i in range(21)]
+    assert "give project_id_or_key" in error(call("wiki_list_get"))
+
+
 def test_space_wide_counts_are_filtered(backlog):
     b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
     assert data(call("notification_count_get")) == {"count": 1}
@@ -1646,7 +1657,8 @@ def templates(name, arguments, method, path):
     segments = ["*" if s.lower() in values else s for s in path.split("/")]
     if name == "file_shared_list_get":
         segments = ["projects", "*", "files", "metadata", "**"]
-    return {(method, "/".join(segments))} | LOOKUPS
+    extra = {("GET", "projects")} if name == "wiki_list_get" else set()  # no project: each one
+    return {(method, "/".join(segments))} | LOOKUPS | extra
 
 
 def matches(template, raw_path):

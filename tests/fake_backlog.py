@@ -192,6 +192,8 @@ class Backlog:
             return 200, dict(self.file[1]), self.file[0]
         if route.startswith("@"):
             value = getattr(self, "list_" + route[1:])(request)
+            if isinstance(value, tuple):  # a whole reply, an error
+                return value
         else:
             name, _, index = route.partition("#")
             value = copy.deepcopy(self.fixtures.get(name) or load(name))
@@ -223,7 +225,9 @@ class Backlog:
             return to_other(load("wikis_list"))
         if project in ("DEMO", "101"):
             return load("wikis_list")
-        return self.both("wikis_list")
+        # Backlog requires the project (both Nulab clients treat it so)
+        return json_reply(400, {"errors": [{"message": "Please specify projectIdOrKey.",
+                                            "code": 7, "moreInfo": ""}]})
 
 
 class FakeBacklog(Backlog):
