@@ -16,6 +16,8 @@ Settings (environment):
     BACKLOG_PREFIX     prefix for every tool name (default none)
     BACKLOG_OUTPUT     lean (default) or full;  BACKLOG_TIMEOUT  read timeout in seconds (30)
     BACKLOG_MAX_DOWNLOAD_BYTES  download cap (7 MiB)
+    BACKLOG_UPLOAD_DIRS  folders (os.pathsep-separated) that files may be uploaded from; unset:
+                       no uploads
     BACKLOG_ALLOW_CUSTOM_HOST=1  allow an https host outside backlog.com/.jp/backlogtool.com
 
 Protocol: newline-delimited JSON-RPC 2.0 on stdin/stdout; logs go to stderr only.  Two error
@@ -53,6 +55,7 @@ PROJECT_KEY = re.compile(r"[_A-Z0-9]{1,25}\Z")
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0
 MAX_DOWNLOAD = 7 * 1024 * 1024
+MAX_UPLOAD = 100 * 1024 * 1024  # a file is sent from memory; Backlog's own limit may be lower
 RATE_LIMIT_MAX_WAIT = 10.0   # seconds a GET may wait on a 429 before its one retry
 RETRY_BACKOFF = (0.5, 1.0)   # waits before the retries of a GET after a 5xx or a reset
 CACHE_TTL = 300.0
@@ -101,6 +104,13 @@ class Settings:
         self.timeout = self._timeout(env.get("BACKLOG_TIMEOUT"))
         self.max_download = self._number(env.get("BACKLOG_MAX_DOWNLOAD_BYTES"), MAX_DOWNLOAD,
                                          "BACKLOG_MAX_DOWNLOAD_BYTES")
+        self.upload_dirs = []
+        for folder in (env.get("BACKLOG_UPLOAD_DIRS") or "").split(os.pathsep):
+            if folder.strip():
+                real = os.path.realpath(os.path.expanduser(folder.strip()))
+                if not os.path.isdir(real):
+                    self.problems.append(f"BACKLOG_UPLOAD_DIRS: '{folder}' is not a folder.")
+                self.upload_dirs.append(real)
 
     def _base_url(self, env):
         from urllib.parse import urlsplit
@@ -359,9 +369,13 @@ class Backlog:
     def delete(self, path, data=None):
         return self.call("DELETE", path, data=data)
 
-    def call(self, method, path, params=None, data=None):
+    def upload(self, path, name, fileobj):
+        """POST one file as multipart/form-data, in the field `file` that Backlog reads."""
+        return self.call("POST", path, files={"file": (name, fileobj)})
+
+    def call(self, method, path, params=None, data=None, files=None):
         form = encode(data or {}, clear_empty=(method == "PATCH"))
-        response = self.send(method, path, encode(params or {}), form)
+        response = self.send(method, path, encode(params or {}), form, files=files)
         try:
             ctype = response.headers.get("Content-Type", "")
             body = read_body(response, settings().timeout[1], MAX_JSON)
@@ -380,7 +394,7 @@ class Backlog:
         finally:
             response.close()
 
-    def send(self, method, path, query=(), form=(), accept=None):
+    def send(self, method, path, query=(), form=(), accept=None, files=None):
         """Send one request, body unread; retry a GET on 429, 5xx and resets (never a write)."""
         requests = requests_module()
         s = settings()
@@ -394,7 +408,7 @@ class Backlog:
         while True:
             try:
                 response = self.session.request(method, url, params=query, data=form or None,
-                                                timeout=s.timeout, stream=True,
+                                                files=files, timeout=s.timeout, stream=True,
                                                 headers={"Accept": accept} if accept else None,
                                                 allow_redirects=(method == "GET"))
             except requests.exceptions.Timeout:
@@ -719,10 +733,11 @@ def _types(kind):
 class Tool:
     """A registered tool: the function, its parameters, its group and its annotations."""
 
-    def __init__(self, fn, title, write, destructive, idempotent):
+    def __init__(self, fn, title, write, destructive, idempotent, requires=None):
         names, group = signature(fn)
         defaults = fn.__defaults__ or ()
         self.fn, self.name, self.title, self.write = fn, fn.__name__, title, write
+        self.requires = requires  # (Settings attribute, variable): off until it is set
         self.category = self.name.split("_")[0]
         self.description = " ".join((fn.__doc__ or "").split())
         self.params = dict(group, **{name: fn.__annotations__[name] for name in names})
@@ -751,6 +766,8 @@ class Tool:
             return f"toolset '{self.category}' is off (BACKLOG_TOOLSETS)"
         if self.write and not WRITABLE.get(self.write):
             return f"group '{self.write}' is not writable (BACKLOG_WRITABLE / read-only)"
+        if self.requires and not getattr(settings(), self.requires[0]):
+            return f"{self.requires[1]} is not set"
         return None
 
     def bind(self, arguments):
@@ -785,7 +802,7 @@ def signature(fn):
     return names, group
 
 
-def tool(title, write=None, destructive=False, idempotent=False):
+def tool(title, write=None, destructive=False, idempotent=False, requires=None):
     """Register a tool: its signature is its schema, its docstring its description."""
     def register(fn):
         missing = [n for n in signature(fn)[0] if not isinstance(fn.__annotations__.get(n), P)]
@@ -793,7 +810,7 @@ def tool(title, write=None, destructive=False, idempotent=False):
             raise TypeError(f"tool {fn.__name__}: parameters need P annotations and a docstring")
         if write is not None and write not in WRITE_GROUPS:
             raise TypeError(f"tool {fn.__name__}: unknown write group {write!r}")
-        TOOLS[fn.__name__] = Tool(fn, title, write, destructive, idempotent)
+        TOOLS[fn.__name__] = Tool(fn, title, write, destructive, idempotent, requires)
         return fn
     return register
 
@@ -835,6 +852,7 @@ Fields = P("array", "Fields to keep", items=["string"])
 Ids = P("array", "Ids", items="integer")
 NamesOrIds = P("array", "Ids or names", items=["integer", "string"])
 UserIds = P("array", "Users to notify", items="integer")
+AttachmentIds = P("array", "Ids from issue_attachment_upload", items="integer")
 DATE = r"\d{4}-\d{2}-\d{2}\Z"
 Date = P("string", "yyyy-MM-dd", pattern=DATE, check="is not a date like 2025-06-30")
 Text = P("string", "Text")
@@ -1295,7 +1313,7 @@ def document_add(project_id_or_key: P("string", ProjectIdOrKey.doc, pattern=Proj
                                   "addLast": add_last})
 
 
-@tool("Delete document", write="document", destructive=True)
+@tool("Delete document", write="document", destructive=True, idempotent=True)
 def document_delete(document_id: DocumentId):
     """Delete a document; returns the deleted document."""
     guard_owner("document", document_id, ("documents", document_id.lower()))
@@ -1609,6 +1627,42 @@ def issue_attachment_download(issue_id_or_key: IssueIdOrKey, attachment_id: Atta
     return download(("issues", issue_id_or_key, "attachments", attachment_id), format)
 
 
+def upload_file(file_path):
+    """The real path and the name of a file the model may upload. Every refusal has the same
+    words, so that calls cannot map what lies outside BACKLOG_UPLOAD_DIRS."""
+    roots = settings().upload_dirs
+    refused = ToolError(f"Cannot upload '{file_path[:200]}': not a readable file under "
+                        f"BACKLOG_UPLOAD_DIRS ({os.pathsep.join(roots)}). Next: give a path "
+                        "inside one of those folders (relative paths start in the first).")
+    try:
+        real = os.path.realpath(os.path.join(roots[0], os.path.expanduser(file_path)))
+        inside = any(os.path.commonpath([real, root]) == root for root in roots)
+        if not inside or not os.path.isfile(real) or not os.access(real, os.R_OK):
+            raise refused
+        size = os.path.getsize(real)
+    except (ValueError, OSError):  # a NUL byte, another drive, a file gone meanwhile
+        raise refused from None
+    if size > MAX_UPLOAD:
+        raise ToolError(f"'{file_path}' is {size} bytes, over the upload limit of {MAX_UPLOAD}.")
+    return real, os.path.basename(file_path.replace("\\", "/").rstrip("/")) or "file"
+
+
+@tool("Upload attachment", write="issue", requires=("upload_dirs", "BACKLOG_UPLOAD_DIRS"))
+def issue_attachment_upload(file_path: P("string", "Path of a local file under "
+                                                   "BACKLOG_UPLOAD_DIRS")):
+    """Upload a local file; pass its id in attachment_ids of issue_add/update/comment_add."""
+    real, name = upload_file(file_path)
+    with open(real, "rb") as fh:
+        return api.upload(("space", "attachment"), name, fh)
+
+
+@tool("Delete issue attachment", write="issue", destructive=True, idempotent=True)
+def issue_attachment_delete(issue_id_or_key: IssueIdOrKey, attachment_id: AttachmentId):
+    """Delete an attachment from an issue; returns the deleted attachment."""
+    guard_issue(issue_id_or_key)
+    return api.delete(("issues", issue_id_or_key, "attachments", attachment_id))
+
+
 @tool("List issue shared files")
 def issue_shared_file_list_get(issue_id_or_key: IssueIdOrKey):
     """List the shared files linked to an issue."""
@@ -1642,7 +1696,8 @@ def issue_form(a, project):
             "actualHours": a.get("actual_hours"), "categoryId": a.get("category_ids"),
             "milestoneId": a.get("milestone_ids"), "versionId": a.get("version_ids"),
             "parentIssueId": a.get("parent_issue_id"), "comment": a.get("comment"),
-            "notifiedUserId": a.get("notified_user_ids") or None}  # [] clears, but not this
+            "notifiedUserId": a.get("notified_user_ids") or None,  # [] clears, but not these
+            "attachmentId": a.get("attachment_ids") or None}
     pairs = [(k, v) for k, v in form.items() if v is not None]
     if a.get("custom_fields"):
         pairs += custom_field_params(project, a["custom_fields"])
@@ -1658,7 +1713,8 @@ def issue_add(project_id_or_key: ProjectIdOrKey, summary: Summary,
               start_date: Date = None, due_date: Date = None, estimated_hours: Hours = None,
               actual_hours: Hours = None, category_ids: Ids = None, milestone_ids: Ids = None,
               version_ids: Ids = None, parent_issue_id: ParentIssue = None,
-              notified_user_ids: UserIds = None, custom_fields: CustomFields = None):
+              notified_user_ids: UserIds = None, custom_fields: CustomFields = None,
+              attachment_ids: AttachmentIds = None):
     """Create an issue in a project, with custom fields by name."""
     a = dict(locals())
     project = project_id(project_id_or_key)
@@ -1685,7 +1741,7 @@ def issue_update(issue_id_or_key: IssueIdOrKey, summary: Summary = None,
                  version_ids: Ids = None, parent_issue_id: ParentIssue = None,
                  custom_fields: CustomFields = None,
                  comment: P("string", "Comment to add with the change") = None,
-                 notified_user_ids: UserIds = None):
+                 notified_user_ids: UserIds = None, attachment_ids: AttachmentIds = None):
     """Update an issue; omitted fields stay, an empty list clears that field."""
     a = dict(locals())
     if all(v is None for k, v in a.items() if k not in ("issue_id_or_key", "notified_user_ids")):
@@ -1699,7 +1755,7 @@ def issue_update(issue_id_or_key: IssueIdOrKey, summary: Summary = None,
     return issue_view(api.patch(("issues", issue_id_or_key), issue_form(a, project)))
 
 
-@tool("Delete issue", write="issue", destructive=True)
+@tool("Delete issue", write="issue", destructive=True, idempotent=True)
 def issue_delete(issue_id_or_key: IssueIdOrKey):
     """Delete an issue and its comments for good; returns the deleted issue."""
     guard_issue(issue_id_or_key)
@@ -1708,9 +1764,7 @@ def issue_delete(issue_id_or_key: IssueIdOrKey):
 
 @tool("Add issue comment", write="issue")
 def issue_comment_add(issue_id_or_key: IssueIdOrKey, content: Content,
-                      notified_user_ids: UserIds = None,
-                      attachment_ids: P("array", "Uploaded attachment ids",
-                                        items="integer") = None):
+                      notified_user_ids: UserIds = None, attachment_ids: AttachmentIds = None):
     """Add a comment to an issue."""
     guard_issue(issue_id_or_key)
     return api.post(("issues", issue_id_or_key, "comments"),
@@ -1723,6 +1777,13 @@ def issue_comment_update(issue_id_or_key: IssueIdOrKey, comment_id: CommentId, c
     """Replace the text of an issue comment (only its author may)."""
     guard_issue(issue_id_or_key)
     return api.patch(("issues", issue_id_or_key, "comments", comment_id), {"content": content})
+
+
+@tool("Delete issue comment", write="issue", destructive=True, idempotent=True)
+def issue_comment_delete(issue_id_or_key: IssueIdOrKey, comment_id: CommentId):
+    """Delete an issue comment (only its author may); returns the deleted comment."""
+    guard_issue(issue_id_or_key)
+    return api.delete(("issues", issue_id_or_key, "comments", comment_id))
 
 
 @tool("Relate issues", write="issue", idempotent=True)
@@ -1906,6 +1967,12 @@ def project_update(project_id_or_key: ProjectIdOrKey, name: P("string", "Project
     return api.patch(("projects", guard_project(project_id_or_key)), form)
 
 
+@tool("Delete project", write="project", destructive=True, idempotent=True)
+def project_delete(project_id_or_key: ProjectIdOrKey):
+    """Delete a project with all its issues, wikis and files (space administrators only)."""
+    return api.delete(("projects", guard_project(project_id_or_key)))
+
+
 @tool("Add category", write="project")
 def project_category_add(project_id_or_key: ProjectIdOrKey, name: P("string", "Category name")):
     """Add a category to a project."""
@@ -1937,7 +2004,7 @@ def project_version_update(project_id_or_key: ProjectIdOrKey,
                       "releaseDueDate": release_due_date, "archived": archived})
 
 
-@tool("Delete milestone", write="project", destructive=True)
+@tool("Delete milestone", write="project", destructive=True, idempotent=True)
 def project_version_delete(project_id_or_key: ProjectIdOrKey,
                            version_id: P("integer", "Milestone id", minimum=1)):
     """Delete a milestone (version) from a project."""
@@ -2412,6 +2479,7 @@ def check():
            "writable groups: "
            + (", ".join(g for g in WRITE_GROUPS if WRITABLE[g]) or "none (read-only)"),
            f"toolsets: {', '.join(c for c in CATEGORIES if c in TOOLSETS)}",
+           f"uploads from: {os.pathsep.join(s.upload_dirs) or 'none (BACKLOG_UPLOAD_DIRS unset)'}",
            f"tools: {len(enabled)} enabled of {len(TOOLS)}", "ok"]
     sys.stdout.write("\n".join(out) + "\n")
 

@@ -22,12 +22,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "tests"))
 
 import backlog_mcp as b  # noqa: E402
-from fake_backlog import PNG, Backlog, FakeBacklog, load  # noqa: E402
+from fake_backlog import PNG, Backlog, FakeBacklog, load, multipart  # noqa: E402
 
 KEY = "test-key-1234567890"
 BASE = "https://example.backlog.com"
+DATA = os.path.join(HERE, "tests", "data")
 ENV = {"BACKLOG_BASE_URL": BASE, "BACKLOG_API_KEY": KEY,
-       "BACKLOG_WRITABLE": ",".join(b.WRITE_GROUPS)}
+       "BACKLOG_WRITABLE": ",".join(b.WRITE_GROUPS), "BACKLOG_UPLOAD_DIRS": DATA}
 PYZ = os.path.join(HERE, "backlog_mcp.pyz")
 
 
@@ -59,11 +60,14 @@ def backlog():
     def answer(request):
         url = urlsplit(request.url)
         body = request.body or ""
-        body = body.decode() if isinstance(body, bytes) else body
+        ctype = request.headers.get("Content-Type") or ""
+        files = multipart(body, ctype) if ctype.startswith("multipart/") else []
+        body = body.decode() if isinstance(body, bytes) and not files else body
         status, headers, data = fake.respond(request.method, unquote(url.path),
                                              parse_qsl(url.query, keep_blank_values=True),
-                                             parse_qsl(body, keep_blank_values=True),
-                                             request.headers, url.path)
+                                             [] if files else parse_qsl(body,
+                                                                        keep_blank_values=True),
+                                             request.headers, url.path, files)
         return status, headers, data
 
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
@@ -662,6 +666,9 @@ TOOL_CALLS = [
     ("issue_attachment_list_get", {"issue_id_or_key": "913"}, "GET", "issues/913/attachments", {}),
     ("issue_attachment_download", {"issue_id_or_key": "DEMO-42", "attachment_id": 6317}, "GET",
      "issues/DEMO-42/attachments/6317", {}),
+    ("issue_attachment_upload", {"file_path": "issue.json"}, "POST", "space/attachment", {}),
+    ("issue_attachment_delete", {"issue_id_or_key": "DEMO-42", "attachment_id": 6317}, "DELETE",
+     "issues/DEMO-42/attachments/6317", {}),
     ("issue_shared_file_list_get", {"issue_id_or_key": "DEMO-42"}, "GET",
      "issues/DEMO-42/sharedFiles", {}),
     ("issue_priority_list_get", {}, "GET", "priorities", {}),
@@ -670,18 +677,20 @@ TOOL_CALLS = [
     ("issue_add", {"project_id_or_key": "DEMO", "summary": "S", "issue_type_id": 1001,
                    "description": "D", "assignee_id": 2, "due_date": "2025-06-30",
                    "estimated_hours": 1.5, "milestone_ids": [3001], "notified_user_ids": [1],
-                   "custom_fields": {"Customer ref": "ZD-1", "Components": ["API", 2]}},
+                   "custom_fields": {"Customer ref": "ZD-1", "Components": ["API", 2]},
+                   "attachment_ids": [1]},
      "POST", "issues", {"projectId": ["101"], "summary": ["S"], "issueTypeId": ["1001"],
                         "priorityId": ["3"], "description": ["D"], "assigneeId": ["2"],
                         "dueDate": ["2025-06-30"], "estimatedHours": ["1.5"],
                         "milestoneId[]": ["3001"], "notifiedUserId[]": ["1"],
+                        "attachmentId[]": ["1"],
                         "customField_4001": ["ZD-1"], "customField_4006": ["1", "2"]}),
     ("issue_update", {"issue_id_or_key": "DEMO-42", "status_id": 4, "resolution_id": 0,
                       "category_ids": [], "comment": "done", "actual_hours": 3,
-                      "notified_user_ids": []},  # [] clears a field; no one to notify is no-op
+                      "notified_user_ids": [], "attachment_ids": [2, 3]},  # [] clears a field;
      "PATCH", "issues/DEMO-42", {"statusId": ["4"], "resolutionId": ["0"], "categoryId[]": [""],
-                                 "comment": ["done"], "actualHours": ["3"],
-                                 "notifiedUserId[]": []}),
+                                 "comment": ["done"], "actualHours": ["3"],  # no one to notify
+                                 "notifiedUserId[]": [], "attachmentId[]": ["2", "3"]}),
     ("issue_delete", {"issue_id_or_key": "DEMO-42"}, "DELETE", "issues/DEMO-42", {}),
     ("issue_comment_add", {"issue_id_or_key": "DEMO-42", "content": "hi",
                            "notified_user_ids": [2, 3], "attachment_ids": [9]},
@@ -689,6 +698,8 @@ TOOL_CALLS = [
                                          "attachmentId[]": ["9"]}),
     ("issue_comment_update", {"issue_id_or_key": "DEMO-42", "comment_id": 6, "content": "x"},
      "PATCH", "issues/DEMO-42/comments/6", {"content": ["x"]}),
+    ("issue_comment_delete", {"issue_id_or_key": "DEMO-42", "comment_id": 6}, "DELETE",
+     "issues/DEMO-42/comments/6", {}),
     ("issue_related_add", {"issue_id_or_key": "DEMO-42", "target_issue_id": 914}, "POST",
      "issues/DEMO-42/relatedIssues", {"targetIssueId": ["914"]}),
     ("issue_related_delete", {"issue_id_or_key": "DEMO-42", "related_issue_id": 914}, "DELETE",
@@ -719,6 +730,7 @@ TOOL_CALLS = [
       "textFormattingRule": ["markdown"]}),
     ("project_update", {"project_id_or_key": "DEMO", "archived": True}, "PATCH", "projects/DEMO",
      {"archived": ["true"]}),
+    ("project_delete", {"project_id_or_key": "DEMO"}, "DELETE", "projects/DEMO", {}),
     ("project_category_add", {"project_id_or_key": "DEMO", "name": "Ops"}, "POST",
      "projects/DEMO/categories", {"name": ["Ops"]}),
     ("project_version_add", {"project_id_or_key": "DEMO", "name": "v2",
@@ -866,6 +878,44 @@ def test_shared_file_root_and_hostile_path(backlog):
                                                   path="specs/../../../users"))
 
 
+def test_upload_sends_the_file_as_multipart(backlog):
+    result = data(call("issue_attachment_upload", file_path=os.path.join(DATA, "issue.json")))
+    with open(os.path.join(DATA, "issue.json"), "rb") as fh:
+        content = fh.read()
+    assert result == {"id": 1, "name": "issue.json", "size": len(content)}
+    request = sent(backlog, "POST", "space/attachment")
+    assert request.files == [("file", "issue.json", content)] and request.form == []
+    assert backlog.keys == [KEY]
+
+
+def test_upload_refuses_every_path_outside_the_folders_alike(backlog, tmp_path):
+    inside, outside = tmp_path / "in", tmp_path / "out"
+    inside.mkdir()
+    outside.mkdir()
+    (outside / "secret.txt").write_text("s3cret")
+    (inside / "link.txt").symlink_to(outside / "secret.txt")
+    (inside / "sub").mkdir()
+    b.configure(dict(ENV, BACKLOG_UPLOAD_DIRS=str(inside)))
+    texts = {error(call("issue_attachment_upload", file_path=path)).replace(
+        f"'{path}'", "P")
+             for path in (str(outside / "secret.txt"), "../out/secret.txt", "link.txt",
+                          "missing.txt", "sub", "", "a\x00b", "/etc/passwd", "~/.ssh/id_rsa")}
+    assert len(texts) == 1 and "BACKLOG_UPLOAD_DIRS" in texts.pop()
+    assert backlog.requests == []
+
+
+def test_upload_is_off_without_its_folders(backlog):
+    b.configure({k: v for k, v in ENV.items() if k != "BACKLOG_UPLOAD_DIRS"})
+    assert "issue_attachment_upload" not in b.enabled_tools()
+    reply = rpc("tools/call", {"name": "issue_attachment_upload",
+                               "arguments": {"file_path": "issue.json"}})
+    assert reply["error"]["code"] == -32602
+    assert "issue_attachment_upload" in {n for n, t in b.TOOLS.items()
+                                         if t.disabled_because() == "BACKLOG_UPLOAD_DIRS is not set"}
+    b.configure(dict(ENV, BACKLOG_UPLOAD_DIRS="/no/such/folder"))
+    assert "is not a folder" in error(call("space_details_get"))
+
+
 # == Arguments =================================================================
 
 @pytest.mark.parametrize("name, arguments, message", [
@@ -1006,7 +1056,7 @@ SPACE_WIDE = {"issue_priority_list_get", "project_list_get", "project_resolution
               "user_list_get", "user_myself_get", "user_activity_list_get", "user_star_count_get",
               "user_watching_list_get", "user_watching_count_get", "space_details_get",
               "space_activity_list_get", "notification_list_get", "notification_count_get",
-              "notification_count_reset", "wiki_list_get"}
+              "notification_count_reset", "wiki_list_get", "issue_attachment_upload"}
 EVERY_DENIAL = [(name, dict(arguments, **{param: value}))
                 for name, arguments, *_ in TOOL_CALLS
                 for param, values in OTHER_FORMS.items() if param in arguments
@@ -1264,7 +1314,8 @@ class Process:
 
 def default_tools():
     """The tools a server started with only a URL and a key exposes."""
-    return {name for name, tool in b.TOOLS.items() if tool.write in (None, *b.DEFAULT_WRITABLE)}
+    return {name for name, tool in b.TOOLS.items()
+            if tool.write in (None, *b.DEFAULT_WRITABLE) and not tool.requires}
 
 
 def commands(pyz_path):
@@ -1432,6 +1483,17 @@ def test_cli_call_prints_what_the_model_gets(pyz, fake):
     assert code == 0 and json.loads(pretty) == json.loads(out) and '\n  "id": 913' in pretty
     code, out, err = cli(pyz, fake, "call", "issue_list_get", "count=1")
     assert code == 0 and "more may exist: call again with offset=1" in err
+
+
+def test_cli_upload_over_http(pyz, fake, tmp_path):
+    """A real multipart POST from the .pyz; the name with non-ASCII letters arrives intact."""
+    (tmp_path / "画面 1.png").write_bytes(PNG)
+    code, out, err = cli(pyz, fake, "call", "issue_attachment_upload", "file_path=画面 1.png",
+                         BACKLOG_UPLOAD_DIRS=str(tmp_path))
+    assert code == 0 and json.loads(out) == {"id": 1, "name": "画面 1.png", "size": len(PNG)}
+    assert fake.requests[-1].files == [("file", "画面 1.png", PNG)]
+    code, out, err = cli(pyz, fake, "call", "issue_attachment_upload", "file_path=画面 1.png")
+    assert code == 2 and "BACKLOG_UPLOAD_DIRS is not set" in err
 
 
 def test_cli_value_types(pyz, fake):

@@ -152,7 +152,8 @@ def context_cost(url):
     import backlog_mcp as b
     from fake_backlog import load
     sizes = {}
-    for label, extra in (("full set", {"BACKLOG_WRITABLE": ",".join(b.WRITE_GROUPS)}),
+    for label, extra in (("full set", {"BACKLOG_WRITABLE": ",".join(b.WRITE_GROUPS),
+                                       "BACKLOG_UPLOAD_DIRS": ROOT}),
                          ("default set", {}), ("read-only set", {"BACKLOG_READ_ONLY": "1"})):
         b.configure(dict(env_for(url), **extra))
         session = b.Session()

@@ -40,7 +40,7 @@ ROUTES = [  # method, path below /api/v2/, fixture (or a callable name on the se
     ("PATCH", r"watchings/\d+", "watching"), ("DELETE", r"watchings/\d+", "watching"),
     ("POST", r"watchings/\d+/markAsRead", None),
     ("GET", r"projects", "@projects"), ("POST", r"projects", "project"),
-    ("GET", P, "project"), ("PATCH", P, "project"),
+    ("GET", P, "project"), ("PATCH", P, "project"), ("DELETE", P, "project"),
     ("GET", P + r"/statuses", "statuses"), ("GET", P + r"/issueTypes", "issue_types"),
     ("GET", P + r"/categories", "categories"), ("POST", P + r"/categories", "categories#0"),
     ("GET", P + r"/versions", "versions"), ("POST", P + r"/versions", "versions#0"),
@@ -54,6 +54,9 @@ ROUTES = [  # method, path below /api/v2/, fixture (or a callable name on the se
     ("GET", "issues/" + ISSUE + "/comments", "comments_list"),
     ("POST", "issues/" + ISSUE + "/comments", "comment"),
     ("PATCH", "issues/" + ISSUE + r"/comments/\d+", "comment_updated"),
+    ("DELETE", "issues/" + ISSUE + r"/comments/\d+", "comment"),
+    ("DELETE", "issues/" + ISSUE + r"/attachments/\d+", "issue_attachments#0"),
+    ("POST", r"space/attachment", "@upload"),
     ("GET", "issues/" + ISSUE + "/attachments", "issue_attachments"),
     ("GET", "issues/" + ISSUE + r"/attachments/\d+", "@file"),
     ("GET", "issues/" + ISSUE + "/sharedFiles", "issue_shared_files"),
@@ -122,10 +125,11 @@ def to_other(value):
 
 
 class Request:
-    def __init__(self, method, path, query, form, headers, raw_path=None):
+    def __init__(self, method, path, query, form, headers, raw_path=None, files=()):
         self.method, self.path, self.query, self.form, self.headers = (method, path, query, form,
                                                                        headers)
         self.raw_path = raw_path or path  # as sent, still percent-encoded
+        self.files = list(files)  # (field, filename, bytes) of a multipart/form-data body
 
     def q(self, key):
         return [v for k, v in self.query if k == key]
@@ -135,6 +139,16 @@ class Request:
 
     def __repr__(self):
         return f"<{self.method} {self.path} {self.query} {self.form}>"
+
+
+def multipart(body, content_type):
+    """(field, filename, bytes) for each part of a multipart/form-data body."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    return [(part.get_param("name", header="content-disposition"), part.get_filename(),
+             part.get_payload(decode=True)) for part in message.iter_parts()]
 
 
 def json_reply(status, value, headers=None):
@@ -160,11 +174,11 @@ class Backlog:
     def calls(self, method=None):
         return [r for r in self.requests if method is None or r.method == method]
 
-    def respond(self, method, path, query, form, headers=None, raw_path=None):
+    def respond(self, method, path, query, form, headers=None, raw_path=None, files=()):
         key = dict(query).get("apiKey")
         self.keys = [v for k, v in query if k == "apiKey"]
         query = [(k, v) for k, v in query if k != "apiKey"]
-        request = Request(method, path, query, form, dict(headers or {}), raw_path)
+        request = Request(method, path, query, form, dict(headers or {}), raw_path, files)
         self.requests.append(request)
         for err_method, where, status, body in self.errors:
             if err_method == method and re.search(where, path):
@@ -215,6 +229,13 @@ class Backlog:
 
     def list_notifications(self, request):
         return self.both("notifications_list")
+
+    def list_upload(self, request):
+        found = [(name, data) for field, name, data in request.files if field == "file"]
+        if not found:
+            return json_reply(400, {"errors": [{"message": "Please specify file.", "code": 7,
+                                                "moreInfo": ""}]})
+        return {"id": 1, "name": found[0][0], "size": len(found[0][1])}
 
     def list_projects(self, request):
         return self.both("projects_list")
@@ -280,9 +301,11 @@ class FakeBacklog(Backlog):
     def handle(self, h):
         url = urlsplit(h.path)
         length = int(h.headers.get("Content-Length") or 0)
-        body = h.rfile.read(length).decode("utf-8", "replace") if length else ""
+        raw = h.rfile.read(length) if length else b""
+        ctype = h.headers.get("Content-Type") or ""
+        files = multipart(raw, ctype) if ctype.startswith("multipart/") else []
         query = parse_qsl(url.query, keep_blank_values=True)
-        form = parse_qsl(body, keep_blank_values=True)
+        form = [] if files else parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
         path = unquote(url.path)
         if path == "/_control/fault":  # for a stand-in in another process (the benchmark)
             args = dict(query)
@@ -295,7 +318,8 @@ class FakeBacklog(Backlog):
                 del self.faults[i]
                 self.requests.append(Request(h.command, path, query, form, dict(h.headers)))
                 return self.misbehave(h, kind, arg)
-        status, headers, data = self.respond(h.command, path, query, form, h.headers, url.path)
+        status, headers, data = self.respond(h.command, path, query, form, h.headers, url.path,
+                                             files)
         self.send_bytes(h, status, data, headers)
 
     def send_bytes(self, h, status, data, headers, length=None):
