@@ -827,11 +827,11 @@ ProjectIdOrKey = P("string", "Project key or id",
                    check="is not a project key like DEMO or a numeric id")
 OptProject = P("string", ProjectIdOrKey.doc, pattern=ProjectIdOrKey.pattern,
                check=ProjectIdOrKey.check)
-IssueIdOrKey = P("string", "Issue key (DEMO-42) or id", pattern=ISSUE_KEY_RE,
+IssueIdOrKey = P("string", "Key (DEMO-42) or id", pattern=ISSUE_KEY_RE,
                  check="is not an issue key like DEMO-42 or a numeric id")
 IssueArg = P("string", IssueIdOrKey.doc, pattern=ISSUE_KEY_RE, check=IssueIdOrKey.check,
              alias="issue_key")
-RepoIdOrName = P("string", "Repository name or id",
+RepoIdOrName = P("string", "Name or id",
                  pattern=r"(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,99})\Z",
                  check="is not a repository name or id")
 PrNumber = P("integer", "PR number", minimum=1)
@@ -1293,7 +1293,7 @@ def document_tree_get(project_id_or_key: ProjectIdOrKey,
 @tool("Download document attachment")
 def document_attachment_download(document_id: DocumentId, attachment_id: AttachmentId,
                                  format: Format = None):
-    """Download a document attachment as image, text or base64 raw data."""
+    """Download a document attachment as image, text or base64."""
     guard_owner("document", document_id, ("documents", document_id.lower()))
     return download(("documents", document_id.lower(), "attachments", attachment_id), format)
 
@@ -1390,7 +1390,7 @@ def git_pr_attachment_list_get(project_id_or_key: ProjectIdOrKey, repo_id_or_nam
 def git_pr_attachment_download(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
                                pr_number: PrNumber, attachment_id: AttachmentId,
                                format: Format = None):
-    """Download a pull request attachment as image, text or base64 raw data."""
+    """Download a pull request attachment as image, text or base64."""
     return download(repo_path(project_id_or_key, repo_id_or_name, "pullRequests", pr_number,
                               "attachments", attachment_id), format)
 
@@ -1622,7 +1622,7 @@ def issue_attachment_list_get(issue_id_or_key: IssueIdOrKey):
 @tool("Download issue attachment")
 def issue_attachment_download(issue_id_or_key: IssueIdOrKey, attachment_id: AttachmentId,
                               format: Format = None):
-    """Download an issue attachment as image, text or base64 raw data."""
+    """Download an issue attachment as image, text or base64."""
     guard_issue(issue_id_or_key)
     return download(("issues", issue_id_or_key, "attachments", attachment_id), format)
 
@@ -2035,7 +2035,7 @@ def file_shared_list_get(project_id_or_key: ProjectIdOrKey,
 def file_shared_download(project_id_or_key: ProjectIdOrKey,
                          shared_file_id: P("integer", "Shared file id", minimum=1),
                          format: Format = None):
-    """Download a project's shared file as image, text or base64 raw data."""
+    """Download a project's shared file as image, text or base64."""
     return download(("projects", guard_project(project_id_or_key), "files", shared_file_id),
                     format)
 
@@ -2168,7 +2168,7 @@ def wiki_attachment_list_get(wiki_id: WikiId):
 
 @tool("Download wiki attachment")
 def wiki_attachment_download(wiki_id: WikiId, attachment_id: AttachmentId, format: Format = None):
-    """Download a wiki attachment as image, text or base64 raw data."""
+    """Download a wiki attachment as image, text or base64."""
     guard_owner("wiki", wiki_id, ("wikis", wiki_id))
     return download(("wikis", wiki_id, "attachments", attachment_id), format)
 
