@@ -1627,8 +1627,8 @@ def issue_attachment_download(issue_id_or_key: IssueIdOrKey, attachment_id: Atta
     return download(("issues", issue_id_or_key, "attachments", attachment_id), format)
 
 
-def upload_file(file_path):
-    """The real path and the name of a file the model may upload. Every refusal has the same
+def open_upload(file_path):
+    """The open file and the name of a file the model may upload. Every refusal has the same
     words, so that calls cannot map what lies outside BACKLOG_UPLOAD_DIRS."""
     roots = settings().upload_dirs
     refused = ToolError(f"Cannot upload '{file_path[:200]}': not a readable file under "
@@ -1636,23 +1636,25 @@ def upload_file(file_path):
                         "inside one of those folders (relative paths start in the first).")
     try:
         real = os.path.realpath(os.path.join(roots[0], os.path.expanduser(file_path)))
-        inside = any(os.path.commonpath([real, root]) == root for root in roots)
-        if not inside or not os.path.isfile(real) or not os.access(real, os.R_OK):
+        if not any(os.path.commonpath([real, root]) == root for root in roots) \
+                or not os.path.isfile(real):
             raise refused
-        size = os.path.getsize(real)
-    except (ValueError, OSError):  # a NUL byte, another drive, a file gone meanwhile
+        fh = open(real, "rb")
+    except (ValueError, OSError):  # a NUL byte, another drive, no permission, gone meanwhile
         raise refused from None
+    size = os.fstat(fh.fileno()).st_size
     if size > MAX_UPLOAD:
+        fh.close()
         raise ToolError(f"'{file_path}' is {size} bytes, over the upload limit of {MAX_UPLOAD}.")
-    return real, os.path.basename(file_path.replace("\\", "/").rstrip("/")) or "file"
+    return fh, os.path.basename(file_path.replace("\\", "/").rstrip("/")) or "file"
 
 
 @tool("Upload attachment", write="issue", requires=("upload_dirs", "BACKLOG_UPLOAD_DIRS"))
 def issue_attachment_upload(file_path: P("string", "Path of a local file under "
                                                    "BACKLOG_UPLOAD_DIRS")):
     """Upload a local file; pass its id in attachment_ids of issue_add/update/comment_add."""
-    real, name = upload_file(file_path)
-    with open(real, "rb") as fh:
+    fh, name = open_upload(file_path)
+    with fh:
         return api.upload(("space", "attachment"), name, fh)
 
 

@@ -904,6 +904,13 @@ def test_upload_refuses_every_path_outside_the_folders_alike(backlog, tmp_path):
     assert backlog.requests == []
 
 
+def test_upload_over_the_limit_is_refused_before_sending(backlog, monkeypatch):
+    monkeypatch.setattr(b, "MAX_UPLOAD", 10)
+    assert "over the upload limit of 10" in error(call("issue_attachment_upload",
+                                                         file_path="issue.json"))
+    assert backlog.requests == []
+
+
 def test_upload_is_off_without_its_folders(backlog):
     b.configure({k: v for k, v in ENV.items() if k != "BACKLOG_UPLOAD_DIRS"})
     assert "issue_attachment_upload" not in b.enabled_tools()
