@@ -22,7 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "tests"))
 
 import backlog_mcp as b  # noqa: E402
-from fake_backlog import PNG, Backlog, FakeBacklog, load, multipart  # noqa: E402
+from fake_backlog import PNG, Backlog, FakeBacklog, body_of, load  # noqa: E402
 
 KEY = "test-key-1234567890"
 BASE = "https://example.backlog.com"
@@ -59,15 +59,12 @@ def backlog():
 
     def answer(request):
         url = urlsplit(request.url)
-        body = request.body or ""
-        ctype = request.headers.get("Content-Type") or ""
-        files = multipart(body, ctype) if ctype.startswith("multipart/") else []
-        body = body.decode() if isinstance(body, bytes) and not files else body
+        body = request.body or b""
+        form, files = body_of(body.encode() if isinstance(body, str) else body,
+                              request.headers.get("Content-Type"))
         status, headers, data = fake.respond(request.method, unquote(url.path),
                                              parse_qsl(url.query, keep_blank_values=True),
-                                             [] if files else parse_qsl(body,
-                                                                        keep_blank_values=True),
-                                             request.headers, url.path, files)
+                                             form, request.headers, url.path, files)
         return status, headers, data
 
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:

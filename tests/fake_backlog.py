@@ -151,6 +151,13 @@ def multipart(body, content_type):
              part.get_payload(decode=True)) for part in message.iter_parts()]
 
 
+def body_of(raw, content_type):
+    """(form pairs, files) of a request body: url-encoded, or multipart/form-data."""
+    if (content_type or "").startswith("multipart/"):
+        return [], multipart(raw, content_type)
+    return parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True), []
+
+
 def json_reply(status, value, headers=None):
     data = b"" if value is None else json.dumps(value, ensure_ascii=False).encode("utf-8")
     base = {"Content-Type": "application/json;charset=utf-8", "X-RateLimit-Limit": "600",
@@ -301,11 +308,9 @@ class FakeBacklog(Backlog):
     def handle(self, h):
         url = urlsplit(h.path)
         length = int(h.headers.get("Content-Length") or 0)
-        raw = h.rfile.read(length) if length else b""
-        ctype = h.headers.get("Content-Type") or ""
-        files = multipart(raw, ctype) if ctype.startswith("multipart/") else []
+        form, files = body_of(h.rfile.read(length) if length else b"",
+                              h.headers.get("Content-Type"))
         query = parse_qsl(url.query, keep_blank_values=True)
-        form = [] if files else parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
         path = unquote(url.path)
         if path == "/_control/fault":  # for a stand-in in another process (the benchmark)
             args = dict(query)
