@@ -62,6 +62,10 @@ CACHE_TTL = 300.0
 TOOLS_PAGE_SIZE = 200        # tools/list page size; every tool fits in one page by default
 
 
+HOST = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}\.)*[a-z0-9-]{1,63}\Z")  # a DNS name, no more
+LIMITS = {"BACKLOG_TIMEOUT": (0.1, 600.0), "BACKLOG_MAX_DOWNLOAD_BYTES": (1, 1 << 30)}
+
+
 def _truthy(value):
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
@@ -70,18 +74,31 @@ def _split(value):
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
+def loopback(host):
+    """localhost, an IPv4 literal in 127.0.0.0/8 or ::1; nothing else (127.evil.com is not)."""
+    import ipaddress
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Settings:
     """The environment, parsed once; `problems` lists what is wrong, in words for a user."""
 
     def __init__(self, env, read_only=False, toolsets=None):
         self.problems = []
         self.api_key = (env.get("BACKLOG_API_KEY") or "").strip()
+        self.secrets = [self.api_key] if self.api_key else []
         self.base_url = self._base_url(env)
         if not self.api_key:
             self.problems.append("BACKLOG_API_KEY is not set: create a key in Backlog under "
                                  "Personal Settings > API and set it in the server's env.")
-        elif any(ch.isspace() for ch in self.api_key):
-            self.problems.append("BACKLOG_API_KEY contains white space: paste the key alone.")
+        elif not re.match(r"[!-~]+\Z", self.api_key):
+            self.problems.append("BACKLOG_API_KEY holds white space or characters outside "
+                                 "ASCII: paste the key alone.")
         self.projects = [key.upper() for key in _split(env.get("BACKLOG_PROJECTS"))]
         for key in self.projects:
             if not PROJECT_KEY.match(key):
@@ -102,52 +119,69 @@ class Settings:
             self.problems.append("BACKLOG_OUTPUT must be 'lean' or 'full'.")
             self.output = "lean"
         self.timeout = self._timeout(env.get("BACKLOG_TIMEOUT"))
-        self.max_download = self._number(env.get("BACKLOG_MAX_DOWNLOAD_BYTES"), MAX_DOWNLOAD,
-                                         "BACKLOG_MAX_DOWNLOAD_BYTES")
+        self.max_download = int(self._number(env.get("BACKLOG_MAX_DOWNLOAD_BYTES"), MAX_DOWNLOAD,
+                                             "BACKLOG_MAX_DOWNLOAD_BYTES"))
         self.upload_dirs = []
         for folder in (env.get("BACKLOG_UPLOAD_DIRS") or "").split(os.pathsep):
             if folder.strip():
-                real = os.path.realpath(os.path.expanduser(folder.strip()))
-                if not os.path.isdir(real):
+                try:
+                    real = os.path.realpath(os.path.expanduser(folder.strip()))
+                    is_dir = os.path.isdir(real)
+                except (ValueError, OSError):  # a NUL byte, an undecodable name
+                    real, is_dir = None, False
+                if not is_dir:
                     self.problems.append(f"BACKLOG_UPLOAD_DIRS: '{folder}' is not a folder.")
-                self.upload_dirs.append(real)
+                if real:
+                    self.upload_dirs.append(real)
 
     def _base_url(self, env):
+        """scheme://host[:port] of the space, or '' with a problem. The host is held to the
+        characters of a DNS name, so that every parser (ours, requests', urllib3's, a proxy's)
+        reads the same host; Backlog.session() checks what requests prepares once more."""
         from urllib.parse import urlsplit
         raw = (env.get("BACKLOG_BASE_URL") or "").strip()
+        variable = "BACKLOG_BASE_URL"
         if not raw and env.get("BACKLOG_DOMAIN"):
-            raw = "https://" + env["BACKLOG_DOMAIN"].strip().strip("/")
+            raw, variable = "https://" + env["BACKLOG_DOMAIN"].strip().strip("/"), "BACKLOG_DOMAIN"
         if not raw:
             self.problems.append("BACKLOG_BASE_URL is not set: use your space's URL, "
                                  "e.g. https://your-space.backlog.com")
             return ""
+        example = "a URL like https://your-space.backlog.com"
         try:
             url = urlsplit(raw)
-            host = (url.hostname or "").lower()
-            port = url.port
+            if url.password:
+                self.secrets.append(url.password)
+            host, port = (url.hostname or "").lower(), url.port
         except ValueError:
-            url, host, port = None, "", None
-        if not url or not host or url.username or url.query or url.fragment:
-            self.problems.append(f"BACKLOG_BASE_URL '{raw}' is not a URL like "
-                                 "https://your-space.backlog.com")
+            self.problems.append(f"{variable} is not {example}.")
             return ""
-        loopback = host in ("localhost", "::1") or host.startswith("127.")
-        on_backlog = any(host == h or host.endswith("." + h) for h in BACKLOG_HOSTS)
-        if url.scheme == "http" and not loopback:
-            self.problems.append("BACKLOG_BASE_URL must use https (plain http only for localhost).")
+        netloc = url.netloc.rsplit("@", 1)[-1].lower()
+        if "@" in url.netloc:
+            self.problems.append(f"{variable} must not hold a user name or password; the API "
+                                 "key goes in BACKLOG_API_KEY.")
+            return ""
+        literal = host == "::1" and netloc.startswith("[::1]")
+        if not (HOST.match(host) or literal) or url.query or url.fragment \
+                or not re.match(r"(\[::1\]|[a-z0-9.-]+)(:[0-9]{1,5})?\Z", netloc):
+            self.problems.append(f"{variable} '{raw}' is not {example} (letters, digits, '.' "
+                                 "and '-' in the host).")
             return ""
         if url.scheme not in ("http", "https"):
-            self.problems.append("BACKLOG_BASE_URL must start with https://")
+            self.problems.append(f"{variable} must start with https://")
             return ""
-        if url.scheme == "https" and not on_backlog and not loopback \
+        if url.scheme == "http" and not loopback(host):
+            self.problems.append(f"{variable} must use https (plain http only for localhost, "
+                                 "127.x.x.x or [::1]).")
+            return ""
+        on_backlog = any(host == h or host.endswith("." + h) for h in BACKLOG_HOSTS)
+        if url.scheme == "https" and not on_backlog and not loopback(host) \
                 and not _truthy(env.get("BACKLOG_ALLOW_CUSTOM_HOST", "")):
-            self.problems.append(f"BACKLOG_BASE_URL host '{host}' is not on backlog.com, "
-                                 "backlog.jp "
+            self.problems.append(f"{variable} host '{host}' is not on backlog.com, backlog.jp "
                                  "or backlogtool.com; for Backlog on-premise also set "
                                  "BACKLOG_ALLOW_CUSTOM_HOST=1.")
             return ""
-        netloc = f"[{host}]" if ":" in host else host
-        return f"{url.scheme}://{netloc}" + (f":{port}" if port else "")
+        return f"{url.scheme}://{netloc}"
 
     def _groups(self, value, known, default, variable):
         if value is None or not value.strip():
@@ -160,23 +194,29 @@ class Settings:
         return chosen & set(known)
 
     def _number(self, value, default, variable):
+        """A finite number within the variable's bounds, or the default and a problem."""
+        import math
         if value is None or not str(value).strip():
             return default
+        low, high = LIMITS[variable]
         try:
             number = float(value)
-            if number <= 0:
-                raise ValueError
-        except ValueError:
-            self.problems.append(f"{variable} must be a positive number, not '{value}'.")
+        except ValueError:  # also UnicodeEncodeError, for bytes that are not UTF-8
+            number = math.nan
+        if not low <= number <= high:  # NaN fails every comparison
+            self.problems.append(f"{variable} must be a number from {low:g} to {high:g}, "
+                                 f"not '{value}'.")
             return default
-        return int(number) if variable.endswith("BYTES") else number
+        return number
 
     def _timeout(self, value):
+        """(connect, total) seconds; one value is the total, and caps the connect time too."""
         parts = _split(value)
         if len(parts) == 2:
             return (self._number(parts[0], CONNECT_TIMEOUT, "BACKLOG_TIMEOUT"),
                     self._number(parts[1], READ_TIMEOUT, "BACKLOG_TIMEOUT"))
-        return (CONNECT_TIMEOUT, self._number(value, READ_TIMEOUT, "BACKLOG_TIMEOUT"))
+        total = self._number(value, READ_TIMEOUT, "BACKLOG_TIMEOUT")
+        return (min(CONNECT_TIMEOUT, total), total)
 
     def __repr__(self):
         return f"<Settings {self.base_url or 'unset'} key={'set' if self.api_key else 'unset'}>"
@@ -199,22 +239,37 @@ def settings():
 
 
 def log(message):
-    """One line to stderr, with the API key redacted; stdout is the protocol's alone."""
+    """One line to stderr, with the secrets redacted; stdout is the protocol's alone."""
     try:
-        sys.stderr.write(f"mcp-backlog-server: {redact(message)}\n")
+        text = redact(f"mcp-backlog-server: {message}\n")
+        sys.stderr.buffer.write(text.encode("utf-8", "replace"))
         sys.stderr.flush()
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):  # stderr closed, or not there at all
         pass
 
 
 def redact(text):
-    key = SETTINGS.api_key if SETTINGS else ""
+    """The one redactor: every text that leaves the process passes here (results, errors,
+    notes, logs, the command line's output). It hides the API key and a URL password in
+    every spelling a URL or JSON gives them, whatever their length."""
     text = str(text)
-    if len(key) >= 4:
-        from urllib.parse import quote, quote_plus
-        for form in {key, quote(key, safe=""), quote_plus(key)}:
+    for form in secret_forms():
+        if form in text:
             text = text.replace(form, "***")
     return text
+
+
+def secret_forms():
+    if SETTINGS is None:
+        return ()
+    if SETTINGS.__dict__.get("_forms") is None:
+        from urllib.parse import quote, quote_plus
+        forms = set()
+        for secret in SETTINGS.secrets:
+            forms |= {secret, quote(secret, safe=""), quote_plus(secret),
+                      json.dumps(secret, ensure_ascii=False)[1:-1]}
+        SETTINGS._forms = sorted(forms, key=len, reverse=True)
+    return SETTINGS._forms
 
 
 # == Errors ====================================================================
@@ -262,13 +317,17 @@ class BacklogError(ToolError):
         errors = body.get("errors") if isinstance(body, dict) else None
         if isinstance(errors, list) and errors:
             parts = []
-            for error in errors:
-                error = error if isinstance(error, dict) else {"message": str(error)}
+            for error in errors[:10]:
+                error = error if isinstance(error, dict) else {"message": error}
                 code = error.get("code")
-                label = f" (code {code} {BACKLOG_CODES.get(code, '')})".replace(" )", ")") \
+                name = BACKLOG_CODES.get(code, "") if isinstance(code, int) else ""
+                label = f" (code {shown(code, 20)} {name})".replace(" )", ")") \
                     if code is not None else ""
-                info = f" {error['moreInfo']}" if error.get("moreInfo") else ""
-                parts.append(f"{error.get('message', '')}{label}{info}".strip())
+                info = f" {shown(error['moreInfo'], 200).strip(chr(34))}" \
+                    if error.get("moreInfo") else ""
+                message = error.get("message", "")
+                message = message if isinstance(message, str) else shown(message, 200)
+                parts.append(f"{message[:500]}{label}{info}".strip())
             detail = "; ".join(parts)
         else:
             snippet = re.sub(r"<[^>]*>|\s+", " ", str(body or "")).strip()[:200]
@@ -324,11 +383,25 @@ def _scalar(value):
     return str(value)
 
 
+class Answer:
+    """A response read whole under one deadline: status, headers, decoded body bytes."""
+
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.body = status, headers, body
+
+    @property
+    def content_type(self):
+        return self.headers.get("Content-Type") or ""
+
+
 class Backlog:
-    """The only place that knows Backlog's wire format; one keep-alive session."""
+    """The only place that knows Backlog's wire format and talks to it: one keep-alive
+    session, one host check on the URL that requests prepares, one deadline per exchange,
+    one reader of bodies (size cap after decoding), one strict JSON parser."""
 
     def __init__(self):
         self._session = None
+        self.answers = 0  # Backlog answers read; run_tool tells odd shapes from our bugs
 
     def reset(self):
         if self._session is not None:
@@ -343,14 +416,33 @@ class Backlog:
             session = requests.Session()
             session.headers["User-Agent"] = f"mcp-backlog-server/{__version__}"
             session.headers["Accept"] = "application/json"
+            session.headers["Accept-Encoding"] = "gzip, deflate"  # decoded by read_body
             # Every call goes to one host: read HTTPS_PROXY, NO_PROXY and the CA bundle once
             # here, not again on every request as requests does by default.
             session.trust_env = False
             session.proxies = requests.utils.get_environ_proxies(settings().base_url)
             session.verify = os.environ.get("REQUESTS_CA_BUNDLE") \
                 or os.environ.get("CURL_CA_BUNDLE") or True
+            for scheme in ("http://", "https://"):
+                session.mount(scheme, watched_adapter())
             self._session = session
+            try:
+                self.check_host(self.prepare("GET", self.url("space"), [], [], None, None))
+            except ToolError:
+                self._session = None
+                raise
         return self._session
+
+    def check_host(self, prepared):
+        """The host check, made with the parser that sends (urllib3's): the URL requests
+        prepared must reach the configured scheme, host and port, and nothing else."""
+        from urllib3.util import parse_url
+        want, got = parse_url(settings().base_url), parse_url(prepared.url)
+        if (got.scheme, got.host, got.port, got.auth) != (want.scheme, want.host, want.port,
+                                                          None) \
+                or not prepared.url.startswith(settings().base_url + "/api/v2/"):
+            raise ToolError("The request would not go to BACKLOG_BASE_URL's host; it was not "
+                            "sent. Next: check BACKLOG_BASE_URL.")
 
     def url(self, path):
         parts = [path] if isinstance(path, str) else path
@@ -369,86 +461,297 @@ class Backlog:
     def delete(self, path, data=None):
         return self.call("DELETE", path, data=data)
 
-    def upload(self, path, name, fileobj):
+    def upload(self, path, name, data):
         """POST one file as multipart/form-data, in the field `file` that Backlog reads."""
-        return self.call("POST", path, files={"file": (name, fileobj)})
+        return self.call("POST", path, files={"file": (name, data)})
 
     def call(self, method, path, params=None, data=None, files=None):
+        """One API call; the decoded JSON answer ({} for an empty write answer)."""
         form = encode(data or {}, clear_empty=(method == "PATCH"))
-        response = self.send(method, path, encode(params or {}), form, files=files)
-        try:
-            ctype = response.headers.get("Content-Type", "")
-            body = read_body(response, settings().timeout[1], MAX_JSON)
-            if not body.strip():
-                if method == "GET" and response.status_code != 204:
-                    raise ToolError("Backlog sent an empty answer. Next: retry the call.")
-                return {}
-            if "json" not in ctype.lower():
-                raise ToolError(f"Backlog answered {method} with {ctype or 'no content type'}, "
-                                "not JSON. Next: check that BACKLOG_BASE_URL is your space's URL.")
-            try:
-                return json.loads(body)
-            except ValueError:
-                raise ToolError("Backlog's answer was cut off or is not valid JSON. "
-                                "Next: retry the call.") from None
-        finally:
-            response.close()
+        answer = self.send(method, path, encode(params or {}), form, files=files)
+        if not answer.body.strip():
+            if method == "GET" and answer.status != 204:
+                raise ToolError("Backlog sent an empty answer. Next: retry the call.")
+            return {}
+        if "json" not in answer.content_type.lower():
+            raise ToolError(f"Backlog answered {method} with "
+                            f"{answer.content_type[:60] or 'no content type'}, not JSON. "
+                            "Next: check that BACKLOG_BASE_URL is your space's URL.")
+        value = parse_backlog_json(answer.body)
+        if value is INVALID:
+            raise ToolError("Backlog's answer was cut off or is not valid JSON. "
+                            "Next: retry the call.")
+        self.answers += 1
+        return value
 
-    def send(self, method, path, query=(), form=(), accept=None, files=None):
-        """Send one request, body unread; retry a GET on 429, 5xx and resets (never a write)."""
+    def prepare(self, method, url, query, form, files, accept):
         requests = requests_module()
+        headers = {"Accept": accept} if accept else {}
+        if not form and not files and method != "GET":
+            # As backlog-js sends a request without parameters: an empty form, typed.
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        request = requests.Request(method, url, params=query or None, data=form or None,
+                                   files=files, headers=headers)
+        return self.session.prepare_request(request)
+
+    def send(self, method, path, query=(), form=(), accept=None, files=None, cap=None,
+             seconds=None):
+        """Send one request and read its answer whole, within `seconds` in all (connect,
+        status, headers, body), under `cap` bytes after decoding. A GET is retried on 429,
+        502-504, a reset or a body cut off (never a write); a redirect is followed only to the
+        same scheme, host and port, without the key."""
         s = settings()
         if s.problems:
-            raise ToolError("The server is not configured: " + " ".join(s.problems))
+            raise ToolError("The server is not configured: " + "; ".join(s.problems))
         url = self.url(path)
         query = list(query) + [("apiKey", s.api_key)]
         names = [key.split("[")[0] for key, _ in list(query) + list(form)]
         snake = [re.sub(r"(?<!^)(?=[A-Z])", "_", n).lower().replace("_id", "") for n in names]
-        attempt = 0
+        seconds = seconds or s.timeout[1]
+        attempt = hops = 0
         while True:
-            try:
-                response = self.session.request(method, url, params=query, data=form or None,
-                                                files=files, timeout=s.timeout, stream=True,
-                                                headers={"Accept": accept} if accept else None,
-                                                allow_redirects=(method == "GET"))
-            except requests.exceptions.Timeout:
-                raise ToolError(f"Backlog did not answer within {s.timeout[1]:g} s. "
-                                "Next: retry later, or raise BACKLOG_TIMEOUT.") from None
-            except requests.exceptions.RequestException as exc:
-                if method == "GET" and attempt < len(RETRY_BACKOFF) \
-                        and isinstance(exc, requests.exceptions.ConnectionError) \
-                        and "refused" not in str(exc).lower() \
-                        and "resolve" not in str(exc).lower() \
-                        and "name or service" not in str(exc).lower():
-                    time.sleep(RETRY_BACKOFF[attempt])
-                    attempt += 1
-                    continue
-                raise ToolError(f"Could not reach Backlog at {s.base_url}: {_reason(exc)}. "
+            prepared = self.prepare(method, url, query, form, files, accept)
+            self.check_host(prepared)
+            status, answer = self.exchange(prepared, cap or MAX_JSON, seconds)
+            if status in TRANSIENT and method == "GET" and attempt < len(RETRY_BACKOFF):
+                time.sleep(RETRY_BACKOFF[attempt])
+                attempt += 1
+                continue
+            if status == "reset":
+                raise ToolError(f"Could not reach Backlog at {s.base_url}: {answer}. "
                                 "Next: check the network, a proxy (HTTPS_PROXY) and "
-                                "BACKLOG_BASE_URL, then retry.") from None
-            status = response.status_code
-            if status < 400:
-                return response
-            wait = _retry_wait(response, attempt) if method == "GET" else None
+                                "BACKLOG_BASE_URL, then retry.")
+            if status == "cut":
+                raise ToolError(f"Backlog's answer broke off: {answer}. Next: retry.")
+            if 300 <= status < 400:
+                target = self.redirect(answer, method, prepared.url)
+                if target is not None and hops < 3:
+                    url, query, hops = target, [], hops + 1  # the key is not added to it
+                    continue
+                raise ToolError(f"Backlog answered {method} with a redirect (HTTP {status}) "
+                                f"to {self.where(answer)}; it was not followed. Next: check "
+                                "BACKLOG_BASE_URL (it must be the space's own https URL).")
+            wait = _retry_wait(status, answer.headers, attempt) if method == "GET" else None
             if wait is not None:
-                response.close()
                 time.sleep(wait)
                 attempt += 1
                 continue
-            ctype = response.headers.get("Content-Type", "")
+            if 200 <= status < 300:
+                return answer
+            if status < 400:
+                raise ToolError(f"Backlog answered with HTTP {status}. Next: retry.")
+            body = parse_backlog_json(answer.body) if "json" in answer.content_type.lower() \
+                else INVALID
+            if body is INVALID:
+                body = answer.body[:4096].decode("utf-8", "replace")
+            raise BacklogError(status, body, answer.content_type, snake)
+
+    def exchange(self, prepared, cap, seconds):
+        """(status, Answer) of one exchange, or ("reset" | "cut", reason) when the connection
+        failed before the answer's headers or in its body."""
+        import http.client
+        import urllib3
+        requests = requests_module()
+        s = settings()
+        stage = "reset"
+        WATCHDOG.arm(seconds)
+        try:
+            response = self.session.send(prepared, stream=True, allow_redirects=False,
+                                         timeout=(min(s.timeout[0], seconds), seconds))
+            stage = "cut"
             try:
-                text = read_body(response, s.timeout[1], None, keep=65536).decode(
-                    "utf-8", "replace")
-                body = json.loads(text) if "json" in ctype.lower() else text
-            except (ToolError, ValueError):
-                body = ""
+                keep = 65536 if response.status_code >= 300 else None
+                declared = response.headers.get("Content-Length", "")
+                if keep is None and DIGITS.match(declared) and int(declared) > cap:
+                    raise TooBig(cap, declared)
+                body = read_body(response.raw, response.headers, cap, keep=keep)
+            except TooBig as exc:
+                exc.headers = response.headers
+                raise
             finally:
                 response.close()
-            raise BacklogError(status, body, ctype, snake)
+            return response.status_code, Answer(response.status_code, response.headers, body)
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError,
+                http.client.HTTPException, OSError) as exc:
+            timeout = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError,
+                       TimeoutError)
+            if WATCHDOG.fired or isinstance(exc, timeout):
+                self.reset_connections()
+                raise ToolError(f"Backlog did not answer within {seconds:g} s. "
+                                "Next: retry later, or raise BACKLOG_TIMEOUT.") from None
+            reason = _reason(exc)
+            if reason in UNREACHABLE:
+                raise ToolError(f"Could not reach Backlog at {s.base_url}: {reason}. "
+                                "Next: check the network, a proxy (HTTPS_PROXY) and "
+                                "BACKLOG_BASE_URL, then retry.") from None
+            return stage, reason
+        finally:
+            WATCHDOG.disarm()
+
+    def reset_connections(self):
+        """Drop the pooled connections (one may be stuck), keep the caches."""
+        if self._session is not None:
+            self._session.close()
+        self._session = None
+
+    def redirect(self, answer, method, current):
+        """The URL to follow: a GET's Location on the same scheme, host and port."""
+        from urllib.parse import urljoin
+        from urllib3.util import parse_url
+        location = answer.headers.get("Location")
+        if method != "GET" or not location:
+            return None
+        try:
+            target = urljoin(current, location)
+            want, got = parse_url(settings().base_url), parse_url(target)
+        except ValueError:
+            return None
+        same = (got.scheme, got.host, got.port, got.auth) == (want.scheme, want.host,
+                                                              want.port, None)
+        return target if same and target.startswith(settings().base_url + "/api/v2/") else None
+
+    def where(self, answer):
+        from urllib.parse import urlsplit
+        location = answer.headers.get("Location") or ""
+        try:
+            host = urlsplit(location).hostname
+        except ValueError:
+            host = None
+        return f"host '{host}'" if host else ("'" + location[:80] + "'" if location
+                                              else "nowhere (no Location)")
+
+
+TRANSIENT = ("reset", "cut")
+RESETS = ("Connection reset", "RemoteDisconnected", "IncompleteRead", "Connection aborted")
+UNREACHABLE = ("Connection refused", "Name or service not known", "nodename nor servname",
+               "Temporary failure in name resolution", "CERTIFICATE_VERIFY_FAILED")
+
+
+class Watchdog:
+    """One deadline for a whole exchange. requests' timeouts bound each socket read, so a
+    server that sends '100 Continue' or a header byte every second would hold a call for
+    ever; at the deadline this thread shuts the socket of the connection in use, and the
+    blocked read ends at once."""
+
+    def __init__(self):
+        self.lock = None
+        self.deadline = self.connection = None
+        self.fired = False
+
+    def arm(self, seconds):
+        import threading
+        if self.lock is None:
+            self.lock = threading.Condition()
+            threading.Thread(target=self.run, name="deadline", daemon=True).start()
+        with self.lock:
+            self.deadline, self.fired = time.monotonic() + seconds, False
+            self.lock.notify()
+
+    def disarm(self):
+        if self.lock is not None:
+            with self.lock:
+                self.deadline = None
+
+    def run(self):
+        import socket
+        while True:
+            with self.lock:
+                while self.deadline is None or self.deadline > time.monotonic():
+                    self.lock.wait(None if self.deadline is None
+                                   else self.deadline - time.monotonic())
+                self.deadline, self.fired = None, True
+                sock = getattr(self.connection, "sock", None)
+            try:
+                if sock is not None:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except (OSError, ValueError):
+                pass
+
+
+WATCHDOG = Watchdog()
+
+
+def watched_adapter():
+    """requests' adapter whose connections tell the watchdog which socket is in use."""
+    requests = requests_module()
+    from urllib3 import connectionpool
+
+    def watched(pool):
+        class Connection(pool.ConnectionCls):
+            def putrequest(self, *args, **kwargs):
+                WATCHDOG.connection = self
+                return super().putrequest(*args, **kwargs)
+
+            def connect(self):
+                WATCHDOG.connection = self
+                return super().connect()
+
+        return type(pool.__name__, (pool,), {"ConnectionCls": Connection})
+
+    pools = {"http": watched(connectionpool.HTTPConnectionPool),
+             "https": watched(connectionpool.HTTPSConnectionPool)}
+
+    class Adapter(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = pools
+
+        def proxy_manager_for(self, *args, **kwargs):
+            manager = super().proxy_manager_for(*args, **kwargs)
+            manager.pool_classes_by_scheme = pools
+            return manager
+
+    return Adapter()
 
 
 MAX_JSON = 64 * 1024 * 1024
+MAX_DEPTH = 64     # nesting of a Backlog answer; Backlog's own answers nest 6 deep at most
+INVALID = object()  # what parse_backlog_json returns for a body that is not JSON
+LONE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # a surrogate escape, maybe unpaired
+SURROGATE = re.compile("[\ud800-\udfff]")
 PREFETCH = None  # the thread that imports requests once a client has connected
+
+
+def parse_backlog_json(data):
+    """Backlog's JSON, strictly: bytes that are not UTF-8 become U+FFFD (never surrogates),
+    NaN, Infinity and numbers too large for a float become null, lone surrogate escapes
+    become U+FFFD, and an answer nested deeper than MAX_DEPTH is refused (INVALID)."""
+    text = bytes(data).decode("utf-8", "replace")
+    try:
+        value = json.loads(text, parse_constant=lambda _: None, parse_float=_finite)
+    except (ValueError, RecursionError):
+        return INVALID
+    if LONE.search(text):
+        value = scrub(value)
+    return INVALID if too_deep(value) else value
+
+
+def _finite(text):
+    import math
+    number = float(text)
+    return number if math.isfinite(number) else None
+
+
+def scrub(value):
+    """The same value with every lone surrogate replaced by U+FFFD (in keys too)."""
+    if isinstance(value, str):
+        return SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    if isinstance(value, dict):
+        return {scrub(k): scrub(v) for k, v in value.items()}
+    return value
+
+
+def too_deep(value, limit=MAX_DEPTH):
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
 
 
 def prefetch():
@@ -478,52 +781,72 @@ def requests_module():
     return requests
 
 
-def read_body(response, seconds, cap, too_big=None, keep=None):
-    """A response body read within `seconds` in all (a trickle cannot hold a call forever),
-    refused past `cap` bytes without holding more than that, or cut at `keep` bytes."""
-    raw = response.raw
-    read = getattr(raw, "read1", None) or (lambda n: raw.read(n, decode_content=True))
-    deadline = time.monotonic() + seconds
+class TooBig(ToolError):
+    """An answer over its size cap; `headers` are the answer's, for the file's name."""
+
+    def __init__(self, cap, size=None):
+        super().__init__(f"Backlog's answer is larger than {cap} bytes.")
+        self.cap, self.size, self.headers = cap, size or f"more than {cap}", {}
+
+
+DIGITS = re.compile(r"[0-9]{1,18}\Z")  # ASCII digits only: int() also reads '²' and '١'
+
+
+def read_body(raw, headers, cap, keep=None):
+    """A response body, decoded (gzip or deflate, as Accept-Encoding allowed), refused past
+    `cap` decoded bytes without ever holding more (a compression bomb stops at the cap), or
+    cut at `keep` bytes. The watchdog bounds the time."""
+    import zlib
+    coding = (headers.get("Content-Encoding") or "identity").strip().lower()
+    if coding in ("gzip", "x-gzip"):
+        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif coding == "deflate":
+        decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # zlib or gzip header
+    elif coding == "identity":
+        decoder = None
+    else:
+        raise ToolError(f"Backlog answered with Content-Encoding '{coding[:40]}', which was "
+                        "not asked for. Next: check a proxy between here and Backlog.")
+    read = getattr(raw, "read1", None) or raw.read
+    limit = cap if keep is None else min(cap, keep)
     body = bytearray()  # grown in place: a large body is never held twice
-    try:
-        while True:
-            chunk = read(65536)
-            if not chunk:
-                break
-            if cap is not None and len(body) + len(chunk) > cap:
-                raise too_big or ToolError(f"Backlog's answer is larger than {cap} bytes.")
-            body += chunk
-            if keep is not None and len(body) >= keep:
-                break
-            if time.monotonic() > deadline:
-                raise ToolError(f"Backlog's answer took longer than {seconds:g} s to arrive. "
-                                "Next: retry later, or raise BACKLOG_TIMEOUT.")
-    except ToolError:
-        raise
-    except Exception as exc:  # a reset or a read timeout in the middle of the body
-        raise ToolError(f"Backlog's answer broke off: {_reason(exc)}. Next: retry.") from None
-    return body
+    while True:
+        chunk = read(65536, decode_content=False)
+        if decoder is not None:
+            try:
+                chunk = decoder.decompress(chunk, limit + 1 - len(body)) if chunk \
+                    else decoder.flush()
+            except zlib.error:
+                if coding != "deflate" or body:
+                    raise ToolError("Backlog's compressed answer is corrupt. Next: retry.") \
+                        from None
+                decoder = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, as IIS sends it
+                chunk = decoder.decompress(chunk, limit + 1)
+        if not chunk:
+            return body
+        body += chunk
+        if len(body) > limit:
+            if keep is not None:
+                return body[:keep]
+            raise TooBig(cap)
 
 
 def _reason(exc):
     """A short, key-free reason for a requests exception (its text holds the URL)."""
     text = redact(str(exc))
-    for marker in ("Connection refused", "Name or service not known", "nodename nor servname",
-                   "Temporary failure in name resolution", "Connection reset",
-                   "RemoteDisconnected", "CERTIFICATE_VERIFY_FAILED", "IncompleteRead",
-                   "Connection aborted", "Max retries exceeded"):
+    for marker in UNREACHABLE + RESETS + ("Max retries exceeded",):
         if marker.lower() in text.lower():
             return marker
     return type(exc).__name__
 
 
-def _retry_wait(response, attempt):
+def _retry_wait(status, headers, attempt):
     """Seconds to wait before retrying a GET, or None when it must not be retried."""
-    status = response.status_code
+    import math
     if status == 429 and attempt == 0:
         wait = 1.0
-        header = response.headers.get("Retry-After")
-        reset = response.headers.get("X-RateLimit-Reset")
+        header = headers.get("Retry-After")
+        reset = headers.get("X-RateLimit-Reset")
         try:
             if header:
                 wait = float(header)
@@ -531,6 +854,8 @@ def _retry_wait(response, attempt):
                 wait = float(reset) - time.time()
         except ValueError:
             pass
+        if not math.isfinite(wait):
+            return None
         return max(0.0, wait) if wait <= RATE_LIMIT_MAX_WAIT else None
     if status in (502, 503, 504) and attempt < len(RETRY_BACKOFF):
         return RETRY_BACKOFF[attempt]
@@ -596,7 +921,7 @@ def guard_project(project_id_or_key):
     """Raise unless the project (key or numeric id) is allowed; returns the argument."""
     if restricted():
         text = str(project_id_or_key)
-        allowed = text.upper() in settings().projects if not text.isdigit() \
+        allowed = text.upper() in settings().projects if not DIGITS.match(text) \
             else project_allowed(text)
         if not allowed:
             raise denied(text)
@@ -626,7 +951,7 @@ def project_id(project_id_or_key):
     """The numeric id that Backlog's forms want, from a key or id (checked)."""
     guard_project(project_id_or_key)
     text = str(project_id_or_key)
-    return int(text) if text.isdigit() else project_info(text)["id"]
+    return int(text) if DIGITS.match(text) else project_info(text)["id"]
 
 
 def item_project(item):
@@ -688,24 +1013,29 @@ class P:
                 value = [value]
             if not isinstance(value, list):
                 raise ToolError(f"'{name}' must be a list of {_types(self.items)}.")
+            if len(value) > MAX_ITEMS:
+                raise ToolError(f"'{name}' takes at most {MAX_ITEMS} items, not {len(value)}. "
+                                "Next: split the call.")
             return [self._scalar(f"{name}[]", self.items, item) for item in value]
         return self._scalar(name, self.type, value)
 
     def _scalar(self, name, kind, value):
         kinds = kind if isinstance(kind, list) else [kind]
         if "integer" in kinds and isinstance(value, str) \
-                and re.match(r"-?\d{1,18}\Z", value.strip()):
+                and re.match(r"-?[0-9]{1,18}\Z", value.strip()):
             value = int(value.strip())
         if isinstance(value, float) and "integer" in kinds and value.is_integer() \
                 and "number" not in kinds:
             value = int(value)
         valid = {"string": isinstance(value, str),
-                 "integer": isinstance(value, int) and not isinstance(value, bool),
-                 "number": isinstance(value, (int, float)) and not isinstance(value, bool),
+                 "integer": isinstance(value, int) and not isinstance(value, bool)
+                 and -MAX_INT <= value <= MAX_INT,
+                 "number": isinstance(value, (int, float)) and not isinstance(value, bool)
+                 and -MAX_INT <= value <= MAX_INT,  # NaN and Infinity fail this too
                  "boolean": isinstance(value, bool),
                  "object": isinstance(value, dict)}
         if not any(valid.get(k) for k in kinds):
-            raise ToolError(f"'{name}' must be {_types(kind)}, not {json.dumps(value)[:60]}.")
+            raise ToolError(f"'{name}' must be {_types(kind)}, not {shown(value)}.")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if self.minimum is not None and value < self.minimum:
                 raise ToolError(f"'{name}' must be at least {self.minimum}.")
@@ -722,6 +1052,19 @@ class P:
             if len(value) > 1_000_000:
                 raise ToolError(f"'{name}' is longer than 1,000,000 characters.")
         return value
+
+
+MAX_ITEMS = 100         # items of an array argument (Backlog's pages hold 100)
+MAX_INT = 2 ** 63 - 1   # Backlog's ids are Java longs
+
+
+def shown(value, size=60):
+    """A short, always printable view of an argument the model sent."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (ValueError, TypeError, RecursionError):
+        text = type(value).__name__
+    return text[:size] + ("…" if len(text) > size else "")
 
 
 def _types(kind):
@@ -890,7 +1233,8 @@ def issue_view(issue):
                     "value": field.get("value")}
             if "otherValue" in field:
                 view["otherValue"] = field["otherValue"]
-            fields[field.get("name", str(field.get("id")))] = view
+            name = str(field.get("name", field.get("id")))
+            fields[name if name not in fields else f"{name} (id {field.get('id')})"] = view
         issue = dict(issue, customFields=fields)
     return issue
 
@@ -990,11 +1334,21 @@ def run_tool(tool_, arguments):
     """Check the arguments, run the tool, keep the asked-for fields; raises ToolError."""
     args = tool_.bind(arguments)
     fields = args.pop("fields", None)
-    value = tool_.fn(**args)
-    if fields is not None and isinstance(value, list):
-        fetched = getattr(value, "fetched", None)
-        value = Listing(select(value, fields))
-        value.fetched = fetched
+    answered = api.answers
+    try:
+        value = tool_.fn(**args)
+        if fields is not None and isinstance(value, list):
+            fetched = getattr(value, "fetched", None)
+            value = Listing(select(value, fields))
+            value.fetched = fetched
+    except (AttributeError, KeyError, TypeError, IndexError, ValueError) as exc:
+        if api.answers == answered:  # no Backlog answer involved: a bug of ours, -32603
+            raise
+        import traceback
+        log(f"odd answer from Backlog in {tool_.name}:\n{traceback.format_exc()}")
+        raise ToolError(f"Backlog's answer to {tool_.name} does not have the documented shape "
+                        f"({type(exc).__name__}). Next: retry; if it recurs, check that "
+                        "BACKLOG_BASE_URL is your space's URL.") from None
     return args, value
 
 
@@ -1034,28 +1388,43 @@ def parse_disposition(header, fallback):
     from urllib.parse import unquote
     match = re.search(r"filename\*\s*=\s*([\w-]+)'[^']*'([^;]+)", header or "", re.I)
     if match:
-        try:
-            return unquote(match.group(2).strip().strip('"'), encoding=match.group(1),
-                           errors="strict")
-        except (LookupError, UnicodeDecodeError):
-            return unquote(match.group(2).strip())
+        charset = text_codec(match.group(1)) or "utf-8"
+        return scrub(unquote(match.group(2).strip().strip('"'), encoding=charset,
+                             errors="replace"))
     match = re.search(r'filename\s*=\s*"([^"]*)"|filename\s*=\s*([^;]+)', header or "", re.I)
     if match:
         return (match.group(1) if match.group(1) is not None else match.group(2)).strip()
     return fallback
 
 
+def text_codec(name):
+    """The codec of a declared charset, or None: only text encodings that cannot make lone
+    surrogates (not utf-7, unicode_escape, punycode, idna or the bytes-to-bytes codecs)."""
+    import codecs
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, TypeError, ValueError):
+        return None
+    unsafe = ("utf-7", "unicode-escape", "raw-unicode-escape", "punycode", "idna", "mbcs",
+              "oem", "undefined", "palmos")
+    if not getattr(info, "_is_text_encoding", True) or info.name.replace("_", "-") in unsafe:
+        return None
+    return info.name
+
+
 def charset_of(content_type):
     match = re.search(r"charset\s*=\s*\"?([\w.:-]+)", content_type or "", re.I)
-    return match.group(1).lower() if match else None
+    return text_codec(match.group(1)) if match else None
 
 
 def decode_text(data, content_type):
+    """Text of a download in its declared charset (or UTF-8), never with lone surrogates."""
     charset = charset_of(content_type) or "utf-8"
     try:
-        return data.decode(charset).lstrip("\ufeff")
-    except (LookupError, UnicodeDecodeError):
-        return data.decode("utf-8", errors="replace")
+        text = data.decode(charset)
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", errors="replace")
+    return scrub(text).lstrip("\ufeff")
 
 
 def looks_like_text(data, content_type):
@@ -1063,60 +1432,49 @@ def looks_like_text(data, content_type):
     base = (content_type or "").split(";")[0].strip().lower()
     charset = charset_of(content_type)
     if base.startswith("text/") or base in TEXT_TYPES or base.endswith(("+json", "+xml")):
-        try:
-            data.decode(charset or "utf-8")
-            return True
-        except (LookupError, UnicodeDecodeError):
-            return False
+        return _decodes(data, charset)
     if charset and charset not in ("utf-8", "utf8"):
-        try:
-            data.decode(charset)
-            return not re.search(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f]", data)
-        except (LookupError, UnicodeDecodeError):
-            return False
+        return _decodes(data, charset) and not BINARY.search(data)
+    return _decodes(data, "utf-8") and not BINARY.search(data)
+
+
+BINARY = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f]")
+
+
+def _decodes(data, charset):
     try:
-        data.decode("utf-8")
+        data.decode(charset or "utf-8")
+        return True
     except UnicodeDecodeError:
         return False
-    return not re.search(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f]", data)
 
 
 def download(path, fmt=None, fallback="downloaded_file"):
-    """Stream a file under the size cap and choose how the model receives it."""
+    """Fetch a file under the size cap and choose how the model receives it."""
     s = settings()
-    response = api.send("GET", path, accept="*/*")
     try:
-        ctype = response.headers.get("Content-Type") or "application/octet-stream"
-        name = parse_disposition(response.headers.get("Content-Disposition"), fallback)
-        declared = response.headers.get("Content-Length", "")
-        too_big = ToolError(f"File '{name}' is {{size}} bytes, over the download limit of "
-                            f"{s.max_download} bytes (BACKLOG_MAX_DOWNLOAD_BYTES). Next: open it "
-                            "in Backlog, or raise the limit.")
-        if declared.isdigit() and int(declared) > s.max_download:
-            raise ToolError(str(too_big).format(size=declared))
-        data = read_body(response, 4 * s.timeout[1], s.max_download,
-                         ToolError(str(too_big).format(size=f"more than {s.max_download}")))
-    finally:
-        response.close()
+        answer = api.send("GET", path, accept="*/*", cap=s.max_download,
+                          seconds=4 * s.timeout[1])
+    except TooBig as big:
+        name = parse_disposition(big.headers.get("Content-Disposition"), fallback)
+        raise ToolError(f"File '{name}' is {big.size} bytes, over the download limit of "
+                        f"{s.max_download} bytes (BACKLOG_MAX_DOWNLOAD_BYTES). Next: open it "
+                        "in Backlog, or raise the limit.") from None
+    ctype = answer.content_type or "application/octet-stream"
+    name = parse_disposition(answer.headers.get("Content-Disposition"), fallback)
+    data = bytes(answer.body)
     base = ctype.split(";")[0].strip().lower()
     if fmt == "image" and not base.startswith("image/"):
         raise ToolError(f"File '{name}' is not an image (content type {ctype}). "
                         "Next: call again with format 'text' or 'raw'.")
-    if fmt == "text" and not looks_like_text(data, ctype) and not _decodes(data, ctype):
+    if fmt == "text" and not looks_like_text(data, ctype) \
+            and not _decodes(data, charset_of(ctype)):
         raise ToolError(f"File '{name}' is not text in UTF-8 or its declared charset. "
                         "Next: call again with format 'raw'.")
     if fmt is None:
         fmt = "image" if base.startswith("image/") else \
             "text" if looks_like_text(data, ctype) else "raw"
     return Download(name, ctype, data, fmt)
-
-
-def _decodes(data, ctype):
-    try:
-        data.decode(charset_of(ctype) or "utf-8")
-        return True
-    except (LookupError, UnicodeDecodeError):
-        return False
 
 
 # == Custom fields and names ===================================================
@@ -1231,7 +1589,7 @@ def resolve(values, choices, label, lookup, key="name"):
         if isinstance(value, int):
             ids.append(value)
             continue
-        if value.isdigit():
+        if DIGITS.match(value):
             ids.append(int(value))
             continue
         found = [c for c in choices() if normalize(value) in
@@ -1628,34 +1986,58 @@ def issue_attachment_download(issue_id_or_key: IssueIdOrKey, attachment_id: Atta
 
 
 def open_upload(file_path):
-    """The open file and the name of a file the model may upload. Every refusal has the same
-    words, so that calls cannot map what lies outside BACKLOG_UPLOAD_DIRS."""
+    """The bytes and the name of a file the model may upload. The file is opened without
+    following a last symlink and without blocking (a FIFO cannot hang the server), then
+    accepted only if the descriptor is a regular file and is the very file that its real
+    path, under one of BACKLOG_UPLOAD_DIRS, names now: a folder swapped for a symlink between
+    the check and the open is caught. Every refusal has the same words, so that calls cannot
+    map what lies outside the folders."""
+    import stat
     roots = settings().upload_dirs
     refused = ToolError(f"Cannot upload '{file_path[:200]}': not a readable file under "
                         f"BACKLOG_UPLOAD_DIRS ({os.pathsep.join(roots)}). Next: give a path "
                         "inside one of those folders (relative paths start in the first).")
+
+    def inside(path):
+        real = os.path.realpath(path)
+        return real if any(os.path.commonpath([real, root]) == root for root in roots) \
+            else None
+
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) \
+        | getattr(os, "O_BINARY", 0)
     try:
-        real = os.path.realpath(os.path.join(roots[0], os.path.expanduser(file_path)))
-        if not any(os.path.commonpath([real, root]) == root for root in roots) \
-                or not os.path.isfile(real):
+        path = os.path.join(roots[0], os.path.expanduser(file_path))
+        real = inside(path)
+        if real is None:
             raise refused
-        fh = open(real, "rb")
-    except (ValueError, OSError):  # a NUL byte, another drive, no permission, gone meanwhile
+        fd = os.open(real, flags)
+    except (ValueError, OSError):  # a NUL byte, another drive, a link, no permission, gone
         raise refused from None
-    size = os.fstat(fh.fileno()).st_size
-    if size > MAX_UPLOAD:
-        fh.close()
-        raise ToolError(f"'{file_path}' is {size} bytes, over the upload limit of {MAX_UPLOAD}.")
-    return fh, os.path.basename(file_path.replace("\\", "/").rstrip("/")) or "file"
+    try:
+        opened, now = os.fstat(fd), os.stat(inside(path) or "\0")
+        if not stat.S_ISREG(opened.st_mode) \
+                or (opened.st_dev, opened.st_ino) != (now.st_dev, now.st_ino):
+            raise refused
+        if opened.st_size > MAX_UPLOAD:
+            raise ToolError(f"'{file_path[:200]}' is {opened.st_size} bytes, over the upload "
+                            f"limit of {MAX_UPLOAD}.")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read(MAX_UPLOAD + 1)
+    except (ValueError, OSError):
+        raise refused from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_UPLOAD:
+        raise ToolError(f"'{file_path[:200]}' is over the upload limit of {MAX_UPLOAD} bytes.")
+    return data, os.path.basename(file_path.replace("\\", "/").rstrip("/")) or "file"
 
 
 @tool("Upload attachment", write="issue", requires=("upload_dirs", "BACKLOG_UPLOAD_DIRS"))
 def issue_attachment_upload(file_path: P("string", "Path of a local file under "
                                                    "BACKLOG_UPLOAD_DIRS")):
     """Upload a local file; pass its id in attachment_ids of issue_add/update/comment_add."""
-    fh, name = open_upload(file_path)
-    with fh:
-        return api.upload(("space", "attachment"), name, fh)
+    data, name = open_upload(file_path)
+    return api.upload(("space", "attachment"), name, data)
 
 
 @tool("Delete issue attachment", write="issue", destructive=True, idempotent=True)
@@ -2081,6 +2463,8 @@ def user_watching_list_get(user_id: UserId, resource_already_read: UnreadOnly = 
                            offset: Offset = 0, count: Count = 20, fields: Fields = None):
     """List the issues a user watches."""
     read = None if resource_already_read is None else not resource_already_read
+    for issue in issue_ids or ():
+        guard_issue(issue)
     return allowed_items(api.get(("users", user_id, "watchings"), {
         "resourceAlreadyRead": read, "issueId": issue_ids, "sort": sort, "order": order,
         "offset": offset, "count": count}))
@@ -2308,7 +2692,8 @@ class Session:
         cursor = params.get("cursor")
         start = 0
         if cursor not in (None, ""):
-            if not isinstance(cursor, str) or not cursor.isdigit() or int(cursor) > len(names):
+            if not isinstance(cursor, str) or not DIGITS.match(cursor) \
+                    or int(cursor) > len(names):
                 raise RpcError(-32602, "Invalid cursor: call tools/list without one.")
             start = int(cursor)
         page = names[start:start + TOOLS_PAGE_SIZE]
@@ -2363,8 +2748,8 @@ def handle(message, session):
             return error_reply(None, -32600, "Batches are not supported in this protocol version.")
         if not message:
             return error_reply(None, -32600, "Empty batch.")
-        replies = [handle(m, session) for m in message
-                   if not isinstance(m, list)]
+        replies = [error_reply(None, -32600, "A batch holds JSON objects, not batches.")
+                   if isinstance(m, list) else handle(m, session) for m in message]
         replies = [r for r in replies if r is not None]
         return replies or None
     if not isinstance(message, dict):
@@ -2412,31 +2797,105 @@ def _modern(params, method):
         return False
     version = meta[META + "protocolVersion"]
     if version not in MODERN_VERSIONS:
-        raise RpcError(-32022, f"Unsupported protocol version: {version}",
-                       {"supported": list(MODERN_VERSIONS), "requested": version})
+        shown = version if isinstance(version, str) else json.dumps(version)[:40]
+        raise RpcError(-32022, f"Unsupported protocol version: {shown[:40]}",
+                       {"supported": list(MODERN_VERSIONS), "requested": shown[:40]})
     if not isinstance(meta.get(META + "clientCapabilities"), dict):
         raise RpcError(-32602, f"_meta needs {META}clientCapabilities.")
     return True
 
 
+def parse_line(line):
+    """A client's line: strict JSON (NaN and Infinity refused), lone surrogates made U+FFFD.
+    Raises ValueError for what is not one JSON value."""
+    text = line.decode("utf-8")
+    message = json.loads(text, strict=False, parse_constant=_refuse)  # raw tabs: tolerated
+    return scrub(message) if LONE.search(text) else message
+
+
+def _refuse(constant):
+    raise ValueError(f"{constant} is not JSON")
+
+
 def serve(stdin=None, stdout=None):
     """Read JSON-RPC lines from stdin and write one reply line per request, until EOF."""
     stdin = stdin or sys.stdin.buffer
-    stdout = stdout or sys.stdout.buffer
+    out = Writer(stdout or sys.stdout.buffer)
     session = Session()
     for line in stdin:
         if not line.strip():
             continue
         try:
-            message = json.loads(line.decode("utf-8"), strict=False)  # raw \r, tabs: tolerated
+            message = parse_line(line)
         except (UnicodeDecodeError, ValueError, RecursionError):
             reply = error_reply(None, -32700, "Parse error: each line must be one JSON object.")
         else:
             reply = handle(message, session)
         if reply is not None:
-            stdout.write(dumps(reply).encode("utf-8"))  # a large reply is not copied again
-            stdout.write(b"\n")
-            stdout.flush()
+            out.write(reply)
+
+
+class Writer:
+    """The one writer of stdout: each message is one line of strict JSON (RFC 8259) that
+    cannot fail to encode, with the secrets redacted; a SIGTERM that arrives while a line is
+    being written ends the process once the line is whole."""
+
+    stopping = writing = False
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, message):
+        data = wire(message)
+        Writer.writing = True
+        try:
+            self.stream.write(data)  # the line and its newline: one buffer, not copied again
+            self.stream.flush()
+        finally:
+            Writer.writing = False
+        if Writer.stopping:
+            raise SystemExit(0)
+
+    @staticmethod
+    def terminate(*_):
+        if Writer.writing:
+            Writer.stopping = True
+        else:
+            raise SystemExit(0)
+
+
+def wire(message):
+    """A message as the bytes of one line. The fast path is one dumps and one encode; the
+    rare message that holds a secret, a lone surrogate (escaped \\udXXX from a client, cut
+    text from Backlog), NaN or Infinity is cleaned and encoded again."""
+    try:
+        text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        if not any(form in text for form in secret_forms()):
+            return text.encode("utf-8") + b"\n"
+    except (ValueError, UnicodeEncodeError):
+        pass
+    except (TypeError, RecursionError):
+        message = error_reply(message.get("id") if isinstance(message, dict) else None, -32603,
+                              "Internal error in the server; see its stderr log.")
+        log(f"unserialisable message dropped: {type(message)}")
+    text = json.dumps(clean(message), ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False)
+    return text.encode("utf-8", "replace") + b"\n"
+
+
+def clean(value):
+    """What wire() sends when the fast path fails: secrets redacted, lone surrogates made
+    U+FFFD (RFC 8259 leaves them to each reader: some refuse the whole message), NaN and
+    Infinity made null."""
+    if isinstance(value, str):
+        return SURROGATE.sub("\ufffd", redact(value))
+    if isinstance(value, float):
+        return value if value - value == 0 else None
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if isinstance(value, dict):
+        return {clean(str(k)): clean(v) for k, v in value.items()}
+    return value
 
 
 # == Command line ==============================================================
@@ -2483,12 +2942,24 @@ def check():
            f"toolsets: {', '.join(c for c in CATEGORIES if c in TOOLSETS)}",
            f"uploads from: {os.pathsep.join(s.upload_dirs) or 'none (BACKLOG_UPLOAD_DIRS unset)'}",
            f"tools: {len(enabled)} enabled of {len(TOOLS)}", "ok"]
-    sys.stdout.write("\n".join(out) + "\n")
+    emit("\n".join(out))
+
+
+def emit(text, stream="stdout"):
+    """The command line's one writer: redacted, UTF-8 whatever the locale, never a
+    traceback when the stream is closed or missing."""
+    target = getattr(sys, stream, None)
+    try:
+        target.buffer.write(SURROGATE.sub("\ufffd", redact(text)).encode("utf-8", "replace")
+                            + b"\n")
+        target.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
 
 
 def usage(message):
     """A usage error on the command line: message to stderr, exit status 2."""
-    sys.stderr.write(f"usage error: {message}\n")
+    emit(f"usage error: {message}", "stderr")
     raise SystemExit(2)
 
 
@@ -2499,19 +2970,19 @@ def cli_value(tool_, name, text):
     kinds = kinds if isinstance(kinds, list) else [kinds]
 
     def scalar(item):
-        if "integer" in kinds and re.match(r"-?\d+\Z", item):
+        if "integer" in kinds and re.match(r"-?[0-9]{1,18}\Z", item):
             return int(item)
         if "number" in kinds:
             try:
-                return float(item)
+                return float(item) if len(item) < 40 else item
             except ValueError:
                 pass
         if "boolean" in kinds and item.lower() in ("true", "false"):
             return item.lower() == "true"
         if "object" in kinds:
             try:
-                return json.loads(item)
-            except ValueError:
+                return json.loads(item, parse_constant=_refuse)
+            except (ValueError, RecursionError):
                 usage(f"{name} takes a JSON object, e.g. "
                       f"{name}='{{\"Severity\":\"High\"}}'")
         return item
@@ -2519,8 +2990,8 @@ def cli_value(tool_, name, text):
     if param.type == "array":
         if text.startswith("["):
             try:
-                return json.loads(text)
-            except ValueError:
+                return json.loads(text, parse_constant=_refuse)
+            except (ValueError, RecursionError):
                 pass
         return [scalar(part.strip()) for part in text.split(",") if part.strip()]
     return scalar(text)
@@ -2551,9 +3022,10 @@ def cli_call(argv):
     arguments = {}
     if json_arg is not None:
         try:
-            arguments = json.loads(sys.stdin.read() if json_arg == "-" else json_arg)
-        except ValueError as exc:
-            usage(f"--json is not valid JSON ({exc})")
+            arguments = parse_line((sys.stdin.buffer.read() if json_arg == "-"
+                                    else json_arg.encode("utf-8", "surrogateescape")))
+        except (ValueError, RecursionError, AttributeError, OSError) as exc:
+            usage(f"--json is not valid JSON ({str(exc)[:80]})")
         if not isinstance(arguments, dict):
             usage("--json takes a JSON object")
     for pair in pairs:
@@ -2575,29 +3047,34 @@ def cli_call(argv):
     try:
         args, value = run_tool(tool_, arguments)
     except ToolError as exc:
-        sys.stderr.write(redact(exc) + "\n")
+        emit(str(exc), "stderr")
         raise SystemExit(1) from None
     if output:
         data = value.data if isinstance(value, Download) else \
             (dumps(value, pretty) + "\n").encode("utf-8")
-        with open(output, "wb") as fh:
-            fh.write(data)
-        sys.stderr.write(f"wrote {len(data)} bytes to {output}\n")
+        try:
+            with open(output, "wb") as fh:
+                fh.write(data)
+        except (OSError, ValueError) as exc:
+            emit(f"cannot write {output}: {exc.strerror if isinstance(exc, OSError) else exc}",
+                 "stderr")
+            raise SystemExit(1) from None
+        emit(f"wrote {len(data)} bytes to {output}", "stderr")
         return
     result = result_of(tool_, args, value)
     texts = [c.get("text") if c["type"] == "text" else f"[{c['mimeType']} image: use --output FILE]"
              for c in result["content"]]
     if pretty and not isinstance(value, (str, Download)):
         texts[0] = dumps(json.loads(texts[0]), pretty=True)
-    sys.stdout.write(texts[0] + "\n")
+    emit(texts[0])
     for note in texts[1:]:
-        sys.stderr.write(note + "\n")
+        emit(note, "stderr")
 
 
 def cli_tool(name):
     found = TOOLS.get(name) or TOOLS.get(name[len(settings().prefix):])
     if found is None:
-        close = sorted(TOOLS, key=lambda n: distance(name, n))[:5]
+        close = sorted(TOOLS, key=lambda n: distance(name[:64], n))[:5]
         usage(f"unknown tool '{name}'. Did you mean: {', '.join(close)}? "
                          "`tools` lists them all.")
     why = found.disabled_because()
@@ -2607,9 +3084,7 @@ def cli_tool(name):
 
 
 def cli_help(name):
-    tool_ = TOOLS.get(name)
-    if tool_ is None:
-        cli_tool(name)
+    tool_ = TOOLS.get(name) or TOOLS.get(name[len(settings().prefix):]) or cli_tool(name)
     lines = [f"{tool_.name}: {tool_.title}", tool_.description,
              f"group: {tool_.write or 'read'}; " + (tool_.disabled_because() or "enabled"), "",
              "parameters:"]
@@ -2618,7 +3093,7 @@ def cli_help(name):
         need = "required" if pname in tool_.required else "optional"
         extra = f" ({', '.join(param.enum)})" if param.enum else ""
         lines.append(f"  {pname:24} {kind:28} {need:8} {param.doc}{extra}")
-    sys.stdout.write("\n".join(lines) + "\n")
+    emit("\n".join(lines))
 
 
 def main(argv=None):
@@ -2635,11 +3110,11 @@ def main(argv=None):
     configure(read_only=read_only, toolsets=toolsets)
     command = argv[0] if argv else None
     if command in ("--version", "-V"):
-        sys.stdout.write(f"mcp-backlog-server {__version__}\n")
+        emit(f"mcp-backlog-server {__version__}")
     elif command in ("--help", "-h"):
-        sys.stdout.write(HELP)
+        emit(HELP.rstrip("\n"))
     elif command in ("--list-tools", "tools"):
-        sys.stdout.write("\n".join(list_tools_lines()) + "\n")
+        emit("\n".join(list_tools_lines()))
     elif command == "--check":
         check()
     elif command == "help" and len(argv) == 2:
@@ -2656,7 +3131,10 @@ def run_server():
     import signal
     if SETTINGS.problems:
         log("configuration problem: " + " ".join(SETTINGS.problems))
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, Writer.terminate)
+    if sys.stdin is None or sys.stdout is None:
+        log("stdin or stdout is closed: a client starts this server with both as pipes.")
+        raise SystemExit(1)
     try:
         serve()
     except KeyboardInterrupt:

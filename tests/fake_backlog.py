@@ -1,7 +1,8 @@
 """A local stand-in for the Backlog API v2 (stdlib only), for the tests and the benchmark.
 
 It answers with the example bodies in tests/data (copied from Backlog's documented shapes),
-records every request, and can be told to misbehave (stall, reset, trickle, proxy pages).
+records every request, and can be told to misbehave (stall, reset, trickle, proxy pages, a raw
+answer of any status, headers and body).
 
 Two projects exist: DEMO (id 101), whose data are the fixtures, and OTHER (id 202), whose data
 are the same fixtures with their project rewritten; space-wide lists hold items of both.
@@ -9,6 +10,7 @@ Identifiers of OTHER: project OTHER/202, issue OTHER-1/999, wiki 6001, document 
 repository 'secret', watching 9999.
 """
 
+import base64
 import copy
 import json
 import os
@@ -265,6 +267,7 @@ class FakeBacklog(Backlog):
         super().__init__(api_key)
         self.faults = []          # (path regex or None, kind, arg), consumed in order
         self.server = None
+        self.stopping = threading.Event()  # set by stop(): the long trickles end at once
 
     def __enter__(self):
         return self.start()
@@ -274,6 +277,7 @@ class FakeBacklog(Backlog):
 
     def start(self):
         fake = self
+        self.stopping.clear()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -297,6 +301,7 @@ class FakeBacklog(Backlog):
         return self
 
     def stop(self):
+        self.stopping.set()
         if self.server:
             self.server.shutdown()
             self.server.server_close()
@@ -316,6 +321,11 @@ class FakeBacklog(Backlog):
             args = dict(query)
             arg = (int(args["size"]), args.get("type", "application/octet-stream")) \
                 if args["kind"] == "big" else None
+            if args["kind"] in ("continue_trickle", "header_trickle") and "interval" in args:
+                arg = float(args["interval"])
+            if args["kind"] == "raw":  # status=, headers= a JSON object, body= base64
+                arg = (int(args.get("status", 200)), json.loads(args.get("headers") or "{}"),
+                       base64.b64decode(args.get("body", "")))
             self.fault(args["kind"], arg, args.get("path"), int(args.get("times", 1)))
             return self.send_bytes(h, 204, b"", {})
         for i, (where, kind, arg) in enumerate(self.faults):
@@ -340,7 +350,9 @@ class FakeBacklog(Backlog):
 
     def misbehave(self, h, kind, arg):
         """Faults: status (with a body or none), html, empty, truncated, hang, reset, trickle,
-        big (a streamed body of `arg` bytes)."""
+        big (a streamed body of `arg` bytes), continue_trickle (`100 Continue` every `arg` s,
+        never a final answer), header_trickle (a status line, then a header one byte every
+        `arg` s), raw (`arg` = (status, headers, body bytes), sent as they are)."""
         if kind == "status":
             status, body, headers = arg
             data = b"" if body is None else json.dumps(body).encode()
@@ -399,7 +411,67 @@ class FakeBacklog(Backlog):
             return self.send_bytes(h, 200, stream, {
                 "Content-Type": ctype, "Content-Disposition": "attachment; filename=\"big.bin\""},
                 length=size)
+        if kind == "continue_trickle":
+            return self._trickle(h, 0.2 if arg is None else arg, b"",
+                                 [b"HTTP/1.1 100 Continue\r\n\r\n"])
+        if kind == "header_trickle":
+            return self._trickle(h, 0.5 if arg is None else arg, b"HTTP/1.1 200 OK\r\n",
+                                 [bytes([c]) for c in b"Content-Type: application/json\r\n"])
+        if kind == "raw":
+            return self.send_raw(h, *arg)
         raise ValueError(kind)
+
+    TRICKLE_SECONDS = 30.0  # the longest a trickle lasts
+
+    def _trickle(self, h, interval, first, pieces):
+        """`first`, then `pieces` in a cycle, one every `interval` seconds, for at most
+        TRICKLE_SECONDS; never a whole answer. Ends quietly when the socket breaks."""
+        h.close_connection = True
+        deadline = time.monotonic() + self.TRICKLE_SECONDS
+        try:
+            if first:
+                h.wfile.write(first)
+                h.wfile.flush()
+            i = 0
+            while time.monotonic() < deadline and not self.stopping.is_set():
+                h.wfile.write(pieces[i % len(pieces)])
+                h.wfile.flush()
+                i += 1
+                self.stopping.wait(max(0.0, min(interval, deadline - time.monotonic())))
+        except OSError:
+            pass
+        return None
+
+    def send_raw(self, h, status, headers, body):
+        """Exactly this status line, these headers (a dict, or (name, value) pairs; str or
+        bytes) and body bytes; a Content-Length of the body is added unless the headers have
+        Content-Length or Transfer-Encoding. The connection is closed afterwards."""
+        from http import HTTPStatus
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Unknown"
+        pairs = list(headers.items() if isinstance(headers, dict) else headers or ())
+        names = {(k.decode("latin-1") if isinstance(k, bytes) else k).lower() for k, _ in pairs}
+        if not names & {"content-length", "transfer-encoding"}:
+            pairs.append(("Content-Length", str(len(body))))
+
+        def raw(text):
+            if isinstance(text, bytes):
+                return text
+            try:
+                return str(text).encode("latin-1")
+            except UnicodeEncodeError:
+                return str(text).encode("utf-8", "surrogatepass")
+        head = b"HTTP/1.1 %d %s\r\n" % (status, phrase.encode())
+        head += b"".join(raw(k) + b": " + raw(v) + b"\r\n" for k, v in pairs) + b"\r\n"
+        h.close_connection = True
+        try:
+            h.wfile.write(head + (body or b""))
+            h.wfile.flush()
+        except OSError:
+            pass
+        return None
 
 
 def main():
