@@ -148,6 +148,10 @@ class Settings:
                                  "e.g. https://your-space.backlog.com")
             return ""
         example = "a URL like https://your-space.backlog.com"
+        if not re.match(r"[!-~]+\Z", raw):  # urlsplit drops tabs and newlines silently
+            self.problems.append(f"{variable} holds white space or characters outside ASCII: "
+                                 f"it must be {example}.")
+            return ""
         try:
             url = urlsplit(raw)
             if url.password:
@@ -556,8 +560,12 @@ class Backlog:
         stage = "reset"
         WATCHDOG.arm(seconds)
         try:
-            response = self.session.send(prepared, stream=True, allow_redirects=False,
-                                         timeout=(min(s.timeout[0], seconds), seconds))
+            # The adapter itself: Session.send would parse a redirect's Location (and fail on
+            # a bad one) even with allow_redirects=False; send() decides on redirects.
+            session = self.session
+            response = session.get_adapter(prepared.url).send(
+                prepared, stream=True, timeout=(min(s.timeout[0], seconds), seconds),
+                verify=session.verify, proxies=session.proxies, cert=session.cert)
             stage = "cut"
             try:
                 keep = 65536 if response.status_code >= 300 else None
@@ -565,6 +573,8 @@ class Backlog:
                 if keep is None and DIGITS.match(declared) and int(declared) > cap:
                     raise TooBig(cap, declared)
                 body = read_body(response.raw, response.headers, cap, keep=keep)
+                if WATCHDOG.fired:  # the socket was shut: what came is not the answer
+                    raise TimeoutError
             except TooBig as exc:
                 exc.headers = response.headers
                 raise

@@ -75,10 +75,12 @@ def backlog():
 
 
 def rpc(method, params=None, id_=1, session=None):
+    """One request through dispatch and the one writer of stdout: what the client reads."""
     message = {"jsonrpc": "2.0", "id": id_, "method": method}
     if params is not None:
         message["params"] = params
-    return b.handle(message, session or b.Session())
+    reply = b.handle(message, session or b.Session())
+    return None if reply is None else strict_json(b.wire(reply))
 
 
 def call(_tool, **arguments):
@@ -1905,3 +1907,456 @@ def test_official_typescript_sdk_1_client(pyz, fake):
     assert set(report["tools"]) == default_tools() and report["nextCursor"] is None
     assert json.loads(report["result"]["content"][0]["text"])["issueKey"] == "DEMO-42"
     assert report["failed"]["isError"] is True
+
+
+# == Trust: the outside review's findings, one test each (issue 10) ===========
+
+OTHER_KEY_HOSTS = [  # spellings that once sent the key to another host, and their kin
+    "https://evil.com\\x.backlog.com", "https://evil.com\\@x.backlog.com",
+    "https://evil.com%5C.backlog.com", "https://evil.com#.backlog.com",
+    "https://evil.com?.backlog.com", "https://evil.com/.backlog.com",
+    "https://x.backlog.com@evil.com", "https://evil.com\t.backlog.com",
+    "https://evil.com%00.backlog.com", "https://ｅvil.backlog.com",
+    "http://127.evil.com", "https://127.evil.com", "http://127.0.0.1.evil.com",
+    "http://localhost.evil.com", "http://[::ffff:7f00:1]", "http://0x7f000001",
+    "http://2130706433",
+]
+
+
+@pytest.mark.parametrize("url", OTHER_KEY_HOSTS)
+def test_base_url_spellings_that_leave_backlog_are_refused(url):
+    for env in (dict(ENV, BACKLOG_BASE_URL=url),
+                dict(ENV, BACKLOG_BASE_URL="", BACKLOG_DOMAIN=url.split("://", 1)[1])):
+        s = b.configure(env)
+        assert s.problems and s.base_url == ""
+    with responses.RequestsMock() as mock:  # any request at all fails the test
+        assert "not configured" in error(call("space_details_get"))
+        assert not mock.calls
+
+
+@pytest.mark.parametrize("url", ["http://localhost:8080", "http://127.0.0.2:9", "http://[::1]:80",
+                                 "https://127.0.0.1", "https://x.backlog.jp:8443"])
+def test_loopback_means_localhost_127_or_ipv6_one(url):
+    s = b.configure(dict(ENV, BACKLOG_BASE_URL=url))
+    assert s.problems == [] and s.base_url == url
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("abcx.-:/@\\?#%[]1270 \t")) | st.characters(),
+               max_size=30))
+def test_generated_base_urls_reach_only_the_host_urllib3_reads(tail):
+    """Whatever the URL, either it is refused, or the parser that sends reads the host we
+    checked, and the key goes nowhere else."""
+    from urllib3.util import parse_url
+    for url in ("https://" + tail + ".backlog.com", "https://x.backlog.com" + tail,
+                "http://127.0.0.1" + tail, "https://" + tail):
+        s = b.configure(dict(ENV, BACKLOG_BASE_URL=url, BACKLOG_ALLOW_CUSTOM_HOST="1"))
+        if s.base_url:
+            prepared = requests.Request("GET", s.base_url + "/api/v2/space",
+                                        params={"apiKey": KEY}).prepare()
+            assert parse_url(prepared.url).host == parse_url(s.base_url).host
+            assert urlsplit(s.base_url).hostname == parse_url(s.base_url).host.strip("[]")
+
+
+def test_the_prepared_url_is_checked_before_sending(backlog, monkeypatch):
+    b.configure(ENV)
+    monkeypatch.setattr(b.SETTINGS, "base_url", "https://evil.com\\x.backlog.com")
+    assert "not sent" in error(call("space_details_get"))
+    assert backlog.requests == []
+
+
+@pytest.fixture
+def elsewhere():
+    """A second stand-in on another port: any request that reaches it has left the space."""
+    with FakeBacklog(KEY) as server:
+        yield server
+
+
+@pytest.mark.parametrize("location", ["{other}/api/v2/space", "//127.0.0.2:{port}/x",
+                                      "http://127.0.0.1:{port}/api/v2/space", "https://x.y/z",
+                                      "{own}/elsewhere", "", "http://[bad"])
+def test_redirects_leave_the_host_only_as_an_error(fake, elsewhere, location):
+    b.configure(fault_env(fake))
+    target = location.format(other=elsewhere.url, port=elsewhere.url.rsplit(":", 1)[1],
+                             own=fake.url)
+    fake.fault("raw", (302, {"Location": target, "Content-Type": "application/json"},
+                       b'{"spaceKey": "moved"}'))
+    text = error(call("space_details_get"))
+    assert "redirect (HTTP 302)" in text and "not followed" in text
+    assert elsewhere.requests == [] and len(fake.requests) == 1
+
+
+def test_same_origin_redirect_is_followed_without_the_key(fake):
+    b.configure(fault_env(fake))
+    fake.fault("raw", (301, {"Location": fake.url + "/api/v2/space?apiKey=" + KEY}, b""))
+    assert data(call("space_details_get"))["spaceKey"] == "example"
+    fake.fault("raw", (307, {"Location": "/api/v2/space"}, b""))
+    assert "HTTP 401" in error(call("space_details_get"))  # the key is not added to it
+    assert fake.keys == []
+
+
+@pytest.mark.parametrize("name, arguments, path", [
+    ("wiki_add", {"project_id_or_key": "DEMO", "name": "n", "content": "c"}, "wikis$"),
+    ("issue_delete", {"issue_id_or_key": "DEMO-1"}, "issues/DEMO-1$"),
+    ("notification_count_reset", {}, "markAsRead$")])
+@pytest.mark.parametrize("status", [301, 302, 303, 304, 307, 308, 100, 199])
+def test_a_write_succeeds_only_on_2xx(fake, name, arguments, path, status):
+    b.configure(fault_env(fake))
+    fake.fault("raw", (status, {"Location": fake.url + "/api/v2/space"}, b""), path=path)
+    text = error(call(name, **arguments))
+    # http.client reads past a 100 Continue: the body that follows is no status line
+    assert ("HTTP " + str(status) in text) if status != 100 else "Could not reach" in text
+    assert len([r for r in fake.requests if r.method != "GET"]) == 1
+
+
+@pytest.mark.parametrize("key", ["a1b", "x", "k" * 64, "p%2Fq+r s&"[:8].replace(" ", "")])
+def test_the_key_is_redacted_in_results_whatever_its_length(fake, key):
+    fake.api_key = key
+    b.configure(dict(fault_env(fake), BACKLOG_API_KEY=key))
+    echo = json.dumps({"spaceKey": "example", "url": f"{fake.url}/api/v2/space?apiKey={key}",
+                       "quoted": requests.utils.quote(key, safe="")}).encode()
+    fake.fault("raw", (200, {"Content-Type": "application/json"}, echo))
+    line = b.wire(rpc("tools/call", {"name": "space_details_get", "arguments": {}}))
+    assert key.encode() not in line and requests.utils.quote(key, safe="").encode() not in line
+    fake.fault("raw", (200, {"Content-Type": "text/plain"}, b"apiKey=" + key.encode()))
+    line = b.wire(rpc("tools/call", {"name": "issue_attachment_download",
+                                     "arguments": {"issue_id_or_key": "DEMO-1",
+                                                   "attachment_id": 1}}))
+    assert key.encode() not in line and b"apiKey=***" in line
+
+
+def test_a_url_password_is_never_echoed(capfd):
+    s = b.configure(dict(ENV, BACKLOG_BASE_URL="https://admin:hunter2-secret@x.backlog.com"))
+    assert s.problems and "hunter2-secret" not in " ".join(s.problems)
+    assert "hunter2-secret" not in json.dumps(call("space_details_get"))
+    b.log("echo https://admin:hunter2-secret@x.backlog.com")
+    assert "hunter2-secret" not in capfd.readouterr().err
+
+
+LONE_LINES = [
+    b'{"jsonrpc":"2.0","id":"\\ud83d","method":"ping"}',
+    b'{"jsonrpc":"2.0","id":1,"method":"\\ud83d"}',
+    b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"\\udc00x"}}',
+    b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"space_details_get",'
+    b'"arguments":{"\\ud800":1}}}',
+    b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"issue_details_get",'
+    b'"arguments":{"issue_id_or_key":"\\ud83d"}}}',
+    b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"\\ud83d":"\\udfff"}}}',
+    b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/'
+    b'protocolVersion":"\\ud83d"}}}',
+    b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"issue_list_get",'
+    b'"arguments":{"fields":["\\ud83d"],"custom_fields":{"\\ud800":1},"project_ids":["DEMO"]}}}',
+    b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"issue_attachment_upload",'
+    b'"arguments":{"file_path":"\\udcff.txt"}}}',
+    b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":NaN}}',
+    b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":-Infinity}}',
+    b'{"jsonrpc":"2.0","id":1e400,"method":"ping"}',
+    b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/'
+    b'protocolVersion":1e400,"io.modelcontextprotocol/clientCapabilities":{}}}}',
+    b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"issue_update","arguments":'
+    b'{"issue_id_or_key":"DEMO-1","estimated_hours":1e400}}}',
+]
+
+
+def test_lone_surrogates_nan_and_huge_numbers_from_the_client(fake):
+    b.configure(fault_env(fake))
+    _, raw = run_serve(b"\n".join(LONE_LINES) + b"\n")
+    lines = raw.splitlines()
+    assert len(lines) == len(LONE_LINES)
+    replies = [strict_json(line) for line in lines]
+    assert all(r.get("error", {}).get("code") != -32603 for r in replies), replies
+    assert [r["error"]["code"] for r in replies[9:12]] == [-32700, -32700, -32600]
+    assert replies[0]["id"] == "\ufffd"
+    assert "Infinity" in replies[12]["error"]["message"]
+    assert "must be a number" in replies[13]["result"]["content"][0]["text"]
+    assert not [r for r in fake.requests if r.method != "GET"]
+
+
+BACKLOG_ODDITIES = [  # a body Backlog (or what stands in front of it) may send
+    b'{"spaceKey": "\\ud83d", "name": "cut \\udc00 text", "\\ud800": 1}',
+    b'{"spaceKey": "\xed\xa0\x80", "name": "\xff\xfe raw"}',
+    b'{"spaceKey": "x", "ownerId": NaN, "a": Infinity, "b": -Infinity, "c": 1e400}',
+]
+
+
+@pytest.mark.parametrize("body", BACKLOG_ODDITIES)
+def test_odd_text_and_numbers_from_backlog(fake, body):
+    b.configure(fault_env(fake))
+    fake.fault("raw", (200, {"Content-Type": "application/json"}, body))
+    line = b.wire(rpc("tools/call", {"name": "space_details_get", "arguments": {}}))
+    reply = strict_json(line)
+    value = json.loads(reply["result"]["content"][0]["text"], parse_constant=refuse)
+    if b"NaN" in body:  # null, and a lean answer drops nulls
+        assert value == {"spaceKey": "x"}
+    else:
+        assert "\ufffd" in json.dumps(value, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("headers, body, expect", [
+    ({"Content-Type": "text/plain; charset=utf-7"}, b"+2D3cAA-", "text"),
+    ({"Content-Type": "text/plain; charset=unicode_escape"}, b"\\ud800 x", "text"),
+    ({"Content-Type": "text/plain; charset=rot13"}, b"plain", "text"),
+    ({"Content-Type": "application/octet-stream",
+      "Content-Disposition": "attachment; filename*=utf-7''+2D3cAA-.txt"}, b"x", None),
+    ({"Content-Type": "application/octet-stream",
+      "Content-Disposition": "attachment; filename=\"a{b}c{size}.bin\""}, b"\0\1", None),
+    ({"Content-Type": "application/octet-stream",
+      "Content-Disposition": "attachment; filename*=UTF-8''%ff%ed%a0%80.bin"}, b"\0", None),
+    ({"Content-Type": "image/png", "Content-Length": "²"}, PNG, None),
+])
+def test_odd_downloads(fake, headers, body, expect):
+    b.configure(fault_env(fake))
+    fake.fault("raw", (200, headers, body))
+    reply = strict_json(b.wire(rpc("tools/call", {"name": "issue_attachment_download", "arguments": {
+        "issue_id_or_key": "DEMO-1", "attachment_id": 1}})))
+    assert "result" in reply, reply
+
+
+@pytest.mark.parametrize("variable, value", [
+    (v, x) for v in ("BACKLOG_MAX_DOWNLOAD_BYTES", "BACKLOG_TIMEOUT")
+    for x in ("inf", "nan", "1e400", "1e309", "-1", "0", "5,nan", "nan,5", "²", "1_000",
+              "\udcff")])
+def test_numeric_settings_are_finite_and_bounded(variable, value):
+    s = b.configure(dict(ENV, **{variable: value}))
+    if value != "1_000":  # float() reads '1_000' as 1000, in bounds
+        assert any(variable in p for p in s.problems), s.problems
+        assert "not configured" in error(call("space_details_get"))
+    assert all(n - n == 0 for n in (*s.timeout, s.max_download))
+
+
+def test_non_utf8_settings_in_a_spawned_server(pyz, fake):
+    env = {k.encode(): v.encode() for k, v in child_env(fake.url).items()}
+    env.update({b"BACKLOG_PROJECTS": b"DEMO,\xff\xfe", b"BACKLOG_TIMEOUT": b"\xff",
+                b"BACKLOG_UPLOAD_DIRS": b"/tmp/\xff"})
+    lines = [INIT_LINE, {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                         "params": {"name": "space_details_get", "arguments": {}}}]
+    done = subprocess.run([sys.executable, "-I", pyz], env=env, timeout=60, capture_output=True,
+                          input=b"".join(json.dumps(m).encode() + b"\n" for m in lines))
+    replies = [strict_json(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 0 and b"Traceback" not in done.stderr
+    assert "BACKLOG_TIMEOUT" in replies[1]["result"]["content"][0]["text"]
+
+
+INIT_LINE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+             "params": {"protocolVersion": "2025-06-18"}}
+
+
+@pytest.mark.parametrize("name, arguments", [
+    ("issue_list_get", {"status_ids": ["²"], "project_ids": ["DEMO"]}),
+    ("issue_list_get", {"project_ids": ["²"]}),
+    ("issue_count_get", {"assignee_ids": ["١٢"], "project_ids": ["DEMO"]}),
+    ("issue_details_get", {"issue_id_or_key": "1" * 5000}),
+    ("issue_list_get", {"ids": [10 ** 5000]}),
+    ("issue_list_get", {"ids": list(range(1_000_000))}),
+])
+def test_odd_arguments_are_tool_errors(backlog, name, arguments):
+    reply = rpc("tools/call", {"name": name, "arguments": arguments})
+    assert reply["result"]["isError"] is True, reply
+
+
+@pytest.mark.parametrize("cursor", ["²", "9" * 5000, "-1", "1e3", 5])
+def test_odd_cursors_are_invalid_params(cursor):
+    assert rpc("tools/list", {"cursor": cursor})["error"]["code"] == -32602
+
+
+@pytest.mark.parametrize("name, arguments, body", [
+    ("document_tree_get", {"project_id_or_key": "DEMO"}, b"[1, 2]"),
+    ("issue_details_get", {"issue_id_or_key": "DEMO-1"}, b'{"customFields": ["a", 1]}'),
+    ("project_custom_field_list_get", {"project_id_or_key": "DEMO"}, b'[{"id": 1}]'),
+    ("space_details_get", {}, b"[" * 900 + b"]" * 900),
+    ("space_details_get", {}, b"[" * 5000 + b"]" * 5000),
+    ("issue_list_get", {}, b'[{"a": ' * 70 + b"1" + b"}]" * 70),
+])
+def test_wrong_shapes_from_backlog_are_tool_errors(fake, name, arguments, body):
+    b.configure(fault_env(fake))
+    fake.fault("raw", (200, {"Content-Type": "application/json"}, body))
+    text = error(call(name, **arguments))
+    assert "Backlog" in text and "Next:" in text
+
+
+@pytest.mark.parametrize("errors", [
+    [{"message": "x", "code": [1, 2], "moreInfo": {"a": 1}}], [{"message": ["x"], "code": {}}],
+    ["plain"], [None], [[1]], "text", {"x": 1}])
+def test_odd_error_bodies_are_tool_errors(fake, errors):
+    b.configure(fault_env(fake))
+    body = json.dumps({"errors": errors}).encode()
+    fake.fault("raw", (400, {"Content-Type": "application/json"}, body))
+    assert "HTTP 400" in error(call("space_details_get"))
+
+
+def test_an_error_body_over_64_kib_is_shown_not_emptied(fake):
+    b.configure(fault_env(fake))
+    body = json.dumps({"errors": [{"message": "huge " + "x" * 100_000, "code": 7}]}).encode()
+    fake.fault("raw", (400, {"Content-Type": "application/json"}, body))
+    text = error(call("space_details_get"))
+    assert "huge xxx" in text and "empty body" not in text and len(text) < 1000
+
+
+@pytest.mark.parametrize("kind, interval", [("continue_trickle", 0.2), ("header_trickle", 0.5),
+                                            ("trickle", 0.3)])
+def test_one_deadline_covers_status_headers_and_body(fake, kind, interval):
+    b.configure(dict(fault_env(fake), BACKLOG_TIMEOUT="2"))
+    fake.fault(kind, interval)
+    result, elapsed = timed()
+    assert "did not answer within 2 s" in error(result)
+    assert elapsed < 8  # a stall, not a measurement: benchmarks/bench.py measures it
+    assert data(call("space_details_get"))["spaceKey"] == "example"
+
+
+def test_upload_of_a_fifo_does_not_block(backlog, tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    b.configure(dict(ENV, BACKLOG_UPLOAD_DIRS=str(tmp_path)))
+    assert "not a readable file" in error(call("issue_attachment_upload", file_path="pipe"))
+    assert backlog.requests == []
+
+
+def test_upload_never_sends_a_file_from_outside_while_folders_are_swapped(backlog, tmp_path):
+    import threading
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    (allowed / "real").mkdir(parents=True)
+    outside.mkdir()
+    (allowed / "real" / "f.txt").write_text("inside")
+    (outside / "f.txt").write_text("SECRET")
+    link = allowed / "d"
+    b.configure(dict(ENV, BACKLOG_UPLOAD_DIRS=str(allowed)))
+    stop = threading.Event()
+
+    def swap():
+        while not stop.is_set():
+            for target in (allowed / "real", outside):
+                tmp = allowed / "d.tmp"
+                try:
+                    os.symlink(target, tmp)
+                    os.replace(tmp, link)
+                except OSError:
+                    pass
+    os.symlink(allowed / "real", link)
+    thread = threading.Thread(target=swap, daemon=True)
+    thread.start()
+    try:
+        for _ in range(500):
+            call("issue_attachment_upload", file_path="d/f.txt")
+    finally:
+        stop.set()
+        thread.join()
+    sent_files = [data for r in backlog.requests for _, _, data in r.files]
+    assert sent_files and all(f == b"inside" for f in sent_files)
+
+
+def test_a_get_cut_by_a_reset_is_retried_a_write_never(fake):
+    b.configure(fault_env(fake))
+    fake.fault("reset_mid_body")
+    assert data(call("space_details_get"))["spaceKey"] == "example"
+    assert len(fake.requests) == 2
+    fake.requests.clear()
+    fake.fault("reset_mid_body", path="comments")
+    error(call("issue_comment_add", issue_id_or_key="DEMO-1", content="once"))
+    assert len([r for r in fake.requests if r.method == "POST"]) == 1
+
+
+def gzip_bytes(data, wbits=31):
+    import zlib
+    packer = zlib.compressobj(9, zlib.DEFLATED, wbits)
+    return packer.compress(data) + packer.flush()
+
+
+@pytest.mark.parametrize("coding, wbits", [("gzip", 31), ("deflate", 15), ("deflate", -15)])
+def test_compressed_answers_are_decoded(fake, coding, wbits):
+    b.configure(fault_env(fake))
+    body = gzip_bytes(json.dumps(load("space")).encode(), wbits)
+    fake.fault("raw", (200, {"Content-Type": "application/json", "Content-Encoding": coding},
+                       body))
+    assert data(call("space_details_get"))["spaceKey"] == "example"
+    fake.fault("raw", (200, {"Content-Type": "text/plain", "Content-Encoding": coding},
+                       gzip_bytes(b"hello text", wbits)))
+    text = call("issue_attachment_download", issue_id_or_key="DEMO-1", attachment_id=1)
+    assert text["content"][0]["text"] == "hello text"
+    assert "gzip" in fake.requests[0].headers.get("Accept-Encoding", "")
+
+
+def test_a_compression_bomb_stops_at_the_cap(fake):
+    import tracemalloc
+    b.configure(fault_env(fake, BACKLOG_MAX_DOWNLOAD_BYTES=str(1024 * 1024)))
+    bomb = gzip_bytes(b"\0" * (50 * 1024 * 1024))
+    fake.fault("raw", (200, {"Content-Type": "application/octet-stream",
+                             "Content-Encoding": "gzip"}, bomb))
+    tracemalloc.start()
+    text = error(call("issue_attachment_download", issue_id_or_key="DEMO-1", attachment_id=1))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert "over the download limit" in text and peak < 8 * 1024 * 1024
+    fake.fault("raw", (200, {"Content-Type": "application/json", "Content-Encoding": "br"}, b"x"))
+    assert "Content-Encoding 'br'" in error(call("space_details_get"))
+
+
+@pytest.mark.parametrize("arguments", [{"estimated_hours": 1e400}, {"estimated_hours": "inf"},
+                                       {"actual_hours": "NaN"},
+                                       {"custom_fields": {"Estimate": "inf"}},
+                                       {"custom_fields": {"Estimate": "nan"}},
+                                       {"custom_fields": {"Estimate": 1e400}}])
+def test_numbers_sent_to_backlog_are_finite(backlog, arguments):
+    error(call("issue_update", issue_id_or_key="DEMO-1", **arguments))
+    assert not backlog.calls("PATCH")
+
+
+def test_watching_filters_are_held_to_the_allow_list(backlog):
+    b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
+    assert "Access denied" in error(call("user_watching_list_get", user_id=1, issue_ids=[999]))
+    assert not [r for r in backlog.requests if "watchings" in r.path]
+
+
+def test_a_nested_batch_gets_an_error_reply():
+    session = b.Session()
+    rpc("initialize", {"protocolVersion": "2025-03-26"}, session=session)
+    replies = b.handle([[]], session)
+    assert [r["error"]["code"] for r in replies] == [-32600]
+    replies = b.handle([[], {"jsonrpc": "2.0", "id": 3, "method": "ping"}], session)
+    assert len(replies) == 2
+
+
+def test_duplicate_custom_field_names_keep_both(backlog):
+    issue = load("issue")
+    issue["customFields"] = [{"id": 1, "name": "Same", "fieldTypeId": 1, "value": "a"},
+                             {"id": 2, "name": "Same", "fieldTypeId": 1, "value": "b"}]
+    backlog.fixtures["issue"] = issue
+    fields = data(call("issue_details_get", issue_id_or_key="DEMO-1"))["customFields"]
+    assert [f["value"] for f in fields.values()] == ["a", "b"]
+
+
+def test_sigterm_while_stdout_is_full_leaves_whole_lines(pyz, fake):
+    import signal
+    proc = subprocess.Popen([sys.executable, "-I", pyz], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=child_env(fake.url))
+    ping = {"jsonrpc": "2.0", "id": 0, "method": "ping", "params": {"pad": "x" * 500_000}}
+    for i in range(8):  # ~4 MB of replies: more than a pipe holds
+        proc.stdin.write(json.dumps(dict(ping, id=i)).encode() + b"\n")
+    proc.stdin.flush()
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert b"Traceback" not in err
+    assert out.endswith(b"\n") or out == b""
+    for line in out.splitlines():
+        strict_json(line)
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["help", "bl_nope"], {"BACKLOG_PREFIX": "bl_"}, "unknown tool"),
+    (["help", "bl_issue_add"], {"BACKLOG_PREFIX": "bl_"}, "issue_add"),
+    (["call", "issue_details_get", "issue_id_or_key=" + "9" * 5000], {}, "issue"),
+    (["call", "issue_list_get", "ids=" + "9" * 5000], {}, "ids"),
+    (["call", "space_details_get", "--json", "[" * 100_000], {}, "--json"),
+    (["call", "space_details_get", "--output", "/nonexistent/dir/out.json"], {}, "cannot write"),
+])
+def test_cli_odd_inputs_never_trace(pyz, fake, args, env, message):
+    _, out, err = cli(pyz, fake, *args, **env)
+    assert "Traceback" not in out + err and message in out + err
+
+
+@pytest.mark.parametrize("close", ["stdin", "stdout", "both"])
+def test_server_with_a_closed_standard_stream_exits_cleanly(pyz, close):
+    redirect = {"stdin": "0<&-", "stdout": "1>&-", "both": "0<&- 1>&-"}[close]
+    done = subprocess.run(f"{sys.executable} -I {pyz} {redirect}", shell=True, timeout=30,
+                          capture_output=True, env=child_env(None))
+    assert b"Traceback" not in done.stderr and done.returncode in (0, 1)
