@@ -270,7 +270,8 @@ def secret_forms():
         from urllib.parse import quote, quote_plus
         forms = set()
         for secret in SETTINGS.secrets:
-            forms |= {secret, quote(secret, safe=""), quote_plus(secret),
+            forms |= {secret, quote(secret, safe="", errors="replace"),
+                      quote_plus(secret, errors="replace"),
                       json.dumps(secret, ensure_ascii=False)[1:-1]}
         SETTINGS._forms = sorted(forms, key=len, reverse=True)
     return SETTINGS._forms
@@ -473,6 +474,7 @@ class Backlog:
         """One API call; the decoded JSON answer ({} for an empty write answer)."""
         form = encode(data or {}, clear_empty=(method == "PATCH"))
         answer = self.send(method, path, encode(params or {}), form, files=files)
+        self.answers += 1
         if not answer.body.strip():
             if method == "GET" and answer.status != 204:
                 raise ToolError("Backlog sent an empty answer. Next: retry the call.")
@@ -485,7 +487,6 @@ class Backlog:
         if value is INVALID:
             raise ToolError("Backlog's answer was cut off or is not valid JSON. "
                             "Next: retry the call.")
-        self.answers += 1
         return value
 
     def prepare(self, method, url, query, form, files, accept):
@@ -754,7 +755,7 @@ def scrub(value):
 
 
 def too_deep(value, limit=MAX_DEPTH):
-    stack = [(value, 0)]
+    stack = [(value, 0)] if isinstance(value, (dict, list)) else []
     while stack:
         item, depth = stack.pop()
         if depth > limit:

@@ -2360,3 +2360,163 @@ def test_server_with_a_closed_standard_stream_exits_cleanly(pyz, close):
     done = subprocess.run(f"{sys.executable} -I {pyz} {redirect}", shell=True, timeout=30,
                           capture_output=True, env=child_env(None))
     assert b"Traceback" not in done.stderr and done.returncode in (0, 1)
+
+
+# == Trust: generated inputs over every channel (issue 10) =====================
+# Invariants everywhere: every request gets exactly one reply; stdout is strict JSON; no
+# -32603; the key appears in no output; no request reaches another host; with the allow-list
+# on, no write touches the other project; no write is sent twice.
+
+ANY_TEXT = st.text(alphabet=st.characters(blacklist_categories=()), max_size=12)  # surrogates too
+ODD_NUMBER = (st.sampled_from([float("nan"), float("inf"), -float("inf"), 1e308, 10 ** 30,
+                               2 ** 63, -2 ** 63 - 1, 10 ** 4000, 0.1])
+              | st.floats() | st.integers())
+ID_LIKE = st.sampled_from(["DEMO", "DEMO-1", "OTHER", "OTHER-1", "999", "202", "²", "../x",
+                           "9" * 5000, "f" * 32, "secret", "a%2Fb", "\u0301", "😀", ""])
+HOSTILE_VALUE = st.recursive(st.none() | st.booleans() | ODD_NUMBER | ANY_TEXT | ID_LIKE,
+                             lambda inner: st.lists(inner, max_size=3)
+                             | st.dictionaries(ANY_TEXT | ID_LIKE, inner, max_size=3),
+                             max_leaves=8)
+
+
+@st.composite
+def tool_calls(draw):
+    name = draw(st.sampled_from(sorted(b.TOOLS)))
+    params = sorted(b.TOOLS[name].params)
+    arguments = {p: draw(HOSTILE_VALUE)
+                 for p in (draw(st.lists(st.sampled_from(params), max_size=4, unique=True))
+                           if params else [])}
+    if draw(st.integers(0, 4)) == 0:
+        arguments[draw(ANY_TEXT)] = draw(HOSTILE_VALUE)
+    return {"jsonrpc": "2.0", "id": draw(st.integers(0, 2 ** 53) | ANY_TEXT),
+            "method": "tools/call",
+            "params": {"name": draw(st.just(name) | ANY_TEXT), "arguments": arguments}}
+
+
+def deep_line(depth):
+    return (b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":' + b"[" * depth
+            + b"]" * depth + b"}}")
+
+
+CLIENT_LINES = st.one_of(tool_calls().map(lambda m: json.dumps(m).encode()), LINE,
+                         st.integers(0, 3000).map(deep_line),
+                         st.just(b'{"jsonrpc":"2.0","id":' + b"9" * 5000 + b',"method":"ping"}'),
+                         st.builds(lambda v: json.dumps({"jsonrpc": "2.0", "id": 7,
+                                                         "method": "ping", "params": v}).encode(),
+                                   HOSTILE_VALUE))
+
+
+def check_trust(raw, fake, elsewhere, restricted=False):
+    for line in raw.splitlines():
+        reply = strict_json(line)
+        assert reply.get("error", {}).get("code") != -32603, reply
+    assert KEY.encode() not in raw and elsewhere.requests == []
+    for request in fake.requests:
+        assert request.path.startswith("/api/v2/"), request
+        if restricted and request.method != "GET":
+            assert not fake_backlog.OTHER_MARKERS.search(request.path[8:]), request
+            assert "202" not in [v for _, v in request.form], request
+
+
+import fake_backlog  # noqa: E402
+
+
+@hypothesis_settings(max_examples=250, deadline=None,
+                     suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                            HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(lines=st.lists(CLIENT_LINES, min_size=1, max_size=6), restricted=st.booleans())
+def test_generated_client_lines_and_arguments(fake, elsewhere, lines, restricted):
+    fake.requests.clear()
+    b.configure(dict(fault_env(fake), BACKLOG_PROJECTS="DEMO" if restricted else ""))
+    _, raw = run_serve(b"\n".join(lines) + b"\n")
+    check_stream(lines, raw)
+    check_trust(raw, fake, elsewhere, restricted)
+
+
+READ_CALLS = [(name, arguments) for name, arguments, method, _, _ in TOOL_CALLS
+              if method == "GET" and not b.TOOLS[name].write]
+STATUSES = st.sampled_from([100, 200, 201, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403,
+                            404, 409, 429, 500, 502, 503, 504, 599])
+JSON_BODY = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | ANY_TEXT,
+                         lambda inner: st.lists(inner, max_size=3)
+                         | st.dictionaries(ANY_TEXT | st.sampled_from(
+                             ["id", "projectId", "name", "customFields", "errors", "code",
+                              "issue", "activeTree", "items", "typeId", "projectKey"]), inner,
+                             max_size=4), max_leaves=10)
+
+
+@st.composite
+def backlog_answers(draw, other_url):
+    status = draw(STATUSES)
+    value = draw(JSON_BODY)
+    body = json.dumps(value, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
+    body = draw(st.sampled_from([body, body[:max(1, len(body) // 2)], b"", b"\xed\xa0\x80",
+                                 b"[" * 900 + b"]" * 900, b'{"a": NaN, "b": 1e400}',
+                                 json.dumps(load("issue")).encode(),
+                                 json.dumps({"errors": value}).encode()]))
+    headers = {}
+    ctype = draw(st.sampled_from(["application/json", "application/json; charset=utf-8",
+                                  "text/html", "text/plain; charset=utf-7",
+                                  "text/plain; charset=unicode_escape", None, "image/png",
+                                  "application/octet-stream"]))
+    if ctype:
+        headers["Content-Type"] = ctype
+    encoding = draw(st.sampled_from([None, None, "gzip", "deflate", "br"]))
+    if encoding in ("gzip", "deflate"):
+        body = gzip_bytes(body, 31 if encoding == "gzip" else 15)
+    if encoding:
+        headers["Content-Encoding"] = encoding
+    if 300 <= status < 400:
+        headers["Location"] = draw(st.sampled_from([other_url + "/api/v2/space", "//127.0.0.2/x",
+                                                    "/api/v2/space", "http://[bad", "", "\x00"]))
+    if draw(st.booleans()):
+        headers["Content-Disposition"] = draw(st.sampled_from([
+            "attachment; filename*=utf-7''+2D3cAA-", 'attachment; filename="a{b}"',
+            "attachment; filename*=UTF-8''%ff", "attachment; filename=x.txt"]))
+    if draw(st.integers(0, 5)) == 0:
+        headers["Content-Length"] = draw(st.sampled_from(["²", "9" * 5000, "-1"]))
+    return status, headers, body
+
+
+@hypothesis_settings(max_examples=200, deadline=None,
+                     suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                            HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data_=st.data(), call_=st.sampled_from(READ_CALLS + [
+    ("issue_comment_add", {"issue_id_or_key": "DEMO-1", "content": "x"}),
+    ("wiki_add", {"project_id_or_key": "DEMO", "name": "n", "content": "c"})]))
+def test_generated_backlog_answers(fake, elsewhere, data_, call_):
+    b.configure(fault_env(fake, BACKLOG_MAX_DOWNLOAD_BYTES="100000"))
+    fake.requests.clear()
+    fake.faults.clear()
+    answer = data_.draw(backlog_answers(elsewhere.url))
+    fake.fault("raw", answer, times=3)
+    name, arguments = call_
+    line = b.wire(rpc("tools/call", {"name": name, "arguments": arguments}))
+    check_trust(line, fake, elsewhere)
+    writes = [r for r in fake.requests if r.method != "GET"]
+    assert len(writes) <= 1
+
+
+SETTING_NAMES = ["BACKLOG_BASE_URL", "BACKLOG_DOMAIN", "BACKLOG_API_KEY", "BACKLOG_PROJECTS",
+                 "BACKLOG_WRITABLE", "BACKLOG_READ_ONLY", "BACKLOG_TOOLSETS", "BACKLOG_PREFIX",
+                 "BACKLOG_OUTPUT", "BACKLOG_TIMEOUT", "BACKLOG_MAX_DOWNLOAD_BYTES",
+                 "BACKLOG_UPLOAD_DIRS", "BACKLOG_ALLOW_CUSTOM_HOST"]
+SETTING_VALUES = ANY_TEXT | st.sampled_from(["", " ", "nan", "inf", "1e400", "-1", "0", "²",
+                                             "\udcff", "1,2,3", "issue,nope", "yes", "ture",
+                                             "http://127.evil.com", "https://a\\b.backlog.com",
+                                             "9" * 5000, "\x00"])
+
+
+@hypothesis_settings(max_examples=250, deadline=None,
+                     suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(env=st.dictionaries(st.sampled_from(SETTING_NAMES), SETTING_VALUES, max_size=5))
+def test_generated_settings(fake, elsewhere, env):
+    b.configure(dict(fault_env(fake), **env))
+    lines = [json.dumps(INIT_LINE).encode(),
+             b'{"jsonrpc":"2.0","id":2,"method":"tools/list"}',
+             b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"space_details_get"}}']
+    _, raw = run_serve(b"\n".join(lines) + b"\n")
+    assert len(raw.splitlines()) == 3
+    check_trust(raw, fake, elsewhere)
+    for variable in ("BACKLOG_TIMEOUT", "BACKLOG_MAX_DOWNLOAD_BYTES"):
+        assert all(n - n == 0 for n in (*b.settings().timeout, b.settings().max_download))
