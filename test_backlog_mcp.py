@@ -1600,6 +1600,7 @@ def test_benchmark_runs(pyz, tmp_path):
     assert results["burst"]["ping"]["in order"] and results["burst"]["tools/list"]["in order"]
     assert results["memory"]["download over cap refused"]
     assert results["memory"]["download at cap answered"]
+    assert all(row["isError"] for row in results["stalls"].values())
     b.configure(ENV)
 
 

@@ -287,6 +287,30 @@ def burst(command, url, count):
     return out
 
 
+# == 6. Stalls =================================================================
+
+def stalls(command, standin, timeout=2):
+    """Wall time of one call whose answer stalls (BACKLOG_TIMEOUT=2): '100 Continue' every
+    0.2 s, a header byte every 0.5 s, a body byte every 0.05 s. One deadline covers the whole
+    exchange, so each should end a little after `timeout` seconds."""
+    out = {}
+    for kind, interval in (("continue_trickle", 0.2), ("header_trickle", 0.5), ("trickle", None)):
+        server = Server(command, env_for(standin.url, BACKLOG_TIMEOUT=str(timeout)))
+        server.send(line(INIT))
+        server.reply()
+        query = {"kind": kind, "path": "issues"}
+        if interval is not None:
+            query["interval"] = interval
+        standin.fault(**query)
+        started = time.perf_counter()
+        server.send(line(ISSUE_CALL))
+        reply = json.loads(server.reply())
+        out[kind] = {"seconds": time.perf_counter() - started,
+                     "isError": reply["result"]["isError"]}
+        server.close()
+    return out
+
+
 # == Report ====================================================================
 
 def table(results):
@@ -321,6 +345,9 @@ def table(results):
     for label, row in results["burst"].items():
         rows.append(f"burst     {row['messages']} x {label:12} in order: {row['in order']}, "
                     f"{row['ms/message']:.3f} ms/message")
+    for label, row in results["stalls"].items():
+        rows.append(f"stall     {label:17} with BACKLOG_TIMEOUT=2: the call ends after "
+                    f"{row['seconds']:.2f} s (isError {row['isError']})")
     return "\n".join(rows)
 
 
@@ -347,6 +374,7 @@ def main(argv=None):
             "overhead": call_overhead(pyz, standin.url, max(args.calls // 5, 1)),
             "memory": memory(pyz, standin, args.calls, 7 * 1024 * 1024),
             "burst": burst(pyz, standin.url, args.burst),
+            "stalls": stalls(pyz, standin),
         }
     finally:
         standin.close()
