@@ -263,6 +263,13 @@ def redact(text):
     return text
 
 
+def clip(text, size):
+    """At most `size` characters of a text from outside (Backlog, a proxy, the model),
+    redacted before it is cut: a key cut in half no longer matches the redactor."""
+    text = redact(text)
+    return text if len(text) <= size else text[:size] + "…"
+
+
 def secret_forms():
     if SETTINGS is None:
         return ()
@@ -332,10 +339,10 @@ class BacklogError(ToolError):
                     if error.get("moreInfo") else ""
                 message = error.get("message", "")
                 message = message if isinstance(message, str) else shown(message, 200)
-                parts.append(f"{message[:500]}{label}{info}".strip())
+                parts.append(f"{clip(message, 500)}{label}{info}".strip())
             detail = "; ".join(parts)
         else:
-            snippet = re.sub(r"<[^>]*>|\s+", " ", str(body or "")).strip()[:200]
+            snippet = clip(re.sub(r"<[^>]*>|\s+", " ", str(body or "")).strip(), 200)
             kind = content_type.split(";")[0] or "no content type"
             detail = f"a non-Backlog answer ({kind}): {snippet or 'empty body'}"
         step = NEXT_STEP.get(status) or NEXT_STEP[500] if status >= 500 else NEXT_STEP.get(status)
@@ -365,21 +372,29 @@ SLASH = object()  # a path's trailing slash (the shared-file root is .../files/m
 def encode(params, clear_empty=False):
     """Backlog's wire form: lists as key[]=v (repeated), booleans as true/false, None dropped.
 
-    customField_* keys repeat without brackets, as Backlog wants for multi-value fields. An empty
-    list is dropped, or sent as key[]= (which clears the field) when clear_empty is set.
+    customField_* lists take indexed keys (see indexed). An empty list is dropped, or sent as
+    key[]= (which clears the field) when clear_empty is set.
     """
     pairs = []
     for key, value in (params.items() if isinstance(params, dict) else params):
         if value is None:
             continue
-        if isinstance(value, (list, tuple)):
-            name = key if key.startswith("customField_") else key + "[]"
+        if isinstance(value, (list, tuple)) and key.startswith("customField_"):
+            pairs.extend(indexed(key, value) or ([(key, "")] if clear_empty else []))
+        elif isinstance(value, (list, tuple)):
             if not value and clear_empty:
-                pairs.append((name, ""))
-            pairs.extend((name, _scalar(item)) for item in value)
+                pairs.append((key + "[]", ""))
+            pairs.extend((key + "[]", _scalar(item)) for item in value)
         else:
             pairs.append((key, _scalar(value)))
     return pairs
+
+
+def indexed(key, values):
+    """customField_{id}[0]=a&customField_{id}[1]=b, a single value included: Backlog applies
+    no bracket-array syntax to custom fields; it silently ignores customField_{id}[]= in a
+    search and refuses it in a form (backlog-js >= 0.14.2 and Nulab's MCP server send this)."""
+    return [(f"{key}[{i}]", _scalar(value)) for i, value in enumerate(values)]
 
 
 def _scalar(value):
@@ -481,7 +496,7 @@ class Backlog:
             return {}
         if "json" not in answer.content_type.lower():
             raise ToolError(f"Backlog answered {method} with "
-                            f"{answer.content_type[:60] or 'no content type'}, not JSON. "
+                            f"{clip(answer.content_type, 60) or 'no content type'}, not JSON. "
                             "Next: check that BACKLOG_BASE_URL is your space's URL.")
         value = parse_backlog_json(answer.body)
         if value is INVALID:
@@ -531,7 +546,8 @@ class Backlog:
             if 300 <= status < 400:
                 target = self.redirect(answer, method, prepared.url)
                 if target is not None and hops < 3:
-                    url, query, hops = target, [], hops + 1  # the key is not added to it
+                    # Same origin: our key, and no other key the Location may carry.
+                    url, query, hops = target, [("apiKey", s.api_key)], hops + 1
                     continue
                 raise ToolError(f"Backlog answered {method} with a redirect (HTTP {status}) "
                                 f"to {self.where(answer)}; it was not followed. Next: check "
@@ -548,7 +564,7 @@ class Backlog:
             body = parse_backlog_json(answer.body) if "json" in answer.content_type.lower() \
                 else INVALID
             if body is INVALID:
-                body = answer.body[:4096].decode("utf-8", "replace")
+                body = clip(answer.body.decode("utf-8", "replace"), 4096)
             raise BacklogError(status, body, answer.content_type, snake)
 
     def exchange(self, prepared, cap, seconds):
@@ -619,7 +635,13 @@ class Backlog:
             return None
         same = (got.scheme, got.host, got.port, got.auth) == (want.scheme, want.host,
                                                               want.port, None)
-        return target if same and target.startswith(settings().base_url + "/api/v2/") else None
+        if not same or not target.startswith(settings().base_url + "/api/v2/"):
+            return None
+        from urllib.parse import parse_qsl, urlencode, urlsplit
+        parts = urlsplit(target)
+        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                 if k.lower() != "apikey"]
+        return parts._replace(query=urlencode(query), fragment="").geturl()
 
     def where(self, answer):
         from urllib.parse import urlsplit
@@ -628,8 +650,8 @@ class Backlog:
             host = urlsplit(location).hostname
         except ValueError:
             host = None
-        return f"host '{host}'" if host else ("'" + location[:80] + "'" if location
-                                              else "nowhere (no Location)")
+        return f"host '{clip(host, 80)}'" if host else (
+            f"'{clip(location.split('?')[0], 80)}'" if location else "nowhere (no Location)")
 
 
 TRANSIENT = ("reset", "cut")
@@ -816,7 +838,7 @@ def read_body(raw, headers, cap, keep=None):
     elif coding == "identity":
         decoder = None
     else:
-        raise ToolError(f"Backlog answered with Content-Encoding '{coding[:40]}', which was "
+        raise ToolError(f"Backlog answered with Content-Encoding '{clip(coding, 40)}', which was "
                         "not asked for. Next: check a proxy between here and Backlog.")
     read = getattr(raw, "read1", None) or raw.read
     limit = cap if keep is None else min(cap, keep)
@@ -832,7 +854,11 @@ def read_body(raw, headers, cap, keep=None):
                     raise ToolError("Backlog's compressed answer is corrupt. Next: retry.") \
                         from None
                 decoder = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, as IIS sends it
-                chunk = decoder.decompress(chunk, limit + 1)
+                try:
+                    chunk = decoder.decompress(chunk, limit + 1)
+                except zlib.error:
+                    raise ToolError("Backlog's compressed answer is corrupt. Next: retry.") \
+                        from None
         if not chunk:
             return body
         body += chunk
@@ -1059,7 +1085,7 @@ class P:
                     return lowered
                 raise ToolError(f"'{name}' must be one of {', '.join(map(str, self.enum))}.")
             if self.pattern and not re.match(self.pattern, value):
-                raise ToolError(f"'{name}' {self.check or 'is not valid'}: {value[:80]!r}.")
+                raise ToolError(f"'{name}' {self.check or 'is not valid'}: {clip(repr(value), 80)}.")
             if len(value) > 1_000_000:
                 raise ToolError(f"'{name}' is longer than 1,000,000 characters.")
         return value
@@ -1075,7 +1101,7 @@ def shown(value, size=60):
         text = json.dumps(value, ensure_ascii=False)
     except (ValueError, TypeError, RecursionError):
         text = type(value).__name__
-    return text[:size] + ("…" if len(text) > size else "")
+    return clip(text, size)
 
 
 def _types(kind):
@@ -1343,7 +1369,7 @@ def find_tool(name):
 
 def run_tool(tool_, arguments):
     """Check the arguments, run the tool, keep the asked-for fields; raises ToolError."""
-    args = tool_.bind(arguments)
+    args = tool_.bind(scrub(arguments))  # no lone surrogate reaches a URL or a form
     fields = args.pop("fields", None)
     answered = api.answers
     try:
@@ -1355,8 +1381,7 @@ def run_tool(tool_, arguments):
     except (AttributeError, KeyError, TypeError, IndexError, ValueError) as exc:
         if api.answers == answered:  # no Backlog answer involved: a bug of ours, -32603
             raise
-        import traceback
-        log(f"odd answer from Backlog in {tool_.name}:\n{traceback.format_exc()}")
+        log(f"odd answer from Backlog in {tool_.name}: {type(exc).__name__}: {clip(exc, 200)}")
         raise ToolError(f"Backlog's answer to {tool_.name} does not have the documented shape "
                         f"({type(exc).__name__}). Next: retry; if it recurs, check that "
                         "BACKLOG_BASE_URL is your space's URL.") from None
@@ -1551,7 +1576,8 @@ def field_value(field, value):
     else:
         raise ToolError(f"Custom field '{name}' has an unknown type {kind}.")
     ids = [item_id(field, item) for item in items if item is not None]
-    pairs = [(key, str(i)) for i in ids] or [(key, "")]
+    pairs = (indexed(key, ids) if kind in (6, 7) else [(key, str(i)) for i in ids]) \
+        or [(key, "")]
     if other is not None:
         pairs.append((f"{key}_otherValue", other))
     return pairs
@@ -1897,7 +1923,7 @@ def custom_field_filters(project, values):
             pairs.append((name, str(value)))
         else:
             items = value if isinstance(value, list) else [value]
-            pairs += [(name + "[]", str(item_id(field, item))) for item in items]
+            pairs += indexed(name, [item_id(field, item) for item in items])
     return pairs
 
 
@@ -2005,7 +2031,7 @@ def open_upload(file_path):
     map what lies outside the folders."""
     import stat
     roots = settings().upload_dirs
-    refused = ToolError(f"Cannot upload '{file_path[:200]}': not a readable file under "
+    refused = ToolError(f"Cannot upload '{clip(file_path, 200)}': not a readable file under "
                         f"BACKLOG_UPLOAD_DIRS ({os.pathsep.join(roots)}). Next: give a path "
                         "inside one of those folders (relative paths start in the first).")
 
@@ -2030,7 +2056,7 @@ def open_upload(file_path):
                 or (opened.st_dev, opened.st_ino) != (now.st_dev, now.st_ino):
             raise refused
         if opened.st_size > MAX_UPLOAD:
-            raise ToolError(f"'{file_path[:200]}' is {opened.st_size} bytes, over the upload "
+            raise ToolError(f"'{clip(file_path, 200)}' is {opened.st_size} bytes, over the upload "
                             f"limit of {MAX_UPLOAD}.")
         with os.fdopen(os.dup(fd), "rb") as fh:
             data = fh.read(MAX_UPLOAD + 1)
@@ -2039,7 +2065,7 @@ def open_upload(file_path):
     finally:
         os.close(fd)
     if len(data) > MAX_UPLOAD:
-        raise ToolError(f"'{file_path[:200]}' is over the upload limit of {MAX_UPLOAD} bytes.")
+        raise ToolError(f"'{clip(file_path, 200)}' is over the upload limit of {MAX_UPLOAD} bytes.")
     return data, os.path.basename(file_path.replace("\\", "/").rstrip("/")) or "file"
 
 
@@ -2465,19 +2491,18 @@ def user_star_count_get(user_id: UserId, since: Date = None, until: Date = None)
 
 
 WatchSort = P("string", "Sort key", enum=["created", "updated", "issueUpdated"])
-UnreadOnly = P("boolean", "true: unread only; false: read only")
+AlreadyRead = P("boolean", "true: already read only; false: unread only")
 
 
 @tool("List watchings")
-def user_watching_list_get(user_id: UserId, resource_already_read: UnreadOnly = None,
+def user_watching_list_get(user_id: UserId, resource_already_read: AlreadyRead = None,
                            issue_ids: Ids = None, sort: WatchSort = None, order: Order = None,
                            offset: Offset = 0, count: Count = 20, fields: Fields = None):
     """List the issues a user watches."""
-    read = None if resource_already_read is None else not resource_already_read
     for issue in issue_ids or ():
         guard_issue(issue)
     return allowed_items(api.get(("users", user_id, "watchings"), {
-        "resourceAlreadyRead": read, "issueId": issue_ids, "sort": sort, "order": order,
+        "resourceAlreadyRead": resource_already_read, "issueId": issue_ids, "sort": sort, "order": order,
         "offset": offset, "count": count}))
 
 
@@ -2493,9 +2518,9 @@ def count_allowed(path, params):
 
 
 @tool("Count watchings")
-def user_watching_count_get(user_id: UserId, resource_already_read: UnreadOnly = None):
+def user_watching_count_get(user_id: UserId, resource_already_read: AlreadyRead = None):
     """Count the issues a user watches."""
-    read = None if resource_already_read is None else not resource_already_read
+    read = resource_already_read
     if restricted():
         return count_allowed(("users", user_id, "watchings"), {"resourceAlreadyRead": read})
     return api.get(("users", user_id, "watchings", "count"), {"resourceAlreadyRead": read})
@@ -2638,7 +2663,7 @@ def count_allowed_notifications(params):
                      if all(v is None or n.get(k) == v for k, v in params.items()))
         if len(items) < 100:
             return {"count": total}
-        max_id = items[-1]["id"] - 1
+        max_id = items[-1]["id"]  # Backlog's maxId is exclusive
     return {"count": total, "note": "counted the first 2,000 notifications only"}
 
 
@@ -2652,7 +2677,7 @@ def notification_mark_read(notification_id: P("integer", "Notification id", mini
             found = next((n for n in items if n.get("id") == notification_id), None)
             if found or len(items) < 100:
                 break
-            max_id = items[-1]["id"] - 1
+            max_id = items[-1]["id"]  # exclusive, as page_note tells the model
         if not found or not project_allowed(item_project(found)):
             raise denied(notification_id, "notification")
     api.post(("notifications", notification_id, "markAsRead"))
@@ -2808,20 +2833,19 @@ def _modern(params, method):
         return False
     version = meta[META + "protocolVersion"]
     if version not in MODERN_VERSIONS:
-        shown = version if isinstance(version, str) else json.dumps(version)[:40]
-        raise RpcError(-32022, f"Unsupported protocol version: {shown[:40]}",
-                       {"supported": list(MODERN_VERSIONS), "requested": shown[:40]})
+        asked = clip(version, 40) if isinstance(version, str) else shown(version, 40)
+        raise RpcError(-32022, f"Unsupported protocol version: {asked}",
+                       {"supported": list(MODERN_VERSIONS), "requested": asked})
     if not isinstance(meta.get(META + "clientCapabilities"), dict):
         raise RpcError(-32602, f"_meta needs {META}clientCapabilities.")
     return True
 
 
 def parse_line(line):
-    """A client's line: strict JSON (NaN and Infinity refused), lone surrogates made U+FFFD.
-    Raises ValueError for what is not one JSON value."""
-    text = line.decode("utf-8")
-    message = json.loads(text, strict=False, parse_constant=_refuse)  # raw tabs: tolerated
-    return scrub(message) if LONE.search(text) else message
+    """A client's line: strict JSON (NaN and Infinity refused). A lone surrogate escape stays
+    as it came, so that an id with one is echoed alike; tool arguments are scrubbed before
+    use. Raises ValueError for what is not one JSON value."""
+    return json.loads(line.decode("utf-8"), strict=False, parse_constant=_refuse)  # raw tabs: ok
 
 
 def _refuse(constant):
@@ -2891,15 +2915,15 @@ def wire(message):
         log(f"unserialisable message dropped: {type(message)}")
     text = json.dumps(clean(message), ensure_ascii=False, separators=(",", ":"),
                       allow_nan=False)
-    return text.encode("utf-8", "replace") + b"\n"
+    return text.encode("utf-8", "backslashreplace") + b"\n"  # only in strings: \udXXX
 
 
 def clean(value):
-    """What wire() sends when the fast path fails: secrets redacted, lone surrogates made
-    U+FFFD (RFC 8259 leaves them to each reader: some refuse the whole message), NaN and
-    Infinity made null."""
+    """What wire() sends when the fast path fails: secrets redacted, NaN and Infinity made
+    null. A lone surrogate left (only a client's own, echoed: Backlog's text is scrubbed when
+    read) is written as its JSON escape (backslash-u-dXXX), so that the client reads back what it sent."""
     if isinstance(value, str):
-        return SURROGATE.sub("\ufffd", redact(value))
+        return redact(value)
     if isinstance(value, float):
         return value if value - value == 0 else None
     if isinstance(value, (list, tuple)):
@@ -3036,7 +3060,7 @@ def cli_call(argv):
             arguments = parse_line((sys.stdin.buffer.read() if json_arg == "-"
                                     else json_arg.encode("utf-8", "surrogateescape")))
         except (ValueError, RecursionError, AttributeError, OSError) as exc:
-            usage(f"--json is not valid JSON ({str(exc)[:80]})")
+            usage(f"--json is not valid JSON ({clip(exc, 80)})")
         if not isinstance(arguments, dict):
             usage("--json takes a JSON object")
     for pair in pairs:

@@ -416,8 +416,8 @@ def test_disabled_write_tools_unreachable_by_any_spelling(variant):
 def test_encode_arrays_booleans_and_none():
     assert b.encode({"statusId": [1, 2], "archived": False, "x": None, "customField_9": [3, 4],
                      "empty": []}) == [("statusId[]", "1"), ("statusId[]", "2"),
-                                       ("archived", "false"), ("customField_9", "3"),
-                                       ("customField_9", "4")]
+                                       ("archived", "false"), ("customField_9[0]", "3"),
+                                       ("customField_9[1]", "4")]
     assert b.encode({"categoryId": []}, clear_empty=True) == [("categoryId[]", "")]
 
 
@@ -649,7 +649,7 @@ TOOL_CALLS = [
                        "createdSince": ["2025-01-01"], "dueDateUntil": ["2025-12-31"],
                        "attachment": ["true"], "parentChild": ["1"], "sort": ["updated"],
                        "order": ["asc"], "count": ["100"], "offset": ["200"],
-                       "customField_4005[]": ["1"], "customField_4003_min": ["1"],
+                       "customField_4005[0]": ["1"], "customField_4003_min": ["1"],
                        "customField_4003_max": ["5"]}),
     ("issue_count_get", {"project_ids": [101], "milestone_ids": ["v1.0"]}, "GET",
      "issues/count", {"projectId[]": ["101"], "milestoneId[]": ["3001"]}),
@@ -684,7 +684,8 @@ TOOL_CALLS = [
                         "dueDate": ["2025-06-30"], "estimatedHours": ["1.5"],
                         "milestoneId[]": ["3001"], "notifiedUserId[]": ["1"],
                         "attachmentId[]": ["1"],
-                        "customField_4001": ["ZD-1"], "customField_4006": ["1", "2"]}),
+                        "customField_4001": ["ZD-1"], "customField_4006[0]": ["1"],
+                        "customField_4006[1]": ["2"]}),
     ("issue_update", {"issue_id_or_key": "DEMO-42", "status_id": 4, "resolution_id": 0,
                       "category_ids": [], "comment": "done", "actual_hours": 3,
                       "notified_user_ids": [], "attachment_ids": [2, 3]},  # [] clears a field;
@@ -754,8 +755,9 @@ TOOL_CALLS = [
      {"since": ["2025-01-01"]}),
     ("user_watching_list_get", {"user_id": 2, "resource_already_read": True,
                                 "sort": "created"}, "GET", "users/2/watchings",
-     {"resourceAlreadyRead": ["false"], "sort": ["created"], "offset": ["0"], "count": ["20"]}),
-    ("user_watching_count_get", {"user_id": 2}, "GET", "users/2/watchings/count", {}),
+     {"resourceAlreadyRead": ["true"], "sort": ["created"], "offset": ["0"], "count": ["20"]}),
+    ("user_watching_count_get", {"user_id": 2, "resource_already_read": False}, "GET",
+     "users/2/watchings/count", {"resourceAlreadyRead": ["false"]}),  # as Backlog means it
     ("wiki_list_get", {"project_id_or_key": "DEMO", "keyword": "guide"}, "GET", "wikis",
      {"projectIdOrKey": ["DEMO"], "keyword": ["guide"]}),
     ("wiki_count_get", {"project_id_or_key": "DEMO"}, "GET", "wikis/count",
@@ -1224,11 +1226,11 @@ FIELDS = {f["name"]: f for f in load("custom_fields")}
     ("Environment", "staging", [("customField_4005", "2")]),
     ("Environment", 3, [("customField_4005", "3")]),
     ("Environment", None, [("customField_4005", "")]),
-    ("Components", ["API", "iOS"], [("customField_4006", "1"), ("customField_4006", "3")]),
-    ("Components", {"items": ["Web"]}, [("customField_4006", "2")]),
+    ("Components", ["API", "iOS"], [("customField_4006[0]", "1"), ("customField_4006[1]", "3")]),
+    ("Components", {"items": ["Web"]}, [("customField_4006[0]", "2")]),
     ("Components", [], [("customField_4006", "")]),
     ("Browsers", {"items": ["Chrome"], "other": "Edge"},
-     [("customField_4007", "1"), ("customField_4007_otherValue", "Edge")]),
+     [("customField_4007[0]", "1"), ("customField_4007_otherValue", "Edge")]),
     ("Severity", "Minor", [("customField_4008", "3")]),
     ("Severity", {"name": "Critical", "other": "x"},
      [("customField_4008", "1"), ("customField_4008_otherValue", "x")]),
@@ -1987,13 +1989,19 @@ def test_redirects_leave_the_host_only_as_an_error(fake, elsewhere, location):
     assert elsewhere.requests == [] and len(fake.requests) == 1
 
 
-def test_same_origin_redirect_is_followed_without_the_key(fake):
+def test_same_origin_redirect_is_followed_with_our_key_only(fake):
     b.configure(fault_env(fake))
-    fake.fault("raw", (301, {"Location": fake.url + "/api/v2/space?apiKey=" + KEY}, b""))
+    fake.fault("raw", (301, {"Location": fake.url + "/api/v2/space?apiKey=someone-elses"}, b""))
     assert data(call("space_details_get"))["spaceKey"] == "example"
-    fake.fault("raw", (307, {"Location": "/api/v2/space"}, b""))
-    assert "HTTP 401" in error(call("space_details_get"))  # the key is not added to it
-    assert fake.keys == []
+    assert fake.keys == [KEY]
+    fake.fault("raw", (307, {"Location": "/api/v2/space?x=1"}, b""))
+    assert data(call("space_details_get"))["spaceKey"] == "example"
+    assert fake.keys == [KEY] and fake.requests[-1].query == [("x", "1")]
+    location = "/api/v2/issues/DEMO-1?apiKey=" + KEY
+    for hop in range(4):
+        fake.fault("raw", (302, {"Location": location}, b""))
+    text = error(call("space_details_get"))  # a loop ends, and its Location is not shown
+    assert "not followed" in text and "apiKey" not in text
 
 
 @pytest.mark.parametrize("name, arguments, path", [
@@ -2067,7 +2075,8 @@ def test_lone_surrogates_nan_and_huge_numbers_from_the_client(fake):
     replies = [strict_json(line) for line in lines]
     assert all(r.get("error", {}).get("code") != -32603 for r in replies), replies
     assert [r["error"]["code"] for r in replies[9:12]] == [-32700, -32700, -32600]
-    assert replies[0]["id"] == "\ufffd"
+    assert replies[0]["id"] == "\ud83d"  # echoed as sent, escaped on the wire
+    assert b'"id":"\\ud83d"' in lines[0]
     assert "Infinity" in replies[12]["error"]["message"]
     assert "must be a number" in replies[13]["result"]["content"][0]["text"]
     assert not [r for r in fake.requests if r.method != "GET"]
