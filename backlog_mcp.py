@@ -42,8 +42,8 @@ META = "io.modelcontextprotocol/"
 
 CATEGORIES = ("document", "git", "issue", "project", "file", "user", "wiki", "space",
               "notification")
-WRITE_GROUPS = ("issue", "git", "wiki", "document", "project", "notification")
-DEFAULT_WRITABLE = ("issue", "git", "wiki", "document", "notification")
+WRITE_GROUPS = ("issue", "git", "wiki", "document", "project", "notification", "star")
+DEFAULT_WRITABLE = ("issue", "git", "wiki", "document", "notification", "star")
 
 # Module-level flags, set by configure() and read on every request.
 WRITABLE = {group: group in DEFAULT_WRITABLE for group in WRITE_GROUPS}
@@ -112,8 +112,12 @@ class Settings:
                                      "BACKLOG_WRITABLE")
         if read_only or _truthy(env.get("BACKLOG_READ_ONLY", "")):
             self.writable = set()
-        self.toolsets = self._groups(toolsets or env.get("BACKLOG_TOOLSETS"), CATEGORIES,
-                                     CATEGORIES, "BACKLOG_TOOLSETS")
+        chosen = (toolsets or env.get("BACKLOG_TOOLSETS") or "").strip()
+        everything = chosen.lower() == "all"
+        self.toolsets = self._groups(None if everything else chosen, CATEGORIES, CATEGORIES,
+                                     "BACKLOG_TOOLSETS")
+        # The rarely used tools (extra=True) come with a toolset that is named, or with all.
+        self.extras = set(self.toolsets) if chosen else set()
         self.output = (env.get("BACKLOG_OUTPUT") or "lean").strip().lower()
         if self.output not in ("lean", "full"):
             self.problems.append("BACKLOG_OUTPUT must be 'lean' or 'full'.")
@@ -996,14 +1000,16 @@ def item_project(item):
     if not isinstance(item, dict):
         return None
     candidates = (item.get("projectId"), (item.get("project") or {}).get("id"),
-                  (item.get("issue") or {}).get("projectId"))
+                  (item.get("issue") or {}).get("projectId"),
+                  (item.get("page") or {}).get("projectId"))  # a recently viewed wiki page
     return next((c for c in candidates if isinstance(c, int) and not isinstance(c, bool)), None)
 
 
 class Listing(list):
-    """A list of items, knowing how many Backlog returned before the allow-list filter."""
+    """A list of items, knowing how many Backlog returned before the allow-list filter, and
+    how many match in all when that was counted."""
 
-    fetched = None
+    fetched = total = None
 
 
 def allowed_items(items):
@@ -1041,7 +1047,7 @@ class P:
             kinds = self.items if isinstance(self.items, list) else [self.items]
             schema["items"] = {"type": "string" if "string" in kinds else kinds[0]}
         if self.enum:
-            schema["enum"] = self.enum
+            (schema["items"] if self.items else schema)["enum"] = self.enum
         return schema
 
     def convert(self, name, value):
@@ -1135,7 +1141,6 @@ class Tool:
                       "properties": {n: p.schema() for n, p in self.params.items()}}
             if self.required:
                 schema["required"] = self.required
-            schema["additionalProperties"] = False
             self._definition = {"title": self.title, "description": self.description,
                                 "inputSchema": schema,
                                 "annotations": self.annotations}
@@ -1144,6 +1149,9 @@ class Tool:
     def disabled_because(self):
         if self.category not in TOOLSETS:
             return f"toolset '{self.category}' is off (BACKLOG_TOOLSETS)"
+        if self.extra and self.category not in settings().extras:
+            return (f"a rarely used tool, off by default: BACKLOG_TOOLSETS=all (or naming "
+                    f"'{self.category}') turns it on")
         if self.write and not WRITABLE.get(self.write):
             return f"group '{self.write}' is not writable (BACKLOG_WRITABLE / read-only)"
         if self.requires and not getattr(settings(), self.requires[0]):
@@ -1182,8 +1190,9 @@ def signature(fn):
     return names, group
 
 
-def tool(title, write=None, destructive=False, idempotent=False, requires=None):
-    """Register a tool: its signature is its schema, its docstring its description."""
+def tool(title, write=None, destructive=False, idempotent=False, requires=None, extra=False):
+    """Register a tool: its signature is its schema, its docstring its description. An extra
+    tool is left out of the default set (every tool costs context in every conversation)."""
     def register(fn):
         missing = [n for n in signature(fn)[0] if not isinstance(fn.__annotations__.get(n), P)]
         if missing or fn.__name__ in TOOLS or not fn.__doc__:
@@ -1191,6 +1200,7 @@ def tool(title, write=None, destructive=False, idempotent=False, requires=None):
         if write is not None and write not in WRITE_GROUPS:
             raise TypeError(f"tool {fn.__name__}: unknown write group {write!r}")
         TOOLS[fn.__name__] = Tool(fn, title, write, destructive, idempotent, requires)
+        TOOLS[fn.__name__].extra = extra
         return fn
     return register
 
@@ -1218,6 +1228,8 @@ PrNumber = P("integer", "PR number", minimum=1)
 DocumentId = P("string", "Document id (32 hex)", pattern=r"[0-9a-fA-F]{32}\Z",
                check="is not a 32-character document id")
 AttachmentId = P("integer", "Attachment id", minimum=1)
+SharedFileId = P("integer", "Shared file id", minimum=1)
+SharedFileIds = P("array", "Shared file ids (file_shared_list_get)", items="integer")
 WikiId = P("integer", "Wiki page id", minimum=1)
 CommentId = P("integer", "Comment id", minimum=1)
 UserId = P("integer", "User id", minimum=1)
@@ -1226,8 +1238,8 @@ Format = P("string", "Default: detected", enum=["image", "text", "raw"])
 Count = P("integer", "Page size 1-100", minimum=1, maximum=100)
 Offset = P("integer", "Items to skip", minimum=0)
 Order = P("string", "Default desc", enum=["asc", "desc"])
-MinId = P("integer", "Lowest id", minimum=0)
-MaxId = P("integer", "Highest id", minimum=0)
+MinId = P("integer", "Only ids above", minimum=0)   # Backlog's bounds are exclusive
+MaxId = P("integer", "Only ids below", minimum=0)
 Fields = P("array", "Fields to keep", items=["string"])
 Ids = P("array", "Ids", items="integer")
 NamesOrIds = P("array", "Ids or names", items=["integer", "string"])
@@ -1320,6 +1332,8 @@ def page_note(tool_, args, items):
     fetched = getattr(items, "fetched", None)
     fetched = len(items) if fetched is None else fetched
     note = f"{len(items)} item{'s' if len(items) != 1 else ''}"
+    if getattr(items, "total", None) is not None:
+        note += f" of {items.total} matching"
     if fetched != len(items):
         note += f" (of {fetched} fetched; the rest are outside BACKLOG_PROJECTS)"
     count = args.get("count", tool_.defaults.get("count"))
@@ -1375,9 +1389,10 @@ def run_tool(tool_, arguments):
     try:
         value = tool_.fn(**args)
         if fields is not None and isinstance(value, list):
-            fetched = getattr(value, "fetched", None)
-            value = Listing(select(value, fields))
-            value.fetched = fetched
+            listing = Listing(select(value, fields))
+            listing.fetched, listing.total = (getattr(value, "fetched", None),
+                                              getattr(value, "total", None))
+            value = listing
     except (AttributeError, KeyError, TypeError, IndexError, ValueError) as exc:
         if api.answers == answered:  # no Backlog answer involved: a bug of ours, -32603
             raise
@@ -1669,7 +1684,7 @@ def document_list_get(project_id_or_key: ProjectIdOrKey, keyword: Keyword = None
                       sort: P("string", "Sort key", enum=["created", "updated"]) = None,
                       order: Order = None, offset: Offset = 0, count: Count = 20,
                       fields: Fields = None):
-    """List a project's documents (newest first), optionally matching a keyword."""
+    """List a project's documents, newest first, optionally matching a keyword."""
     return api.get("documents", {"projectId": [project_id(project_id_or_key)],
                                  "keyword": keyword, "sort": sort, "order": order,
                                  "offset": offset, "count": count})
@@ -1678,7 +1693,7 @@ def document_list_get(project_id_or_key: ProjectIdOrKey, keyword: Keyword = None
 @tool("Get document tree")
 def document_tree_get(project_id_or_key: ProjectIdOrKey,
                       include_trash: P("boolean", "Also return the trash tree") = False):
-    """Get a project's document tree (active documents; the trash only when asked)."""
+    """Get a project's document tree (the trash only when asked)."""
     tree = api.get(("documents", "tree"), {"projectIdOrKey": guard_project(project_id_or_key)})
     if include_trash:
         return {"activeTree": tree.get("activeTree"), "trashTree": tree.get("trashTree")}
@@ -1800,17 +1815,26 @@ def git_pr_comment_list_get(project_id_or_key: ProjectIdOrKey, repo_id_or_name: 
                    {"minId": min_id, "maxId": max_id, "count": count, "order": order})
 
 
+@tool("Count pull request comments", extra=True)
+def git_pr_comment_count_get(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
+                             pr_number: PrNumber):
+    """Count a pull request's comments."""
+    return api.get(repo_path(project_id_or_key, repo_id_or_name, "pullRequests", pr_number,
+                             "comments", "count"))
+
+
 @tool("Add pull request", write="git")
 def git_pr_add(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
                summary: Summary, description: Description,
                base: P("string", "Branch to merge into"), branch: P("string", "Branch to merge"),
                issue_id: P("integer", "Linked issue id", minimum=1) = None,
-               assignee_id: UserId = None, notified_user_ids: UserIds = None):
+               assignee_id: UserId = None, notified_user_ids: UserIds = None,
+               attachment_ids: AttachmentIds = None):
     """Open a pull request from branch into base."""
     return api.post(repo_path(project_id_or_key, repo_id_or_name, "pullRequests"),
                     {"summary": summary, "description": description, "base": base,
                      "branch": branch, "issueId": issue_id, "assigneeId": assignee_id,
-                     "notifiedUserId": notified_user_ids})
+                     "notifiedUserId": notified_user_ids, "attachmentId": attachment_ids})
 
 
 @tool("Update pull request", write="git", idempotent=True)
@@ -1818,11 +1842,12 @@ def git_pr_update(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrNa
                   pr_number: PrNumber, summary: Summary = None, description: Description = None,
                   issue_id: P("integer", "Linked issue id", minimum=1) = None,
                   assignee_id: UserId = None, notified_user_ids: UserIds = None,
-                  comment: P("string", "Comment to add with the change") = None):
+                  comment: P("string", "Comment to add with the change") = None,
+                  attachment_ids: AttachmentIds = None):
     """Update a pull request's summary, description, linked issue or assignee."""
     form = {"summary": summary, "description": description, "issueId": issue_id,
             "assigneeId": assignee_id, "notifiedUserId": notified_user_ids or None,
-            "comment": comment}
+            "comment": comment, "attachmentId": attachment_ids or None}
     if all(v is None for v in form.values()):
         raise ToolError("Nothing to update: give summary, description, issue_id, assignee_id "
                         "or comment.")
@@ -1953,22 +1978,31 @@ ISSUE_FILTERS = {  # issue_list_get and issue_count_get; each optional
 
 @tool("Search issues")
 def issue_list_get(sort: IssueSort = None, order: Order = None, offset: Offset = 0,
-                   count: Count = 20, fields: Fields = None, **filters: ISSUE_FILTERS):
+                   count: Count = 20, fields: Fields = None,
+                   total: P("boolean", "Also count every match") = None,
+                   **filters: ISSUE_FILTERS):
     """Search issues with any of Backlog's filters; names work where one project is given."""
-    return issue_view(api.get("issues", issue_filters(filters) + encode(
+    query = issue_filters(filters)
+    issues = issue_view(api.get("issues", query + encode(
         {"sort": sort, "order": order, "offset": offset, "count": count})))
+    if total and isinstance(issues, list):
+        issues.total = api.get(("issues", "count"), query).get("count")
+    return issues
 
 
-@tool("Count issues")
+@tool("Count issues", extra=True)
 def issue_count_get(**filters: ISSUE_FILTERS):
     """Count issues matching the same filters as issue_list_get."""
     return api.get(("issues", "count"), issue_filters(filters))
 
 
 @tool("Get issue")
-def issue_details_get(issue_id_or_key: IssueArg):
+def issue_details_get(issue_id_or_key: IssueArg,
+                      child_summary: P("boolean", "Add childIssueSummary {total, closed}")
+                      = None):
     """Get an issue: status, assignee, dates, custom fields, attachments."""
-    issue = api.get(("issues", issue_id_or_key))
+    issue = api.get(("issues", issue_id_or_key),
+                    {"expand": ["childIssueSummary"] if child_summary else None})
     if restricted() and not project_allowed(issue.get("projectId")):
         raise denied(issue_id_or_key, "issue")
     return issue_view(issue)
@@ -2005,6 +2039,27 @@ def issue_comment_list_get(issue_id_or_key: IssueIdOrKey, min_id: MinId = None,
     guard_issue(issue_id_or_key)
     return api.get(("issues", issue_id_or_key, "comments"),
                    {"minId": min_id, "maxId": max_id, "count": count, "order": order})
+
+
+@tool("Get issue comment")
+def issue_comment_details_get(issue_id_or_key: IssueIdOrKey, comment_id: CommentId):
+    """Get one comment of an issue, with its change log."""
+    guard_issue(issue_id_or_key)
+    return api.get(("issues", issue_id_or_key, "comments", comment_id))
+
+
+@tool("Count issue comments", extra=True)
+def issue_comment_count_get(issue_id_or_key: IssueIdOrKey):
+    """Count an issue's comments."""
+    guard_issue(issue_id_or_key)
+    return api.get(("issues", issue_id_or_key, "comments", "count"))
+
+
+@tool("List comment notifications", extra=True)
+def issue_comment_notification_list_get(issue_id_or_key: IssueIdOrKey, comment_id: CommentId):
+    """List who was notified of an issue comment."""
+    guard_issue(issue_id_or_key)
+    return api.get(("issues", issue_id_or_key, "comments", comment_id, "notifications"))
 
 
 @tool("List issue attachments")
@@ -2079,7 +2134,7 @@ def issue_attachment_upload(file_path: P("string", "Path of a local file under "
 
 @tool("Delete issue attachment", write="issue", destructive=True, idempotent=True)
 def issue_attachment_delete(issue_id_or_key: IssueIdOrKey, attachment_id: AttachmentId):
-    """Delete an attachment from an issue; returns the deleted attachment."""
+    """Delete an attachment from an issue; returns it."""
     guard_issue(issue_id_or_key)
     return api.delete(("issues", issue_id_or_key, "attachments", attachment_id))
 
@@ -2089,6 +2144,27 @@ def issue_shared_file_list_get(issue_id_or_key: IssueIdOrKey):
     """List the shared files linked to an issue."""
     guard_issue(issue_id_or_key)
     return api.get(("issues", issue_id_or_key, "sharedFiles"))
+
+
+@tool("Link shared files to issue", write="issue", idempotent=True, extra=True)
+def issue_shared_file_link(issue_id_or_key: IssueIdOrKey, file_ids: SharedFileIds):
+    """Link shared files of the issue's project to the issue."""
+    guard_issue(issue_id_or_key)
+    return api.post(("issues", issue_id_or_key, "sharedFiles"), {"fileId": file_ids})
+
+
+@tool("Unlink shared file from issue", write="issue", destructive=True, idempotent=True, extra=True)
+def issue_shared_file_unlink(issue_id_or_key: IssueIdOrKey, shared_file_id: SharedFileId):
+    """Unlink a shared file from an issue (the file stays)."""
+    guard_issue(issue_id_or_key)
+    return api.delete(("issues", issue_id_or_key, "sharedFiles", shared_file_id))
+
+
+@tool("List issue participants")
+def issue_participant_list_get(issue_id_or_key: IssueIdOrKey):
+    """List the users who took part in an issue."""
+    guard_issue(issue_id_or_key)
+    return api.get(("issues", issue_id_or_key, "participants"))
 
 
 @tool("List priorities")
@@ -2105,6 +2181,10 @@ def issue_related_list_get(issue_id_or_key: IssueIdOrKey):
 
 
 ParentIssue = P("integer", "Parent issue id", minimum=1)
+CLEARABLE = {"assignee_id": False, "start_date": False, "due_date": False,  # True: a list
+             "estimated_hours": False, "actual_hours": False, "parent_issue_id": False,
+             "resolution_id": False, "description": False, "category_ids": True,
+             "milestone_ids": True, "version_ids": True}
 
 
 def issue_form(a, project):
@@ -2162,10 +2242,18 @@ def issue_update(issue_id_or_key: IssueIdOrKey, summary: Summary = None,
                  version_ids: Ids = None, parent_issue_id: ParentIssue = None,
                  custom_fields: CustomFields = None,
                  comment: P("string", "Comment to add with the change") = None,
-                 notified_user_ids: UserIds = None, attachment_ids: AttachmentIds = None):
+                 notified_user_ids: UserIds = None, attachment_ids: AttachmentIds = None,
+                 clear: P("array", "Fields to empty, e.g. assignee_id to unassign; a custom "
+                                   "field: custom_fields {name: null}", items="string",
+                          enum=list(CLEARABLE)) = None):
     """Update an issue; omitted fields stay, an empty list clears that field."""
     a = dict(locals())
-    if all(v is None for k, v in a.items() if k not in ("issue_id_or_key", "notified_user_ids")):
+    for name in clear or ():
+        if a[name] not in (None, []):
+            raise ToolError(f"'{name}' is both set and in clear: give one of them.")
+        a[name] = [] if CLEARABLE[name] else ""  # Backlog empties a field sent empty
+    if all(v is None for k, v in a.items()
+           if k not in ("issue_id_or_key", "notified_user_ids", "clear")):
         raise ToolError("Nothing to update: give at least one field such as summary, status_id "
                         "or custom_fields.")
     issue = guard_issue(issue_id_or_key)
@@ -2202,9 +2290,18 @@ def issue_comment_update(issue_id_or_key: IssueIdOrKey, comment_id: CommentId, c
 
 @tool("Delete issue comment", write="issue", destructive=True, idempotent=True)
 def issue_comment_delete(issue_id_or_key: IssueIdOrKey, comment_id: CommentId):
-    """Delete an issue comment (only its author may); returns the deleted comment."""
+    """Delete an issue comment (its author only); returns it."""
     guard_issue(issue_id_or_key)
     return api.delete(("issues", issue_id_or_key, "comments", comment_id))
+
+
+@tool("Notify about comment", write="issue")
+def issue_comment_notify(issue_id_or_key: IssueIdOrKey, comment_id: CommentId,
+                         notified_user_ids: P("array", "Users to notify", items="integer")):
+    """Notify users of an existing comment (only its author may)."""
+    guard_issue(issue_id_or_key)
+    return api.post(("issues", issue_id_or_key, "comments", comment_id, "notifications"),
+                    {"notifiedUserId": notified_user_ids})
 
 
 @tool("Relate issues", write="issue", idempotent=True)
@@ -2235,7 +2332,14 @@ def issue_watching_add(issue_id_or_key: IssueIdOrKey, note: Note = None):
     return api.post("watchings", {"issueIdOrKey": issue_id_or_key, "note": note})
 
 
-@tool("Update watching", write="issue", idempotent=True)
+@tool("Get watching", extra=True)
+def issue_watching_details_get(watching_id: WatchingId):
+    """Get a watching: its issue, note and read state."""
+    return guard_owner("watching", watching_id, ("watchings", watching_id)) \
+        or api.get(("watchings", watching_id))
+
+
+@tool("Update watching", write="issue", idempotent=True, extra=True)
 def issue_watching_update(watching_id: WatchingId, note: Note):
     """Change the note of a watching."""
     guard_owner("watching", watching_id, ("watchings", watching_id))
@@ -2249,7 +2353,7 @@ def issue_watching_delete(watching_id: WatchingId):
     return api.delete(("watchings", watching_id))
 
 
-@tool("Mark watching read", write="issue", idempotent=True)
+@tool("Mark watching read", write="issue", idempotent=True, extra=True)
 def issue_watching_mark_read(watching_id: WatchingId):
     """Mark a watched issue as read."""
     guard_owner("watching", watching_id, ("watchings", watching_id))
@@ -2484,7 +2588,91 @@ def user_activity_list_get(user_id: UserId, activity_type_ids: ActivityTypes = N
                       count, order)
 
 
-@tool("Count stars")
+@tool("Get user")
+def user_details_get(user_id: UserId):
+    """Get a user of the space: name, role, mail address."""
+    return api.get(("users", user_id))
+
+
+RECENT = {"issues": "recentlyViewedIssues", "projects": "recentlyViewedProjects",
+          "wikis": "recentlyViewedWikis"}
+
+
+@tool("List recently viewed")
+def user_recent_list_get(kind: P("string", "What to list", enum=list(RECENT)) = "issues",
+                         offset: Offset = 0, count: Count = 20):
+    """List what you viewed last (issues, projects or wiki pages): your recent work."""
+    return allowed_items(api.get(("users", "myself", RECENT[kind]),
+                                 {"offset": offset, "count": count}))
+
+
+def star_allowed(star):
+    """Under BACKLOG_PROJECTS: does a star's target (named by its URL) lie in an allowed
+    project? Backlog's stars carry no project id."""
+    url = star.get("url") if isinstance(star, dict) else None
+    match = re.search(r"/(?:view|wiki|git|file)/([_A-Z0-9]{1,25})\b", url or "")
+    return bool(match) and match.group(1) in settings().projects
+
+
+@tool("List stars received")
+def user_star_list_get(user_id: UserId, min_id: MinId = None, max_id: MaxId = None,
+                       count: Count = 20, order: Order = None):
+    """List the stars a user received (what was starred, by whom)."""
+    stars = api.get(("users", user_id, "stars"), {"minId": min_id, "maxId": max_id,
+                                                 "count": count, "order": order})
+    listing = Listing(s for s in stars if not restricted() or star_allowed(s))
+    listing.fetched = len(stars)
+    return listing
+
+
+STAR_TARGETS = {"issue_id_or_key": "issueId", "comment_id": "commentId", "wiki_id": "wikiId",
+                "pull_request_id": "pullRequestId",
+                "pull_request_comment_id": "pullRequestCommentId"}
+
+
+@tool("Add star", write="star")
+def user_star_add(issue_id_or_key: P("string", "Issue to star (or the issue of comment_id)",
+                                     pattern=ISSUE_KEY_RE, check=IssueIdOrKey.check) = None,
+                  comment_id: P("integer", "Issue comment to star", minimum=1) = None,
+                  wiki_id: P("integer", "Wiki page to star", minimum=1) = None,
+                  pull_request_id: P("integer", "Pull request id (not number)",
+                                     minimum=1) = None,
+                  pull_request_comment_id: P("integer", "PR comment id", minimum=1) = None):
+    """Star an issue, an issue comment, a wiki page, a PR or a PR comment."""
+    given = {k: v for k, v in locals().items() if v is not None}
+    target = [k for k in given if k != "issue_id_or_key" or "comment_id" not in given]
+    if len(target) != 1:
+        raise ToolError("Give exactly one thing to star (a comment_id may come with its "
+                        "issue_id_or_key).")
+    if restricted():
+        if "issue_id_or_key" in given:
+            guard_issue(issue_id_or_key)
+        elif wiki_id is not None:
+            guard_owner("wiki", wiki_id, ("wikis", wiki_id))
+        else:
+            raise ToolError("Under BACKLOG_PROJECTS a comment is starred with its "
+                            "issue_id_or_key, and pull requests cannot be starred here.")
+    name = target[0]
+    value = given[name]
+    if name == "issue_id_or_key" and not DIGITS.match(str(value)):
+        value = api.get(("issues", value))["id"]  # Backlog's issueId is numeric
+    api.post("stars", {STAR_TARGETS[name]: value})
+    return f"Starred {name.replace('_id_or_key', '').replace('_id', '')} {given[name]}."
+
+
+@tool("Remove star", write="star", destructive=True, idempotent=True, extra=True)
+def user_star_delete(star_id: P("integer", "Star id (user_star_list_get)", minimum=1)):
+    """Remove one of your stars."""
+    if restricted():
+        me = api.get(("users", "myself"))["id"]
+        stars = api.get(("users", me, "stars"), {"count": 100})
+        if not any(s.get("id") == star_id and star_allowed(s) for s in stars):
+            raise denied(star_id, "star")
+    api.delete(("stars", star_id))
+    return f"Star {star_id} removed."
+
+
+@tool("Count stars", extra=True)
 def user_star_count_get(user_id: UserId, since: Date = None, until: Date = None):
     """Count the stars a user received, optionally between two dates."""
     return api.get(("users", user_id, "stars", "count"), {"since": since, "until": until})
@@ -2517,7 +2705,7 @@ def count_allowed(path, params):
     return {"count": total, "note": "counted the first 2,000 items only"}
 
 
-@tool("Count watchings")
+@tool("Count watchings", extra=True)
 def user_watching_count_get(user_id: UserId, resource_already_read: AlreadyRead = None):
     """Count the issues a user watches."""
     read = resource_already_read
@@ -2534,7 +2722,7 @@ WIKI_PROJECTS = 20  # wiki_list_get without a project asks at most this many pro
 @tool("List wiki pages")
 def wiki_list_get(project_id_or_key: OptProject = None, keyword: Keyword = None,
                   fields: Fields = None):
-    """List wiki pages of a project (of every allowed or active project when none is given)."""
+    """List a project's wiki pages (every allowed or active project's if none given)."""
     if project_id_or_key is not None:
         projects = [guard_project(project_id_or_key)]
     elif restricted():
@@ -2557,7 +2745,7 @@ def wiki_count_get(project_id_or_key: ProjectIdOrKey):
     return api.get(("wikis", "count"), {"projectIdOrKey": guard_project(project_id_or_key)})
 
 
-@tool("List wiki tags")
+@tool("List wiki tags", extra=True)
 def wiki_tag_list_get(project_id_or_key: ProjectIdOrKey):
     """List the tags used on a project's wiki pages."""
     return api.get(("wikis", "tags"), {"projectIdOrKey": guard_project(project_id_or_key)})
@@ -2598,6 +2786,18 @@ def wiki_attachment_download(wiki_id: WikiId, attachment_id: AttachmentId, forma
 MailNotify = P("boolean", "Email the change to watchers")
 
 
+def wiki_owned(wiki_id, *rest):
+    """The path of a wiki page (or below it), its project checked under the allow-list."""
+    guard_owner("wiki", wiki_id, ("wikis", wiki_id))
+    return ("wikis", wiki_id) + rest
+
+
+@tool("List wiki shared files", extra=True)
+def wiki_shared_file_list_get(wiki_id: WikiId):
+    """List the shared files linked to a wiki page."""
+    return api.get(wiki_owned(wiki_id, "sharedFiles"))
+
+
 @tool("Add wiki page", write="wiki")
 def wiki_add(project_id_or_key: ProjectIdOrKey, name: P("string", "Page name; '/' nests pages"),
              content: Content, mail_notify: MailNotify = None):
@@ -2617,12 +2817,55 @@ def wiki_update(wiki_id: WikiId, name: P("string", "New page name") = None,
                                           "mailNotify": mail_notify})
 
 
+@tool("Delete wiki page", write="wiki", destructive=True, idempotent=True)
+def wiki_delete(wiki_id: WikiId, mail_notify: MailNotify = None):
+    """Delete a wiki page for good; returns the deleted page."""
+    return api.delete(wiki_owned(wiki_id), {"mailNotify": mail_notify})
+
+
+@tool("Attach files to wiki page", write="wiki")
+def wiki_attachment_add(wiki_id: WikiId, attachment_ids: P(
+        "array", "Ids from issue_attachment_upload", items="integer")):
+    """Attach uploaded files to a wiki page."""
+    return api.post(wiki_owned(wiki_id, "attachments"), {"attachmentId": attachment_ids})
+
+
+@tool("Delete wiki attachment", write="wiki", destructive=True, idempotent=True)
+def wiki_attachment_delete(wiki_id: WikiId, attachment_id: AttachmentId):
+    """Delete an attachment from a wiki page; returns it."""
+    return api.delete(wiki_owned(wiki_id, "attachments", attachment_id))
+
+
+@tool("Link shared files to wiki page", write="wiki", idempotent=True, extra=True)
+def wiki_shared_file_link(wiki_id: WikiId, file_ids: SharedFileIds):
+    """Link shared files of the page's project to a wiki page."""
+    return api.post(wiki_owned(wiki_id, "sharedFiles"), {"fileId": file_ids})
+
+
+@tool("Unlink shared file from wiki page", write="wiki", destructive=True, idempotent=True, extra=True)
+def wiki_shared_file_unlink(wiki_id: WikiId, shared_file_id: SharedFileId):
+    """Unlink a shared file from a wiki page (the file stays)."""
+    return api.delete(wiki_owned(wiki_id, "sharedFiles", shared_file_id))
+
+
 # == Tools: space ==============================================================
 
 @tool("Get space")
 def space_details_get():
     """Get the space: name, language, time zone, formatting rule."""
     return api.get("space")
+
+
+@tool("Get API rate limit", extra=True)
+def space_rate_limit_get():
+    """Get the API rate limit left for the key: read, update, search, icon per minute."""
+    return api.get("rateLimit")
+
+
+@tool("Get space notice", extra=True)
+def space_notice_get():
+    """Get the notice that space administrators show to every user."""
+    return api.get(("space", "notification"))
 
 
 @tool("List space activity")
@@ -2684,7 +2927,7 @@ def notification_mark_read(notification_id: P("integer", "Notification id", mini
     return f"Notification {notification_id} marked as read."
 
 
-@tool("Reset unread count", write="notification", idempotent=True)
+@tool("Reset unread count", write="notification", idempotent=True, extra=True)
 def notification_count_reset():
     """Reset your unread-notification count to zero."""
     return api.post(("notifications", "markAsRead"))

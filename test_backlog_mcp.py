@@ -27,7 +27,7 @@ from fake_backlog import PNG, Backlog, FakeBacklog, body_of, load  # noqa: E402
 KEY = "test-key-1234567890"
 BASE = "https://example.backlog.com"
 DATA = os.path.join(HERE, "tests", "data")
-ENV = {"BACKLOG_BASE_URL": BASE, "BACKLOG_API_KEY": KEY,
+ENV = {"BACKLOG_BASE_URL": BASE, "BACKLOG_API_KEY": KEY, "BACKLOG_TOOLSETS": "all",
        "BACKLOG_WRITABLE": ",".join(b.WRITE_GROUPS), "BACKLOG_UPLOAD_DIRS": DATA}
 PYZ = os.path.join(HERE, "backlog_mcp.pyz")
 
@@ -299,7 +299,9 @@ def test_tool_definition(name):
     if name.endswith("_add") and name != "issue_related_add":  # relating twice changes nothing
         assert not annotations["idempotentHint"]
     schema = definition["inputSchema"]
-    assert schema["type"] == "object" and schema["additionalProperties"] is False
+    # No additionalProperties: 28 bytes a tool in every conversation; bind() refuses an
+    # unknown parameter and names the valid ones.
+    assert schema["type"] == "object" and "additionalProperties" not in schema
     assert set(schema.get("required", [])) <= set(schema["properties"])
     for pname, prop in schema["properties"].items():
         assert prop.get("description"), (name, pname)
@@ -309,6 +311,7 @@ def test_tool_definition(name):
         if prop["type"] == "array":
             assert prop["items"]["type"] in ("string", "integer"), (name, pname)
         assert "enum" not in prop or prop["type"] == "string", (name, pname)
+        assert "enum" not in prop.get("items", {}) or prop["items"]["type"] == "string"
 
 
 def test_reference_tools_and_groups():
@@ -784,6 +787,46 @@ TOOL_CALLS = [
     ("notification_mark_read", {"notification_id": 808}, "POST", "notifications/808/markAsRead",
      {}),
     ("notification_count_reset", {}, "POST", "notifications/markAsRead", {}),
+    # Added with issue 11: Backlog's endpoints an assistant lacked.
+    ("issue_participant_list_get", {"issue_id_or_key": "DEMO-42"}, "GET",
+     "issues/DEMO-42/participants", {}),
+    ("issue_comment_details_get", {"issue_id_or_key": "DEMO-42", "comment_id": 7}, "GET",
+     "issues/DEMO-42/comments/7", {}),
+    ("issue_comment_count_get", {"issue_id_or_key": "DEMO-42"}, "GET",
+     "issues/DEMO-42/comments/count", {}),
+    ("issue_comment_notification_list_get", {"issue_id_or_key": "DEMO-42", "comment_id": 7},
+     "GET", "issues/DEMO-42/comments/7/notifications", {}),
+    ("issue_comment_notify", {"issue_id_or_key": "DEMO-42", "comment_id": 7,
+                              "notified_user_ids": [1, 2]}, "POST",
+     "issues/DEMO-42/comments/7/notifications", {"notifiedUserId[]": ["1", "2"]}),
+    ("issue_shared_file_link", {"issue_id_or_key": "DEMO-42", "file_ids": [825, 826]}, "POST",
+     "issues/DEMO-42/sharedFiles", {"fileId[]": ["825", "826"]}),
+    ("issue_shared_file_unlink", {"issue_id_or_key": "DEMO-42", "shared_file_id": 825},
+     "DELETE", "issues/DEMO-42/sharedFiles/825", {}),
+    ("issue_watching_details_get", {"watching_id": 42}, "GET", "watchings/42", {}),
+    ("wiki_delete", {"wiki_id": 5001, "mail_notify": True}, "DELETE", "wikis/5001",
+     {"mailNotify": ["true"]}),
+    ("wiki_attachment_add", {"wiki_id": 5001, "attachment_ids": [2, 3]}, "POST",
+     "wikis/5001/attachments", {"attachmentId[]": ["2", "3"]}),
+    ("wiki_attachment_delete", {"wiki_id": 5001, "attachment_id": 2}, "DELETE",
+     "wikis/5001/attachments/2", {}),
+    ("wiki_shared_file_list_get", {"wiki_id": 5001}, "GET", "wikis/5001/sharedFiles", {}),
+    ("wiki_shared_file_link", {"wiki_id": 5001, "file_ids": [825]}, "POST",
+     "wikis/5001/sharedFiles", {"fileId[]": ["825"]}),
+    ("wiki_shared_file_unlink", {"wiki_id": 5001, "shared_file_id": 825}, "DELETE",
+     "wikis/5001/sharedFiles/825", {}),
+    ("git_pr_comment_count_get", {"project_id_or_key": "DEMO", "repo_id_or_name": "webapp",
+                                  "pr_number": 4}, "GET",
+     "projects/DEMO/git/repositories/webapp/pullRequests/4/comments/count", {}),
+    ("user_details_get", {"user_id": 2}, "GET", "users/2", {}),
+    ("user_recent_list_get", {"kind": "wikis", "count": 5}, "GET",
+     "users/myself/recentlyViewedWikis", {"offset": ["0"], "count": ["5"]}),
+    ("user_star_list_get", {"user_id": 2, "order": "asc"}, "GET", "users/2/stars",
+     {"count": ["20"], "order": ["asc"]}),
+    ("user_star_add", {"issue_id_or_key": "913"}, "POST", "stars", {"issueId": ["913"]}),
+    ("user_star_delete", {"star_id": 166}, "DELETE", "stars/166", {}),
+    ("space_rate_limit_get", {}, "GET", "rateLimit", {}),
+    ("space_notice_get", {}, "GET", "space/notification", {}),
 ]
 
 
@@ -1060,12 +1103,14 @@ OTHER_FORMS = {"project_id_or_key": ["OTHER", "202", "other"], "project_id": ["2
                "issue_key": ["OTHER-1", "999"],
                "target_issue_id": [999], "wiki_id": [6001], "document_id": [OTHER_DOC],
                "repo_id_or_name": ["secret"], "watching_id": [9999],
-               "notification_id": [12345], "key": ["NEWKEY"]}
+               "notification_id": [12345], "key": ["NEWKEY"], "star_id": [1166]}
 SPACE_WIDE = {"issue_priority_list_get", "project_list_get", "project_resolution_list_get",
               "user_list_get", "user_myself_get", "user_activity_list_get", "user_star_count_get",
               "user_watching_list_get", "user_watching_count_get", "space_details_get",
               "space_activity_list_get", "notification_list_get", "notification_count_get",
-              "notification_count_reset", "wiki_list_get", "issue_attachment_upload"}
+              "notification_count_reset", "wiki_list_get", "issue_attachment_upload",
+              "user_details_get", "user_recent_list_get", "user_star_list_get",
+              "space_rate_limit_get", "space_notice_get"}
 EVERY_DENIAL = [(name, dict(arguments, **{param: value}))
                 for name, arguments, *_ in TOOL_CALLS
                 for param, values in OTHER_FORMS.items() if param in arguments
@@ -1324,7 +1369,7 @@ class Process:
 def default_tools():
     """The tools a server started with only a URL and a key exposes."""
     return {name for name, tool in b.TOOLS.items()
-            if tool.write in (None, *b.DEFAULT_WRITABLE) and not tool.requires}
+            if tool.write in (None, *b.DEFAULT_WRITABLE) and not tool.requires and not tool.extra}
 
 
 def commands(pyz_path):
@@ -1740,6 +1785,8 @@ def templates(name, arguments, method, path):
     if name == "file_shared_list_get":
         segments = ["projects", "*", "files", "metadata", "**"]
     extra = {("GET", "projects")} if name == "wiki_list_get" else set()  # no project: each one
+    if name == "user_recent_list_get":  # the kind picks one of three paths
+        extra = {("GET", "users/myself/" + path) for path in b.RECENT.values()}
     return {(method, "/".join(segments))} | LOOKUPS | extra
 
 
@@ -2530,3 +2577,116 @@ def test_generated_settings(fake, elsewhere, env):
     check_trust(raw, fake, elsewhere)
     for variable in ("BACKLOG_TIMEOUT", "BACKLOG_MAX_DOWNLOAD_BYTES"):
         assert all(n - n == 0 for n in (*b.settings().timeout, b.settings().max_download))
+
+
+# == Requests as Backlog reads them (issue 11) =================================
+
+def test_list_custom_field_filters_use_indexed_keys(backlog):
+    call("issue_list_get", project_ids=["DEMO"],
+         custom_fields={"Components": ["API", "Web"], "Environment": "staging"})
+    query = sent(backlog, "GET", "issues").query
+    assert ("customField_4006[0]", "1") in query and ("customField_4006[1]", "2") in query
+    assert ("customField_4005[0]", "2") in query
+    assert not [k for k, _ in query if k.endswith("[]") and k.startswith("customField_")]
+
+
+def test_multi_value_custom_fields_in_forms_use_indexed_keys(backlog):
+    call("issue_update", issue_id_or_key="DEMO-42",
+         custom_fields={"Components": ["API", "iOS"], "Severity": "Minor"})
+    form = sent(backlog, "PATCH", "issues/DEMO-42").form
+    assert form == [("customField_4006[0]", "1"), ("customField_4006[1]", "3"),
+                    ("customField_4008", "3")]
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_watchings_read_flag_means_what_backlogs_means(backlog, flag):
+    call("user_watching_list_get", user_id=1, resource_already_read=flag)
+    call("user_watching_count_get", user_id=1, resource_already_read=flag)
+    expected = ["true" if flag else "false"]
+    assert sent(backlog, "GET", "users/1/watchings").q("resourceAlreadyRead") == expected
+    assert sent(backlog, "GET", "users/1/watchings/count").q("resourceAlreadyRead") == expected
+
+
+def test_issue_update_clears_single_value_fields(backlog):
+    call("issue_update", issue_id_or_key="DEMO-42",
+         clear=["assignee_id", "due_date", "parent_issue_id", "estimated_hours",
+                "milestone_ids"], custom_fields={"Environment": None})
+    form = sent(backlog, "PATCH", "issues/DEMO-42").form
+    assert form == [("assigneeId", ""), ("dueDate", ""), ("estimatedHours", ""),
+                    ("milestoneId[]", ""), ("parentIssueId", ""), ("customField_4005", "")]
+    backlog.requests.clear()
+    assert "both set and in clear" in error(call("issue_update", issue_id_or_key="DEMO-42",
+                                                 assignee_id=2, clear=["assignee_id"]))
+    assert "must be one of" in error(call("issue_update", issue_id_or_key="DEMO-42",
+                                          clear=["summary"]))
+    assert not backlog.calls("PATCH")
+
+
+def test_notification_pages_meet_at_an_exclusive_bound(backlog, monkeypatch):
+    """150 notifications, ids 150..1: page two starts below the last id of page one; the item
+    at the boundary is counted once and none is skipped."""
+    items = [dict(load("notifications_list")[0], id=i) for i in range(150, 0, -1)]
+
+    def page(request):
+        bound = dict(request.query).get("maxId")
+        below = [n for n in items if bound is None or n["id"] < int(bound)]
+        return below[:int(dict(request.query).get("count", 20))]
+    monkeypatch.setattr(backlog, "list_notifications", page)
+    b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
+    counted = data(call("notification_count_get"))["count"]
+    demo = sum(1 for n in items if b.item_project(n) == 101)
+    assert counted == demo
+    pages = [r.q("maxId") for r in backlog.requests if r.path == "/api/v2/notifications"]
+    assert pages == [[], ["51"]]
+    result = call("notification_list_get", count=100)
+    assert "max_id=51" in result["content"][1]["text"]
+    backlog.requests.clear()
+    call("notification_mark_read", notification_id=51)
+    assert [r.q("maxId") for r in backlog.requests if r.path == "/api/v2/notifications"] == [[]]
+    call("notification_mark_read", notification_id=50)
+    marks = [r.q("maxId") for r in backlog.requests if r.path == "/api/v2/notifications"]
+    assert marks[-2:] == [[], ["51"]] and backlog.calls("POST")
+
+
+@pytest.mark.parametrize("name, arguments, method, path", [
+    ("issue_delete", {"issue_id_or_key": "DEMO-42"}, "DELETE", "issues/DEMO-42"),
+    ("notification_mark_read", {"notification_id": 808}, "POST", "notifications/808/markAsRead"),
+    ("issue_watching_mark_read", {"watching_id": 42}, "POST", "watchings/42/markAsRead"),
+    ("user_star_delete", {"star_id": 166}, "DELETE", "stars/166")])
+def test_requests_without_parameters_are_typed_as_forms(backlog, name, arguments, method, path):
+    call(name, **arguments)
+    request = sent(backlog, method, path)
+    assert request.headers.get("Content-Type") == "application/x-www-form-urlencoded"
+    assert request.form == []
+
+
+def test_issue_list_can_count_every_match(backlog):
+    result = call("issue_list_get", project_ids=["DEMO"], status_ids=[1], total=True)
+    assert "of 138 matching" in result["content"][1]["text"]
+    count = sent(backlog, "GET", "issues/count")
+    assert count.q("statusId[]") == ["1"] and count.q("count") == []
+
+
+def test_recently_viewed_and_stars_are_held_to_the_allow_list(backlog):
+    b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
+    for kind in ("issues", "projects", "wikis"):
+        text = json.dumps(data(call("user_recent_list_get", kind=kind)))
+        assert "OTHER" not in text and "202" not in text.replace("2025", "")
+    stars = data(call("user_star_list_get", user_id=2))
+    assert stars and all("/view/DEMO-" in s["url"] for s in stars)
+    assert "Under BACKLOG_PROJECTS" in error(call("user_star_add", pull_request_id=5))
+    assert "exactly one" in error(call("user_star_add", wiki_id=5001, issue_id_or_key="DEMO-1"))
+    data_ = call("user_star_add", issue_id_or_key="DEMO-42", comment_id=7)
+    assert data_["isError"] is False and sent(backlog, "POST", "stars").form == [("commentId",
+                                                                                    "7")]
+
+
+def test_extra_tools_are_off_by_default_and_say_how_to_turn_them_on():
+    b.configure({"BACKLOG_BASE_URL": BASE, "BACKLOG_API_KEY": KEY})
+    listed = {t["name"] for t in rpc("tools/list")["result"]["tools"]}
+    extras = {n for n, t in b.TOOLS.items() if t.extra}
+    assert extras and not listed & extras and "issue_list_get" in listed
+    assert "BACKLOG_TOOLSETS=all" in b.TOOLS["issue_count_get"].disabled_because()
+    b.configure({"BACKLOG_BASE_URL": BASE, "BACKLOG_API_KEY": KEY, "BACKLOG_TOOLSETS": "issue"})
+    listed = {t["name"] for t in rpc("tools/list")["result"]["tools"]}
+    assert "issue_count_get" in listed and "wiki_tag_list_get" not in listed

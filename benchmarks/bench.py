@@ -153,7 +153,7 @@ def context_cost(url):
     from fake_backlog import load
     sizes = {}
     for label, extra in (("full set", {"BACKLOG_WRITABLE": ",".join(b.WRITE_GROUPS),
-                                       "BACKLOG_UPLOAD_DIRS": ROOT}),
+                                       "BACKLOG_UPLOAD_DIRS": ROOT, "BACKLOG_TOOLSETS": "all"}),
                          ("default set", {}), ("read-only set", {"BACKLOG_READ_ONLY": "1"})):
         b.configure(dict(env_for(url), **extra))
         session = b.Session()

@@ -93,6 +93,27 @@ ROUTES = [  # method, path below /api/v2/, fixture (or a callable name on the se
     ("GET", r"notifications/count", "notifications_count"),
     ("POST", r"notifications/markAsRead", "notifications_mark_all_as_read"),
     ("POST", r"notifications/\d+/markAsRead", None),
+    ("GET", "issues/" + ISSUE + "/participants", "users_list"),
+    ("GET", "issues/" + ISSUE + r"/comments/count", "comments_count"),
+    ("GET", "issues/" + ISSUE + r"/comments/\d+", "comment"),
+    ("GET", "issues/" + ISSUE + r"/comments/\d+/notifications", "comment_notifications"),
+    ("POST", "issues/" + ISSUE + r"/comments/\d+/notifications", "comment"),
+    ("POST", "issues/" + ISSUE + "/sharedFiles", "issue_shared_files"),
+    ("DELETE", "issues/" + ISSUE + r"/sharedFiles/\d+", "issue_shared_files#0"),
+    ("DELETE", r"wikis/\d+", "wiki"),
+    ("POST", r"wikis/\d+/attachments", "wiki_attachments"),
+    ("DELETE", r"wikis/\d+/attachments/\d+", "wiki_attachments#0"),
+    ("GET", r"wikis/\d+/sharedFiles", "issue_shared_files"),
+    ("POST", r"wikis/\d+/sharedFiles", "issue_shared_files"),
+    ("DELETE", r"wikis/\d+/sharedFiles/\d+", "issue_shared_files#0"),
+    ("GET", R + r"/pullRequests/\d+/comments/count", "pull_request_comments_count"),
+    ("GET", r"users/myself/recentlyViewedIssues", "@recent_issues"),
+    ("GET", r"users/myself/recentlyViewedProjects", "@recent_projects"),
+    ("GET", r"users/myself/recentlyViewedWikis", "@recent_wikis"),
+    ("GET", r"users/\d+", "myself"), ("GET", r"users/\d+/stars", "@stars"),
+    ("POST", r"stars", None), ("DELETE", r"stars/\d+", None),
+    ("GET", r"rateLimit", "rate_limit"),
+    ("GET", r"space/notification", "@space_notice"),
 ]
 COMPILED = [(m, re.compile(p + r"\Z"), f) for m, p, f in ROUTES]
 
@@ -245,6 +266,29 @@ class Backlog:
             return json_reply(400, {"errors": [{"message": "Please specify file.", "code": 7,
                                                 "moreInfo": ""}]})
         return {"id": 1, "name": found[0][0], "size": len(found[0][1])}
+
+    def list_recent_issues(self, request):
+        return [{"issue": issue, "updated": issue["updated"]} for issue in
+                load("issues_list")[:1] + to_other(load("issues_list")[:1])]
+
+    def list_recent_projects(self, request):
+        return [{"project": project, "updated": "2025-05-01T09:00:00Z"}
+                for project in self.both("projects_list")]
+
+    def list_recent_wikis(self, request):
+        return [{"page": page, "updated": page["updated"]} for page in
+                load("wikis_list")[:1] + to_other(load("wikis_list")[:1])]
+
+    def list_stars(self, request):
+        stars = load("user_stars")
+        other = copy.deepcopy(stars[:1])
+        for star in other:
+            star["id"] += 1000
+            star["url"] = re.sub(r"/view/[A-Z_0-9]+-", "/view/OTHER-", star["url"])
+        return stars + other
+
+    def list_space_notice(self, request):
+        return {"content": "Maintenance on Saturday", "updated": "2025-05-01T09:00:00Z"}
 
     def list_projects(self, request):
         return self.both("projects_list")
