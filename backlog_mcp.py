@@ -912,6 +912,7 @@ class Cache:
     def get(self, key, make):
         hit = self.data.get(key)
         if hit and hit[0] > time.monotonic():
+            api.answers += 1  # Backlog's data, as much as a fresh answer is
             return hit[1]
         value = make()
         if len(self.data) >= self.size:
@@ -943,10 +944,21 @@ def denied(label, kind=None):
 def project_info(project_id_or_key):
     """{id, projectKey} of a project, fetched once and cached."""
     key = str(project_id_or_key).upper()
-    project = CACHE.get(("project", key), lambda: api.get(("projects", key)))
+    project = CACHE.get(("project", key), lambda: checked(api.get(("projects", key)),
+                                                          {"id": int, "projectKey": str}))
     CACHE.get(("project", str(project["id"])), lambda: project)
     CACHE.get(("project", project["projectKey"]), lambda: project)
     return project
+
+
+def checked(value, shape):
+    """A Backlog answer that is an object with these keys of these types; else a tool error
+    (and nothing odd is cached)."""
+    if not isinstance(value, dict) or not all(isinstance(value.get(k), t) for k, t in
+                                              shape.items()):
+        raise ToolError("Backlog's answer does not have the documented shape. Next: retry; "
+                        "if it recurs, check that BACKLOG_BASE_URL is your space's URL.")
+    return value
 
 
 def project_allowed(project_id):

@@ -2690,3 +2690,16 @@ def test_extra_tools_are_off_by_default_and_say_how_to_turn_them_on():
     b.configure({"BACKLOG_BASE_URL": BASE, "BACKLOG_API_KEY": KEY, "BACKLOG_TOOLSETS": "issue"})
     listed = {t["name"] for t in rpc("tools/list")["result"]["tools"]}
     assert "issue_count_get" in listed and "wiki_tag_list_get" not in listed
+
+
+def test_chaos_fuzzer_against_the_spawned_pyz(pyz):
+    """benchmarks/fuzz.py for a short while: hostile client lines in, a misbehaving Backlog
+    behind (statuses, redirects to another host, encodings, bombs, bad UTF-8, NaN, depth).
+    The 10-minute run is `python3 benchmarks/fuzz.py --seconds 600`."""
+    done = subprocess.run([sys.executable, os.path.join(HERE, "benchmarks", "fuzz.py"),
+                           "--server", f"{sys.executable} -I {pyz}", "--seconds", "15",
+                           "--seed", "3"], capture_output=True, timeout=180, cwd=HERE)
+    summary = done.stdout.decode()
+    assert done.returncode == 0, summary + done.stderr.decode()[-3000:]
+    assert " 0 deaths, 0 lost replies, 0 internal errors, 0 non-strict lines, 0 key leaks, " \
+           "0 crossings" in summary
