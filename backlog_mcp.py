@@ -63,11 +63,6 @@ TOOLS_PAGE_SIZE = 200        # tools/list page size; every tool fits in one page
 
 
 HOST = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}\.)*[a-z0-9-]{1,63}\Z")  # a DNS name, no more
-LIMITS = {"BACKLOG_TIMEOUT": (0.1, 600.0), "BACKLOG_MAX_DOWNLOAD_BYTES": (1, 1 << 30)}
-
-
-def _truthy(value):
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def _split(value):
@@ -85,146 +80,213 @@ def loopback(host):
         return False
 
 
+# -- Settings, declared once: each row is a name, a parser, a default, a line of help. -----
+# A parser takes the text (stripped, never empty) and the settings read so far, and returns
+# the value or raises ValueError with words for a person. A value the server does not
+# understand is a problem, named in --check, on stderr at start and in every tool result;
+# until it is fixed no tool reaches Backlog, and the tool list offers only read tools.
+
+FLAG_WORDS = {"1": True, "true": True, "yes": True, "on": True,
+              "0": False, "false": False, "no": False, "off": False}
+
+
+def flag(text, s):
+    if text.lower() not in FLAG_WORDS:
+        raise ValueError(f"'{text}' is not a yes or no; use 1/0, true/false, yes/no or on/off")
+    return FLAG_WORDS[text.lower()]
+
+
+def choice(*words):
+    def parse(text, s):
+        if text.lower() not in words:
+            raise ValueError(f"'{text}' is not one of {', '.join(words)}")
+        return text.lower()
+    return parse
+
+
+def groups(known):
+    def parse(text, s):
+        chosen = [part.lower() for part in _split(text)]
+        unknown = [part for part in chosen if part not in known]
+        if unknown or not chosen:
+            near = [k for u in unknown for k in known if distance(u, k) <= 2]
+            raise ValueError(f"unknown {', '.join(repr(u) for u in unknown) or 'empty list'}"
+                             + (f" (did you mean {', '.join(near)}?)" if near else "")
+                             + f"; choose from {', '.join(known)}")
+        return set(chosen)
+    return parse
+
+
+def toolsets(text, s):
+    return set(CATEGORIES) if text.lower() == "all" else groups(CATEGORIES)(text, s)
+
+
+def number(low, high, integer=False):
+    def parse(text, s):
+        try:
+            value = float(text)
+        except ValueError:  # also UnicodeEncodeError, for bytes that are not UTF-8
+            value = float("nan")
+        if not low <= value <= high or (integer and not value.is_integer()):  # NaN fails too
+            raise ValueError(f"'{text}' is not a{'' if integer else ' number'} "
+                             f"{'whole number ' if integer else ''}from {low:g} to {high:g}")
+        return int(value) if integer else value
+    return parse
+
+
+def timeout(text, s):
+    """Seconds for a whole exchange, or connect,total."""
+    parts = text.split(",")
+    if len(parts) > 2:
+        raise ValueError(f"'{text}' is not seconds, or connect,total seconds")
+    seconds = [number(0.1, 600)(part.strip(), s) for part in parts]
+    return (min(CONNECT_TIMEOUT, seconds[0]), seconds[0]) if len(seconds) == 1 \
+        else tuple(seconds)
+
+
+def projects(text, s):
+    keys = [key.upper() for key in _split(text)]
+    bad = [key for key in keys if not PROJECT_KEY.match(key)]
+    if bad or not keys:
+        raise ValueError(f"'{', '.join(bad) or text}' is not a list of project keys "
+                         "(letters, digits and _, e.g. DEMO,PROJ)")
+    return keys
+
+
+def prefix(text, s):
+    if not re.match(r"[A-Za-z0-9_-]{1,32}\Z", text):
+        raise ValueError("may hold only letters, digits, _ and - (at most 32)")
+    return text
+
+
+def api_key(text, s):
+    if not re.match(r"[!-~]+\Z", text):
+        raise ValueError("holds white space or characters outside ASCII: paste the key alone")
+    return text
+
+
+def folders(text, s):
+    found = []
+    for folder in text.split(os.pathsep):
+        if folder.strip():
+            try:
+                real = os.path.realpath(os.path.expanduser(folder.strip()))
+                is_dir = os.path.isdir(real)
+            except (ValueError, OSError):  # a NUL byte, an undecodable name
+                is_dir = False
+            if not is_dir:
+                raise ValueError(f"'{folder}' is not a folder")
+            found.append(real)
+    return found
+
+
+def domain(text, s):
+    return base_url("https://" + text.strip("/"), s, "BACKLOG_DOMAIN")
+
+
+def base_url(raw, s, variable="BACKLOG_BASE_URL"):
+    """scheme://host[:port] of the space. The host is held to the characters of a DNS name,
+    so that every parser (ours, requests', urllib3's, a proxy's) reads the same host;
+    Backlog.session() checks what requests prepares once more."""
+    from urllib.parse import urlsplit
+    example = "a URL like https://your-space.backlog.com"
+    if not re.match(r"[!-~]+\Z", raw):  # urlsplit drops tabs and newlines silently
+        raise ValueError(f"holds white space or characters outside ASCII: it must be {example}")
+    try:
+        url = urlsplit(raw)
+        if url.password:
+            s.secrets.append(url.password)
+        host = (url.hostname or "").lower()
+        url.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError:
+        raise ValueError(f"is not {example}") from None
+    if "@" in url.netloc:
+        raise ValueError("must not hold a user name or password; the API key goes in "
+                         "BACKLOG_API_KEY")
+    netloc = url.netloc.lower()
+    literal = host == "::1" and netloc.startswith("[::1]")
+    if not (HOST.match(host) or literal) or url.query or url.fragment \
+            or not re.match(r"(\[::1\]|[a-z0-9.-]+)(:[0-9]{1,5})?\Z", netloc):
+        raise ValueError(f"'{raw}' is not {example} (letters, digits, '.' and '-' in the host)")
+    if url.scheme not in ("http", "https"):
+        raise ValueError("must start with https://")
+    if url.scheme == "http" and not loopback(host):
+        raise ValueError("must use https (plain http only for localhost, 127.x.x.x or [::1])")
+    on_backlog = any(host == h or host.endswith("." + h) for h in BACKLOG_HOSTS)
+    if url.scheme == "https" and not on_backlog and not loopback(host) \
+            and not s.allow_custom_host:
+        raise ValueError(f"host '{host}' is not on backlog.com, backlog.jp or backlogtool.com; "
+                         "for Backlog on-premise also set BACKLOG_ALLOW_CUSTOM_HOST=1")
+    return f"{url.scheme}://{netloc}"
+
+
+class Setting:
+    def __init__(self, name, parse, default, help, attribute=None):
+        self.name, self.parse, self.default, self.help = name, parse, default, help
+        self.attribute = attribute or name[len("BACKLOG_"):].lower()
+
+
+SETTINGS_TABLE = (  # in the order they are read: a later parser may use an earlier value
+    Setting("BACKLOG_ALLOW_CUSTOM_HOST", flag, False,
+            "1 allows an https host outside backlog.com, backlog.jp, backlogtool.com"),
+    Setting("BACKLOG_BASE_URL", base_url, "",
+            "your space's URL, e.g. https://your-space.backlog.com"),
+    Setting("BACKLOG_DOMAIN", domain, "", "or the host alone, e.g. your-space.backlog.com"),
+    Setting("BACKLOG_API_KEY", api_key, "", "your personal API key (Personal Settings > API)"),
+    Setting("BACKLOG_PROJECTS", projects, [], "allow-list of project keys, e.g. DEMO,PROJ "
+            "(default: every project the key sees)"),
+    Setting("BACKLOG_WRITABLE", groups(WRITE_GROUPS), set(DEFAULT_WRITABLE),
+            f"writable groups (default {','.join(DEFAULT_WRITABLE)}; also project)"),
+    Setting("BACKLOG_READ_ONLY", flag, False, "1 turns every write tool off (also --read-only)"),
+    Setting("BACKLOG_TOOLSETS", toolsets, set(CATEGORIES),
+            "categories to list, or all (with the extra tools); also --toolsets"),
+    Setting("BACKLOG_PREFIX", prefix, "", "prefix for every tool name (default none)"),
+    Setting("BACKLOG_OUTPUT", choice("lean", "full"), "lean", "lean (default) or full answers"),
+    Setting("BACKLOG_TIMEOUT", timeout, (CONNECT_TIMEOUT, READ_TIMEOUT),
+            f"seconds a request may take in all, or connect,total (default {READ_TIMEOUT:g})"),
+    Setting("BACKLOG_MAX_DOWNLOAD_BYTES", number(1, 1 << 30, integer=True), MAX_DOWNLOAD,
+            f"download cap in bytes (default {MAX_DOWNLOAD})", "max_download"),
+    Setting("BACKLOG_UPLOAD_DIRS", folders, [],
+            f"folders ('{os.pathsep}'-separated) files may be uploaded from (default: none)"),
+)
+SAFE = {"BACKLOG_READ_ONLY": True, "BACKLOG_WRITABLE": set()}  # read-only wins on a bad value
+
+
 class Settings:
-    """The environment, parsed once; `problems` lists what is wrong, in words for a user."""
+    """The environment, read once through SETTINGS_TABLE; `problems` lists what is wrong, one
+    sentence each, in words for a person."""
 
     def __init__(self, env, read_only=False, toolsets=None):
-        self.problems = []
-        self.api_key = (env.get("BACKLOG_API_KEY") or "").strip()
-        self.secrets = [self.api_key] if self.api_key else []
-        self.base_url = self._base_url(env)
-        if not self.api_key:
-            self.problems.append("BACKLOG_API_KEY is not set: create a key in Backlog under "
-                                 "Personal Settings > API and set it in the server's env.")
-        elif not re.match(r"[!-~]+\Z", self.api_key):
-            self.problems.append("BACKLOG_API_KEY holds white space or characters outside "
-                                 "ASCII: paste the key alone.")
-        self.projects = [key.upper() for key in _split(env.get("BACKLOG_PROJECTS"))]
-        for key in self.projects:
-            if not PROJECT_KEY.match(key):
-                self.problems.append(f"BACKLOG_PROJECTS: '{key}' is not a project key "
-                                     "(letters, digits and _ only, e.g. DEMO,PROJ).")
-        self.prefix = env.get("BACKLOG_PREFIX", "")
-        if self.prefix and not re.match(r"[A-Za-z0-9_-]{1,32}\Z", self.prefix):
-            self.problems.append("BACKLOG_PREFIX may hold only letters, digits, _ and -.")
-            self.prefix = ""
-        self.writable = self._groups(env.get("BACKLOG_WRITABLE"), WRITE_GROUPS, DEFAULT_WRITABLE,
-                                     "BACKLOG_WRITABLE")
-        if read_only or _truthy(env.get("BACKLOG_READ_ONLY", "")):
-            self.writable = set()
-        chosen = (toolsets or env.get("BACKLOG_TOOLSETS") or "").strip()
-        everything = chosen.lower() == "all"
-        self.toolsets = self._groups(None if everything else chosen, CATEGORIES, CATEGORIES,
-                                     "BACKLOG_TOOLSETS")
-        # The rarely used tools (extra=True) come with a toolset that is named, or with all.
-        self.extras = set(self.toolsets) if chosen else set()
-        self.output = (env.get("BACKLOG_OUTPUT") or "lean").strip().lower()
-        if self.output not in ("lean", "full"):
-            self.problems.append("BACKLOG_OUTPUT must be 'lean' or 'full'.")
-            self.output = "lean"
-        self.timeout = self._timeout(env.get("BACKLOG_TIMEOUT"))
-        self.max_download = int(self._number(env.get("BACKLOG_MAX_DOWNLOAD_BYTES"), MAX_DOWNLOAD,
-                                             "BACKLOG_MAX_DOWNLOAD_BYTES"))
-        self.upload_dirs = []
-        for folder in (env.get("BACKLOG_UPLOAD_DIRS") or "").split(os.pathsep):
-            if folder.strip():
+        self.problems, self.secrets, self.explicit = [], [], set()
+        overrides = {"BACKLOG_TOOLSETS": toolsets, "BACKLOG_READ_ONLY": "1" if read_only else None}
+        for row in SETTINGS_TABLE:
+            text = overrides.get(row.name) or env.get(row.name)
+            text = text.strip() if isinstance(text, str) else ""
+            value = row.default
+            if text:
+                self.explicit.add(row.name)
+                if row.name == "BACKLOG_API_KEY":
+                    self.secrets.append(text)
                 try:
-                    real = os.path.realpath(os.path.expanduser(folder.strip()))
-                    is_dir = os.path.isdir(real)
-                except (ValueError, OSError):  # a NUL byte, an undecodable name
-                    real, is_dir = None, False
-                if not is_dir:
-                    self.problems.append(f"BACKLOG_UPLOAD_DIRS: '{folder}' is not a folder.")
-                if real:
-                    self.upload_dirs.append(real)
-
-    def _base_url(self, env):
-        """scheme://host[:port] of the space, or '' with a problem. The host is held to the
-        characters of a DNS name, so that every parser (ours, requests', urllib3's, a proxy's)
-        reads the same host; Backlog.session() checks what requests prepares once more."""
-        from urllib.parse import urlsplit
-        raw = (env.get("BACKLOG_BASE_URL") or "").strip()
-        variable = "BACKLOG_BASE_URL"
-        if not raw and env.get("BACKLOG_DOMAIN"):
-            raw, variable = "https://" + env["BACKLOG_DOMAIN"].strip().strip("/"), "BACKLOG_DOMAIN"
-        if not raw:
+                    value = row.parse(text, self)
+                except ValueError as exc:
+                    self.problems.append(f"{row.name}: {exc}.")
+                    value = SAFE.get(row.name, row.default)
+            setattr(self, row.attribute, value)
+        if sys.version_info < (3, 9):
+            self.problems.insert(0, "mcp-backlog-server needs Python 3.9 or newer (this is "
+                                    f"{'.'.join(map(str, sys.version_info[:3]))}).")
+        self.base_url = self.base_url or self.domain
+        if not self.base_url and not {"BACKLOG_BASE_URL", "BACKLOG_DOMAIN"} & self.explicit:
             self.problems.append("BACKLOG_BASE_URL is not set: use your space's URL, "
                                  "e.g. https://your-space.backlog.com")
-            return ""
-        example = "a URL like https://your-space.backlog.com"
-        if not re.match(r"[!-~]+\Z", raw):  # urlsplit drops tabs and newlines silently
-            self.problems.append(f"{variable} holds white space or characters outside ASCII: "
-                                 f"it must be {example}.")
-            return ""
-        try:
-            url = urlsplit(raw)
-            if url.password:
-                self.secrets.append(url.password)
-            host, port = (url.hostname or "").lower(), url.port
-        except ValueError:
-            self.problems.append(f"{variable} is not {example}.")
-            return ""
-        netloc = url.netloc.rsplit("@", 1)[-1].lower()
-        if "@" in url.netloc:
-            self.problems.append(f"{variable} must not hold a user name or password; the API "
-                                 "key goes in BACKLOG_API_KEY.")
-            return ""
-        literal = host == "::1" and netloc.startswith("[::1]")
-        if not (HOST.match(host) or literal) or url.query or url.fragment \
-                or not re.match(r"(\[::1\]|[a-z0-9.-]+)(:[0-9]{1,5})?\Z", netloc):
-            self.problems.append(f"{variable} '{raw}' is not {example} (letters, digits, '.' "
-                                 "and '-' in the host).")
-            return ""
-        if url.scheme not in ("http", "https"):
-            self.problems.append(f"{variable} must start with https://")
-            return ""
-        if url.scheme == "http" and not loopback(host):
-            self.problems.append(f"{variable} must use https (plain http only for localhost, "
-                                 "127.x.x.x or [::1]).")
-            return ""
-        on_backlog = any(host == h or host.endswith("." + h) for h in BACKLOG_HOSTS)
-        if url.scheme == "https" and not on_backlog and not loopback(host) \
-                and not _truthy(env.get("BACKLOG_ALLOW_CUSTOM_HOST", "")):
-            self.problems.append(f"{variable} host '{host}' is not on backlog.com, backlog.jp "
-                                 "or backlogtool.com; for Backlog on-premise also set "
-                                 "BACKLOG_ALLOW_CUSTOM_HOST=1.")
-            return ""
-        return f"{url.scheme}://{netloc}"
-
-    def _groups(self, value, known, default, variable):
-        if value is None or not value.strip():
-            return set(default)
-        chosen = {part.lower() for part in _split(value)}
-        unknown = chosen - set(known)
-        if unknown:
-            self.problems.append(f"{variable}: unknown {', '.join(sorted(unknown))}; "
-                                 f"choose from {', '.join(known)}.")
-        return chosen & set(known)
-
-    def _number(self, value, default, variable):
-        """A finite number within the variable's bounds, or the default and a problem."""
-        import math
-        if value is None or not str(value).strip():
-            return default
-        low, high = LIMITS[variable]
-        try:
-            number = float(value)
-        except ValueError:  # also UnicodeEncodeError, for bytes that are not UTF-8
-            number = math.nan
-        if not low <= number <= high:  # NaN fails every comparison
-            self.problems.append(f"{variable} must be a number from {low:g} to {high:g}, "
-                                 f"not '{value}'.")
-            return default
-        return number
-
-    def _timeout(self, value):
-        """(connect, total) seconds; one value is the total, and caps the connect time too."""
-        parts = _split(value)
-        if len(parts) == 2:
-            return (self._number(parts[0], CONNECT_TIMEOUT, "BACKLOG_TIMEOUT"),
-                    self._number(parts[1], READ_TIMEOUT, "BACKLOG_TIMEOUT"))
-        total = self._number(value, READ_TIMEOUT, "BACKLOG_TIMEOUT")
-        return (min(CONNECT_TIMEOUT, total), total)
+        if not self.api_key and "BACKLOG_API_KEY" not in self.explicit:
+            self.problems.append("BACKLOG_API_KEY is not set: create a key in Backlog under "
+                                 "Personal Settings > API and set it in the server's env.")
+        if self.read_only or self.problems:
+            self.writable = set()  # until a problem is fixed, no write tool is offered
+        # The rarely used tools (extra=True) come with a toolset that is named, or with all.
+        self.extras = set(self.toolsets) if "BACKLOG_TOOLSETS" in self.explicit else set()
 
     def __repr__(self):
         return f"<Settings {self.base_url or 'unset'} key={'set' if self.api_key else 'unset'}>"
@@ -1076,6 +1138,9 @@ class P:
 
     def _scalar(self, name, kind, value):
         kinds = kind if isinstance(kind, list) else [kind]
+        if kinds == ["string"] and isinstance(value, int) and not isinstance(value, bool) \
+                and 0 <= value <= MAX_INT:
+            value = str(value)  # "issue_id_or_key": 42, as a model sends an id
         if "integer" in kinds and isinstance(value, str) \
                 and re.match(r"-?[0-9]{1,18}\Z", value.strip()):
             value = int(value.strip())
@@ -1164,6 +1229,8 @@ class Tool:
         if self.extra and self.category not in settings().extras:
             return (f"a rarely used tool, off by default: BACKLOG_TOOLSETS=all (or naming "
                     f"'{self.category}') turns it on")
+        if self.write and settings().problems:
+            return "writes are off until the configuration problems are fixed (see --check)"
         if self.write and not WRITABLE.get(self.write):
             return f"group '{self.write}' is not writable (BACKLOG_WRITABLE / read-only)"
         if self.requires and not getattr(settings(), self.requires[0]):
@@ -1256,7 +1323,8 @@ Fields = P("array", "Fields to keep", items=["string"])
 Ids = P("array", "Ids", items="integer")
 NamesOrIds = P("array", "Ids or names", items=["integer", "string"])
 UserIds = P("array", "Users to notify", items="integer")
-AttachmentIds = P("array", "Ids from issue_attachment_upload", items="integer")
+AttachmentIds = P("array", "Ids from issue_attachment_upload (needs BACKLOG_UPLOAD_DIRS)",
+                  items="integer")
 DATE = r"\d{4}-\d{2}-\d{2}\Z"
 Date = P("string", "yyyy-MM-dd", pattern=DATE, check="is not a date like 2025-06-30")
 Text = P("string", "Text")
@@ -1290,8 +1358,11 @@ def issue_view(issue):
         fields = {}
         for field in issue["customFields"]:
             kind = field.get("fieldTypeId")
+            value = field.get("value")
+            if kind == 4 and isinstance(value, str) and value.endswith("T00:00:00Z"):
+                value = value[:10]  # a date field: yyyy-MM-dd, as every other date
             view = {"id": field.get("id"), "fieldTypeId": FIELD_TYPES.get(kind, kind),
-                    "value": field.get("value")}
+                    "value": value}
             if "otherValue" in field:
                 view["otherValue"] = field["otherValue"]
             name = str(field.get("name", field.get("id")))
@@ -1387,9 +1458,14 @@ class Download:
 def find_tool(name):
     """The enabled tool behind an exposed (prefixed) name; unknown or disabled is -32602."""
     prefix = settings().prefix
-    tool_ = enabled_tools().get(name[len(prefix):]) if name.startswith(prefix) else None
+    tool_ = TOOLS.get(name[len(prefix):]) if name.startswith(prefix) else None
     if tool_ is None:
-        raise RpcError(-32602, f"Unknown tool: {name}. Call tools/list to see the available tools.")
+        raise RpcError(-32602, f"Unknown tool: {clip(name, 80)}. Call tools/list to see the "
+                               "available tools.")
+    why = tool_.disabled_because()
+    if why:
+        raise RpcError(-32602, f"Tool {name} is off: {why}. It is not in tools/list; the "
+                               "person who configures this server can turn it on.")
     return tool_
 
 
@@ -1784,7 +1860,7 @@ def git_pr_list_get(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOr
                         offset=offset, count=count))
 
 
-@tool("Count pull requests")
+@tool("Count pull requests", extra=True)
 def git_pr_count_get(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
                      status_ids: PrStatus = None, assignee_ids: Ids = None, issue_ids: Ids = None,
                      created_user_ids: Ids = None):
@@ -1886,6 +1962,43 @@ def git_pr_comment_update(project_id_or_key: ProjectIdOrKey, repo_id_or_name: Re
 
 # == Tools: issues =============================================================
 
+def listed(what, project=None):
+    """A project's statuses, issue types, categories, versions or users (or, project None,
+    the space's priorities or resolutions), fetched once and cached."""
+    path = ("projects", str(project), what) if project is not None else what
+    return CACHE.get((what, str(project)), lambda: api.get(path))
+
+
+# Form fields that take a name or an id: (list, label, lookup tool, name key, per project)
+NAMED = {"status_id": ("statuses", "Status", "project_status_list_get", "name", True),
+         "issue_type_id": ("issueTypes", "Issue type", "project_issue_type_list_get", "name",
+                           True),
+         "priority_id": ("priorities", "Priority", "issue_priority_list_get", "name", False),
+         "resolution_id": ("resolutions", "Resolution", "project_resolution_list_get", "name",
+                           False),
+         "assignee_id": ("users", "User", "project_user_list_get", "userId", True),
+         "category_ids": ("categories", "Category", "project_category_list_get", "name", True),
+         "milestone_ids": ("versions", "Milestone", "issue_milestone_list_get", "name", True),
+         "version_ids": ("versions", "Version", "issue_milestone_list_get", "name", True)}
+
+
+def names_to_ids(a, project):
+    """The form arguments of NAMED with names replaced by ids (`project` gives the per-project
+    lists; a callable is called only when a name needs it)."""
+    for field, (what, label, lookup, key, per_project) in NAMED.items():
+        value = a.get(field)
+        if value in (None, "", []):
+            continue
+        values = value if isinstance(value, list) else [value]
+        if all(isinstance(v, int) or DIGITS.match(str(v)) for v in values):
+            ids = [int(v) for v in values]
+        else:
+            owner = (project() if callable(project) else project) if per_project else None
+            ids = resolve(values, lambda: listed(what, owner), label, lookup, key=key)
+        a[field] = ids if isinstance(value, list) else ids[0]
+    return a
+
+
 def issue_filters(a):
     """Backlog's issue-list filters from our snake_case arguments, names resolved to ids."""
     projects = [project_id(p) for p in a.get("project_ids") or []]
@@ -1898,11 +2011,11 @@ def issue_filters(a):
             if one is None:
                 raise ToolError(f"Names in {what} need exactly one project in project_ids. "
                                 f"Next: pass ids (see {lookup}).")
-            return CACHE.get((what, one), lambda: api.get(("projects", one, what)))
+            return listed(what, one)
         return choices
 
     def space(what):
-        return lambda: CACHE.get((what,), lambda: api.get(what))
+        return lambda: listed(what)
 
     users = per_project("users", "project_user_list_get")
     filters = {
@@ -2193,6 +2306,13 @@ def issue_related_list_get(issue_id_or_key: IssueIdOrKey):
 
 
 ParentIssue = P("integer", "Parent issue id", minimum=1)
+Assignee = P("string", "Assignee user id or userId (project_user_list_get)")
+Categories = P("array", "Category names or ids (project_category_list_get)",
+               items=["integer", "string"])
+Milestones = P("array", "Milestone names or ids (issue_milestone_list_get)",
+               items=["integer", "string"])
+Versions = P("array", "Affected version names or ids (same list as milestones)",
+             items=["integer", "string"])
 CLEARABLE = {"assignee_id": False, "start_date": False, "due_date": False,  # True: a list
              "estimated_hours": False, "actual_hours": False, "parent_issue_id": False,
              "resolution_id": False, "description": False, "category_ids": True,
@@ -2219,39 +2339,37 @@ def issue_form(a, project):
 
 @tool("Add issue", write="issue")
 def issue_add(project_id_or_key: ProjectIdOrKey, summary: Summary,
-              issue_type_id: P("integer", "Issue type id (project_issue_type_list_get)", minimum=1),
-              priority_id: P("integer", "Priority id; default Normal (issue_priority_list_get)",
-                             minimum=1) = None,
-              description: Description = None, assignee_id: UserId = None,
+              issue_type_id: P("string", "Issue type name or id (project_issue_type_list_get)"),
+              priority_id: P("string", "Priority name or id; default Normal") = None,
+              description: Description = None, assignee_id: Assignee = None,
               start_date: Date = None, due_date: Date = None, estimated_hours: Hours = None,
-              actual_hours: Hours = None, category_ids: Ids = None, milestone_ids: Ids = None,
-              version_ids: Ids = None, parent_issue_id: ParentIssue = None,
+              actual_hours: Hours = None, category_ids: Categories = None,
+              milestone_ids: Milestones = None, version_ids: Versions = None,
+              parent_issue_id: ParentIssue = None,
               notified_user_ids: UserIds = None, custom_fields: CustomFields = None,
               attachment_ids: AttachmentIds = None):
     """Create an issue in a project, with custom fields by name."""
     a = dict(locals())
     project = project_id(project_id_or_key)
     if priority_id is None:
-        a["priority_id"] = next((p["id"] for p in api.get("priorities")
+        a["priority_id"] = next((p["id"] for p in listed("priorities")
                                  if p["name"] in ("Normal", "中")), 3)
-    pairs = [("projectId", project)] + issue_form(a, project)
+    pairs = [("projectId", project)] + issue_form(names_to_ids(a, project), project)
     return issue_view(api.post("issues", pairs))
 
 
 @tool("Update issue", write="issue", idempotent=True)
 def issue_update(issue_id_or_key: IssueIdOrKey, summary: Summary = None,
                  description: Description = None,
-                 status_id: P("integer", "Status id (project_status_list_get)", minimum=1) = None,
-                 resolution_id: P("integer", "Resolution id (project_resolution_list_get)",
-                                  minimum=0) = None,
-                 assignee_id: UserId = None,
-                 priority_id: P("integer", "Priority id (issue_priority_list_get)",
-                                minimum=1) = None,
-                 issue_type_id: P("integer", "Issue type id (project_issue_type_list_get)",
-                                  minimum=1) = None,
+                 status_id: P("string", "Status name or id (project_status_list_get)") = None,
+                 resolution_id: P("string", "Resolution name or id") = None,
+                 assignee_id: Assignee = None,
+                 priority_id: P("string", "Priority name or id") = None,
+                 issue_type_id: P("string", "Issue type name or id") = None,
                  start_date: Date = None, due_date: Date = None, estimated_hours: Hours = None,
-                 actual_hours: Hours = None, category_ids: Ids = None, milestone_ids: Ids = None,
-                 version_ids: Ids = None, parent_issue_id: ParentIssue = None,
+                 actual_hours: Hours = None, category_ids: Categories = None,
+                 milestone_ids: Milestones = None, version_ids: Versions = None,
+                 parent_issue_id: ParentIssue = None,
                  custom_fields: CustomFields = None,
                  comment: P("string", "Comment to add with the change") = None,
                  notified_user_ids: UserIds = None, attachment_ids: AttachmentIds = None,
@@ -2269,11 +2387,13 @@ def issue_update(issue_id_or_key: IssueIdOrKey, summary: Summary = None,
         raise ToolError("Nothing to update: give at least one field such as summary, status_id "
                         "or custom_fields.")
     issue = guard_issue(issue_id_or_key)
-    project = None
-    if custom_fields:
-        issue = issue or api.get(("issues", issue_id_or_key))
-        project = issue["projectId"]
-    return issue_view(api.patch(("issues", issue_id_or_key), issue_form(a, project)))
+
+    def project():  # the issue's project, fetched only when a name or custom field needs it
+        nonlocal issue
+        issue = issue or checked(api.get(("issues", issue_id_or_key)), {"projectId": int})
+        return issue["projectId"]
+    form = issue_form(names_to_ids(a, project), project() if custom_fields else None)
+    return issue_view(api.patch(("issues", issue_id_or_key), form))
 
 
 @tool("Delete issue", write="issue", destructive=True, idempotent=True)
@@ -3190,16 +3310,25 @@ def clean(value):
 
 # == Command line ==============================================================
 
-HELP = """usage: backlog_mcp.pyz [--read-only] [--toolsets a,b] [--version | --help | --check |
-                         --list-tools]
-       backlog_mcp.pyz tools
-       backlog_mcp.pyz help TOOL
-       backlog_mcp.pyz call TOOL [name=value ...] [--json '{...}' | --json -] [--pretty]
-                                 [--output FILE]
+HELP = """usage: {0} [--read-only] [--toolsets a,b] [--version | --help | --check | --list-tools]
+       {0} tools
+       {0} help TOOL
+       {0} call TOOL [name=value ...] [--json '{{...}}' | --json -] [--pretty] [--output FILE]
 
-Serves MCP on stdio when called with no command. Settings come from the environment;
-see the module docstring or the README.
+Serves MCP (JSON-RPC on stdin/stdout) when called with no command: a client's config starts
+it. --check tests the settings against the space; `call` runs one tool from the shell.
+
+Settings (environment variables):
+{1}
 """
+
+
+def help_text():
+    name = os.path.basename(sys.argv[0] or "") or "backlog_mcp.pyz"
+    if name in ("__main__.py", "-c"):
+        name = "backlog_mcp.pyz"
+    rows = "\n".join(f"  {row.name:27} {row.help}" for row in SETTINGS_TABLE)
+    return HELP.format(name, rows).rstrip("\n")
 
 
 def list_tools_lines():
@@ -3212,17 +3341,49 @@ def list_tools_lines():
     return lines
 
 
+def problems(after=None):
+    """The configuration problems on stderr, one a line; exit status 1."""
+    lines = ["configuration problem: " + p for p in SETTINGS.problems]
+    emit("\n".join(lines + ([after] if after else [])), "stderr")
+    raise SystemExit(1)
+
+
+CHECK_ADVICE = {  # what --check tells a person, instead of the model's next step
+    401: "BACKLOG_API_KEY was refused (HTTP 401): create a key in Backlog under Personal "
+         "Settings > API, or check that it belongs to this space.",
+    403: "The key's user may not read the space (HTTP 403): ask a space administrator.",
+    404: "Nothing answers at BACKLOG_BASE_URL's /api/v2 (HTTP 404): check the space's URL.",
+}
+
+
 def check():
     s = settings()
     if s.problems:
-        raise SystemExit("error: " + " ".join(s.problems))
+        problems()
     try:
         space = api.get("space")
         me = api.get(("users", "myself"))
-        for key in s.projects:
-            project_info(key)
+    except BacklogError as exc:
+        said = redact(exc).split(": ", 1)[-1].split(" Next:")[0]
+        raise SystemExit("error: " + CHECK_ADVICE.get(exc.status, "Backlog refused the "
+                                                      f"request (HTTP {exc.status}).")
+                         + f" Backlog said: {said}") from None
     except ToolError as exc:
-        raise SystemExit(f"error: {redact(exc)}") from None
+        raise SystemExit("error: " + redact(str(exc)).split(" Next:")[0]) from None
+    missing = []
+    for key in s.projects:
+        try:
+            project_info(key)
+        except ToolError:
+            missing.append(key)
+    if missing:
+        try:
+            seen = ", ".join(p["projectKey"] for p in api.get("projects")) or "none"
+        except (ToolError, KeyError, TypeError):
+            seen = "(could not be listed)"
+        raise SystemExit("\n".join(f"error: BACKLOG_PROJECTS: project {key} does not exist or "
+                                   "this key cannot see it." for key in missing)
+                         + f"\nprojects this key can see: {seen}")
     enabled = enabled_tools()
     out = [f"space: {space.get('name')} ({space.get('spaceKey')}) at {s.base_url}",
            f"user: {me.get('name')} ({me.get('userId')}, id {me.get('id')})",
@@ -3364,9 +3525,13 @@ def cli_call(argv):
 def cli_tool(name):
     found = TOOLS.get(name) or TOOLS.get(name[len(settings().prefix):])
     if found is None:
-        close = sorted(TOOLS, key=lambda n: distance(name[:64], n))[:5]
-        usage(f"unknown tool '{name}'. Did you mean: {', '.join(close)}? "
-                         "`tools` lists them all.")
+        wanted = name[len(settings().prefix):][:64] if name.startswith(settings().prefix) \
+            else name[:64]
+        near = sorted((distance(wanted, n), n) for n in TOOLS)
+        close = [n for d, n in near if d <= max(2, len(wanted) // 4)][:5]
+        usage(f"unknown tool '{clip(name, 64)}'."
+              + (f" Did you mean: {', '.join(close)}?" if close else "")
+              + " `tools` lists them all.")
     why = found.disabled_because()
     if why:
         usage(f"{found.name} is disabled: {why}")
@@ -3378,11 +3543,16 @@ def cli_help(name):
     lines = [f"{tool_.name}: {tool_.title}", tool_.description,
              f"group: {tool_.write or 'read'}; " + (tool_.disabled_because() or "enabled"), "",
              "parameters:"]
+    rows = []
     for pname, param in tool_.params.items():
-        kind = param.type + (f" of {param.items}" if param.items else "")
-        need = "required" if pname in tool_.required else "optional"
-        extra = f" ({', '.join(param.enum)})" if param.enum else ""
-        lines.append(f"  {pname:24} {kind:28} {need:8} {param.doc}{extra}")
+        schema = param.schema()
+        kind = schema["type"] + (f" of {schema['items']['type']}" if "items" in schema else "")
+        enum = schema.get("enum") or schema.get("items", {}).get("enum")
+        rows.append((pname, kind, "required" if pname in tool_.required else "optional",
+                     param.doc + (f" ({', '.join(map(str, enum))})" if enum else "")))
+    widths = [max([len(r[i]) for r in rows] + [0]) for i in range(3)]
+    lines += [f"  {r[0]:{widths[0]}}  {r[1]:{widths[1]}}  {r[2]:{widths[2]}}  {r[3]}"
+              for r in rows] or ["  (none)"]
     emit("\n".join(lines))
 
 
@@ -3401,10 +3571,14 @@ def main(argv=None):
     command = argv[0] if argv else None
     if command in ("--version", "-V"):
         emit(f"mcp-backlog-server {__version__}")
+        if sys.version_info < (3, 9):
+            problems()
     elif command in ("--help", "-h"):
-        emit(HELP.rstrip("\n"))
+        emit(help_text())
     elif command in ("--list-tools", "tools"):
         emit("\n".join(list_tools_lines()))
+        if SETTINGS.problems:
+            problems("the tool list above is what the server offers until they are fixed")
     elif command == "--check":
         check()
     elif command == "help" and len(argv) == 2:
@@ -3414,17 +3588,21 @@ def main(argv=None):
     elif command is None:
         run_server()
     else:
-        usage(f"unknown argument '{command}'\n\n{HELP}")
+        usage(f"unknown argument '{clip(command, 80)}'\n\n{help_text()}")
 
 
 def run_server():
     import signal
-    if SETTINGS.problems:
-        log("configuration problem: " + " ".join(SETTINGS.problems))
+    for problem in SETTINGS.problems:
+        log("configuration problem: " + problem)
     signal.signal(signal.SIGTERM, Writer.terminate)
     if sys.stdin is None or sys.stdout is None:
         log("stdin or stdout is closed: a client starts this server with both as pipes.")
         raise SystemExit(1)
+    if sys.stdin.isatty():
+        log("this speaks MCP (JSON-RPC) on stdin/stdout for an MCP client. To try it by hand: "
+            f"{help_text().split()[1]} --check, or call TOOL name=value (see --help). "
+            "Ctrl-D ends it.")
     try:
         serve()
     except KeyboardInterrupt:

@@ -359,8 +359,8 @@ def test_registry_rejects_bad_declarations():
          "user name or password"),
     ({"BACKLOG_BASE_URL": BASE, "BACKLOG_API_KEY": "a b"}, "white space"),
     (dict(ENV, BACKLOG_PROJECTS="DEMO,bad-key!"), "BACKLOG_PROJECTS"),
-    (dict(ENV, BACKLOG_WRITABLE="issue,nope"), "BACKLOG_WRITABLE: unknown nope"),
-    (dict(ENV, BACKLOG_TOOLSETS="issue,nope"), "BACKLOG_TOOLSETS: unknown nope"),
+    (dict(ENV, BACKLOG_WRITABLE="issue,nope"), "BACKLOG_WRITABLE: unknown 'nope'"),
+    (dict(ENV, BACKLOG_TOOLSETS="issue,nope"), "BACKLOG_TOOLSETS: unknown 'nope'"),
     (dict(ENV, BACKLOG_OUTPUT="pretty"), "BACKLOG_OUTPUT"),
     (dict(ENV, BACKLOG_TIMEOUT="-3"), "BACKLOG_TIMEOUT"),
     (dict(ENV, BACKLOG_PREFIX="bad prefix"), "BACKLOG_PREFIX"),
@@ -973,7 +973,7 @@ def test_upload_is_off_without_its_folders(backlog):
 @pytest.mark.parametrize("name, arguments, message", [
     ("issue_details_get", {}, "Missing required parameter"),
     ("issue_details_get", {"issue_id_or_key": "DEMO-1/../../users"}, "not an issue key"),
-    ("issue_details_get", {"issue_id_or_key": 42}, "must be a string"),
+    ("issue_details_get", {"issue_id_or_key": True}, "must be a string"),
     ("issue_details_get", {"issue_id_or_key": "DEMO-1", "extra": 1}, "Unknown parameter 'extra'"),
     ("issue_comment_list_get", {"issue_id_or_key": "DEMO-1", "count": 101}, "at most 100"),
     ("issue_comment_list_get", {"issue_id_or_key": "DEMO-1", "count": 0}, "at least 1"),
@@ -1604,11 +1604,14 @@ def test_cli_errors(pyz, fake, args, status, message):
     assert code == status and message in err and out == ""
 
 
-def test_cli_tools_and_help(pyz):
-    code, out, _ = cli(pyz, None, "tools")
+def test_cli_tools_and_help(pyz, fake):
+    code, out, _ = cli(pyz, fake, "tools")
     assert code == 0 and len(out.splitlines()) == len(b.TOOLS)
     assert re.search(r"^project_add +project +write +disabled: group 'project'", out, re.M)
-    code, listed, _ = cli(pyz, None, "--list-tools", "--toolsets", "wiki")
+    code, out, err = cli(pyz, None, "tools")  # not configured: said, and not a success
+    assert code == 1 and "configuration problem: BACKLOG_BASE_URL is not set" in err
+    assert re.search(r"^issue_add .*disabled: writes are off until", out, re.M)
+    code, listed, _ = cli(pyz, fake, "--list-tools", "--toolsets", "wiki")
     assert re.search(r"^issue_add .*disabled: toolset 'issue' is off", listed, re.M)
     code, out, _ = cli(pyz, None, "help", "issue_list_by_milestone_get")
     assert code == 0 and "milestone_name" in out and "required" in out
@@ -2703,3 +2706,141 @@ def test_chaos_fuzzer_against_the_spawned_pyz(pyz):
     assert done.returncode == 0, summary + done.stderr.decode()[-3000:]
     assert " 0 deaths, 0 lost replies, 0 internal errors, 0 non-strict lines, 0 key leaks, " \
            "0 crossings" in summary
+
+
+# == First run and everyday use (issue 13) =====================================
+
+def spawned(pyz, env, *messages):
+    """The replies and stderr of a spawned .pyz given these messages (after initialize)."""
+    lines = [INIT_LINE] + list(messages)
+    done = subprocess.run([sys.executable, "-I", pyz], env=env, timeout=60, capture_output=True,
+                          input=b"".join(json.dumps(m).encode() + b"\n" for m in lines))
+    assert done.returncode == 0 and b"Traceback" not in done.stderr
+    return [strict_json(line) for line in done.stdout.splitlines()][1:], done.stderr.decode()
+
+
+LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+
+
+def calling(name, id_=3, **arguments):
+    return {"jsonrpc": "2.0", "id": id_, "method": "tools/call",
+            "params": {"name": name, "arguments": arguments}}
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("BACKLOG_TOOLSETS", "issues"), ("BACKLOG_WRITABLE", "issues"), ("BACKLOG_READ_ONLY", "y"),
+    ("BACKLOG_READ_ONLY", "ture"), ("BACKLOG_READ_ONLY", "2"), ("BACKLOG_READ_ONLY", "enabled"),
+    ("BACKLOG_OUTPUT", "Lean!"), ("BACKLOG_TIMEOUT", "30s"), ("BACKLOG_PROJECTS", "DEMO;PROJ")])
+def test_a_setting_not_understood_is_said_everywhere(pyz, fake, variable, value):
+    env = child_env(fake.url, **{variable: value})
+    (listed, called, write), err = spawned(pyz, env, LIST, calling("space_details_get"),
+                                          calling("issue_add", 4, project_id_or_key="DEMO",
+                                                  summary="s", issue_type_id=1))
+    names = {t["name"] for t in listed["result"]["tools"]}
+    assert "space_details_get" in names and not names & {n for n, t in b.TOOLS.items() if t.write}
+    text = called["result"]["content"][0]["text"]
+    assert called["result"]["isError"] and variable in text and f"'{value}'" in text
+    assert write["error"]["code"] == -32602 and "writes are off" in write["error"]["message"]
+    assert f"configuration problem: {variable}" in err
+    assert fake.requests == []  # nothing reached Backlog, no write above all
+    code, out, err = cli(pyz, fake, "--list-tools", **{variable: value})
+    assert code == 1 and variable in err
+    code, out, err = cli(pyz, fake, "--check", **{variable: value})
+    assert code == 1 and f"configuration problem: {variable}" in err
+
+
+def test_several_problems_one_per_line_and_joined_in_results(pyz):
+    env = child_env(None, BACKLOG_BASE_URL="http://example.com", BACKLOG_TIMEOUT="nan")
+    (called,), err = spawned(pyz, env, calling("space_details_get"))
+    problems = [line for line in err.splitlines() if "configuration problem" in line]
+    assert len(problems) == 3
+    assert called["result"]["content"][0]["text"].count("; ") >= 2
+
+
+def test_check_names_a_project_the_key_cannot_see(pyz, fake):
+    code, out, err = cli(pyz, fake, "--check", BACKLOG_PROJECTS="DEMO,NOPE")
+    assert code == 1
+    assert "BACKLOG_PROJECTS: project NOPE does not exist or this key cannot see it" in err
+    assert "projects this key can see: DEMO, OTHER" in err and "Next:" not in err
+    code, out, err = cli(pyz, fake, "--check", BACKLOG_API_KEY="wrong-key-000")
+    assert "Personal Settings > API" in err and "--check" not in err
+
+
+def test_an_old_python_is_named(monkeypatch):
+    monkeypatch.setattr(sys, "version_info", (3, 8, 18, "final", 0))
+    s = b.configure(ENV)
+    assert s.problems[0] == "mcp-backlog-server needs Python 3.9 or newer (this is 3.8.18)."
+    assert "needs Python 3.9" in error(call("space_details_get"))
+
+
+def test_help_lists_every_setting_under_the_name_it_was_started_as(pyz, tmp_path):
+    link = tmp_path / "mcp-backlog-server"
+    link.symlink_to(pyz)
+    done = subprocess.run([sys.executable, "-I", str(link), "--help"], capture_output=True,
+                          timeout=30, env=child_env(None))
+    out = done.stdout.decode()
+    assert out.startswith("usage: mcp-backlog-server ") and "README" not in out
+    for row in b.SETTINGS_TABLE:
+        assert re.search(rf"^  {row.name} +\S", out, re.M), row.name
+
+
+def test_help_tool_shows_the_schema_aligned(pyz, fake):
+    code, out, _ = cli(pyz, fake, "help", "issue_list_get")
+    rows = [line for line in out.splitlines() if line.startswith("  ")]
+    assert any(re.match(r"  status_ids +array of string +optional +", r) for r in rows)
+    assert "['integer'" not in out
+    assert len({re.search(r"(optional|required)", r).start() for r in rows}) == 1
+
+
+@pytest.mark.parametrize("name, suggested", [("issue_detail_get", "issue_details_get"),
+                                             ("wiki_lst_get", "wiki_list_get"),
+                                             ("make_coffee", None)])
+def test_call_suggests_only_close_names(pyz, fake, name, suggested):
+    code, _, err = cli(pyz, fake, "call", name)
+    assert code == 2
+    if suggested:
+        assert f"Did you mean: {suggested}" in err
+    else:
+        assert "Did you mean" not in err
+
+
+def test_started_in_a_terminal_it_says_what_it_is(pyz):
+    import pty
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-I", pyz], stdin=follower, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=child_env(None))
+    os.close(follower)
+    time.sleep(1.5)
+    os.close(leader)
+    _, err = proc.communicate(timeout=20)
+    assert b"speaks MCP" in err and b"--check" in err
+
+
+def test_natural_inputs_of_a_model(backlog):
+    assert data(call("issue_details_get", issue_id_or_key=42))["issueKey"] == "DEMO-42"
+    assert sent(backlog, "GET", "issues/42")
+    call("issue_update", issue_id_or_key="DEMO-42", status_id="In progress",
+         assignee_id="taro", category_ids=["Backend"], priority_id="High")
+    form = dict(sent(backlog, "PATCH", "issues/DEMO-42").form)
+    assert form["statusId"] == "2" and form["assigneeId"] == "2" and form["priorityId"] == "2"
+    assert form["categoryId[]"] == str(load("categories")[0]["id"])
+    call("issue_add", project_id_or_key="DEMO", summary="s", issue_type_id="Bug",
+         milestone_ids=["v1.0"])
+    add = dict(sent(backlog, "POST", "issues").form)
+    assert add["issueTypeId"] == str(next(t["id"] for t in load("issue_types")
+                                          if t["name"] == "Bug"))
+    text = error(call("issue_update", issue_id_or_key="DEMO-42", status_id="Done-ish"))
+    assert "Status 'Done-ish' is unknown. Known: Open, In Progress" in text
+
+
+def test_a_disabled_tool_called_over_mcp_says_how_to_turn_it_on():
+    b.configure({"BACKLOG_BASE_URL": BASE, "BACKLOG_API_KEY": KEY})
+    reply = rpc("tools/call", {"name": "issue_attachment_upload", "arguments": {}})
+    assert reply["error"]["code"] == -32602 and "BACKLOG_UPLOAD_DIRS" in reply["error"]["message"]
+    reply = rpc("tools/call", {"name": "project_add", "arguments": {}})
+    assert "BACKLOG_WRITABLE" in reply["error"]["message"]
+
+
+def test_date_custom_fields_read_as_dates(backlog):
+    fields = data(call("issue_details_get", issue_id_or_key="DEMO-42"))["customFields"]
+    assert fields["Go-live date"]["value"] == "2025-06-30"
