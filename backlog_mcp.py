@@ -820,9 +820,9 @@ def parse_backlog_json(data):
         value = json.loads(text, parse_constant=lambda _: None, parse_float=_finite)
     except (ValueError, RecursionError):
         return INVALID
-    if LONE.search(text):
-        value = scrub(value)
-    return INVALID if too_deep(value) else value
+    if too_deep(value):  # before scrub, which recurses
+        return INVALID
+    return scrub(value) if LONE.search(text) else value
 
 
 def _finite(text):

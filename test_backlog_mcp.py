@@ -2225,6 +2225,7 @@ def test_odd_cursors_are_invalid_params(cursor):
     ("project_custom_field_list_get", {"project_id_or_key": "DEMO"}, b'[{"id": 1}]'),
     ("space_details_get", {}, b"[" * 900 + b"]" * 900),
     ("space_details_get", {}, b"[" * 5000 + b"]" * 5000),
+    ("space_details_get", {}, b'[' * 900 + b'"\\ud800"' + b"]" * 900),  # found by fuzz.py
     ("issue_list_get", {}, b'[{"a": ' * 70 + b"1" + b"}]" * 70),
 ])
 def test_wrong_shapes_from_backlog_are_tool_errors(fake, name, arguments, body):
