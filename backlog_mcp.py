@@ -6,19 +6,9 @@ Usage:
     python3 backlog_mcp.pyz --list-tools     one line per tool: name, group, read/write, enabled
     python3 backlog_mcp.pyz call TOOL a=1    run one tool from the shell (see `help TOOL`)
 
-Settings (environment):
-    BACKLOG_BASE_URL   https://your-space.backlog.com (or BACKLOG_DOMAIN=your-space.backlog.com)
-    BACKLOG_API_KEY    your personal API key
-    BACKLOG_PROJECTS   optional allow-list of project keys, e.g. DEMO,PROJ
-    BACKLOG_WRITABLE   writable groups (default issue,git,wiki,document,notification);
-                       BACKLOG_READ_ONLY=1 or --read-only turns every write off
-    BACKLOG_TOOLSETS   categories to expose (default all), also --toolsets
-    BACKLOG_PREFIX     prefix for every tool name (default none)
-    BACKLOG_OUTPUT     lean (default) or full;  BACKLOG_TIMEOUT  read timeout in seconds (30)
-    BACKLOG_MAX_DOWNLOAD_BYTES  download cap (7 MiB)
-    BACKLOG_UPLOAD_DIRS  folders (os.pathsep-separated) that files may be uploaded from; unset:
-                       no uploads
-    BACKLOG_ALLOW_CUSTOM_HOST=1  allow an https host outside backlog.com/.jp/backlogtool.com
+Settings: environment variables, declared once in SETTINGS_TABLE (`--help` prints them):
+BACKLOG_BASE_URL and BACKLOG_API_KEY are required; BACKLOG_PROJECTS, BACKLOG_WRITABLE,
+BACKLOG_READ_ONLY and BACKLOG_TOOLSETS choose what the model may reach.
 
 Protocol: newline-delimited JSON-RPC 2.0 on stdin/stdout; logs go to stderr only.  Two error
 channels: a malformed message, an unknown method or an unknown tool is a JSON-RPC error; a tool

@@ -1637,6 +1637,8 @@ def test_readme_lists_exactly_the_tools():
         readme = fh.read()
     listed = re.findall(r"^\| `([a-z_]+)` \|", readme, re.M)
     assert sorted(listed) == sorted(b.TOOLS)
+    settings_rows = re.findall(r"^\| `(BACKLOG_[A-Z_]+)` \| (.*) \|$", readme, re.M)
+    assert settings_rows == [(row.name, row.help) for row in b.SETTINGS_TABLE]
     assert "bash zipapp.sh" in readme and ".venv/bin/python -m pytest" in readme
 
 
