@@ -16,6 +16,7 @@ that fails (Backlog error, network, bad argument value, access denied) answers a
 isError true and a text that says what to do next.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -38,7 +39,9 @@ DEFAULT_WRITABLE = ("issue", "git", "wiki", "document", "notification", "star")
 # Module-level flags, set by configure() and read on every request.
 WRITABLE = {group: group in DEFAULT_WRITABLE for group in WRITE_GROUPS}
 TOOLSETS = set(CATEGORIES)
-SETTINGS = None  # a Settings, made by configure() on first use
+SETTINGS = None  # the current space's Settings, made by configure() on first use
+CURRENT = None   # the current Space
+SECRETS = []     # every space's secrets: the redactor hides them all
 
 BACKLOG_HOSTS = ("backlog.com", "backlog.jp", "backlogtool.com")
 PROJECT_KEY = re.compile(r"[_A-Z0-9]{1,25}\Z")
@@ -240,6 +243,43 @@ SETTINGS_TABLE = (  # in the order they are read: a later parser may use an earl
             f"folders ('{os.pathsep}'-separated) files may be uploaded from (default: none)"),
 )
 SAFE = {"BACKLOG_READ_ONLY": True, "BACKLOG_WRITABLE": set()}  # read-only wins on a bad value
+# What each space has of its own, as BACKLOG_<NAME>_<REST> (BACKLOG_WORK_API_KEY); Nulab's
+# server names two of them BACKLOG_ORG_<NAME>_DOMAIN and BACKLOG_ORG_<NAME>_API_KEY.
+PER_SPACE = ("BACKLOG_ALLOW_CUSTOM_HOST", "BACKLOG_BASE_URL", "BACKLOG_DOMAIN", "BACKLOG_API_KEY",
+             "BACKLOG_PROJECTS", "BACKLOG_WRITABLE", "BACKLOG_READ_ONLY")
+SPACE_NAME = re.compile(r"[a-z][a-z0-9_]{0,19}\Z")
+
+
+def space_names(env):
+    """(names, default, problems) of BACKLOG_SPACES (or Nulab's BACKLOG_ORG_<NAME>_* names),
+    and BACKLOG_DEFAULT_SPACE (or BACKLOG_DEFAULT_ORG). No names: one space, as always."""
+    text = (env.get("BACKLOG_SPACES") or "").strip()
+    names = [n.lower() for n in _split(text)] if text else sorted(
+        {m.group(1).lower() for k in env
+         for m in [re.match(r"BACKLOG_ORG_([A-Za-z0-9_]+?)_(?:DOMAIN|API_KEY)\Z", k)] if m})
+    problems = [f"BACKLOG_SPACES: '{n}' is not a space name (a letter, then letters, digits "
+                "or _; at most 20)." for n in names if not SPACE_NAME.match(n)]
+    if len(set(names)) != len(names):
+        problems.append("BACKLOG_SPACES names a space twice.")
+    default = (env.get("BACKLOG_DEFAULT_SPACE") or env.get("BACKLOG_DEFAULT_ORG") or "").strip()
+    default = default.lower() or (names[0] if names else "")
+    if names and default not in names:
+        problems.append(f"BACKLOG_DEFAULT_SPACE: '{default}' is not one of "
+                        f"{', '.join(names)}.")
+    return names, default, problems
+
+
+def space_env(env, name):
+    """The environment as one space sees it: its own BACKLOG_<NAME>_* in place of the shared
+    per-space names (never another space's), the shared rest unchanged."""
+    view = {k: v for k, v in env.items() if k not in PER_SPACE}
+    for variable in PER_SPACE:
+        rest = variable[len("BACKLOG_"):]
+        for spelling in (f"BACKLOG_{name.upper()}_{rest}", f"BACKLOG_ORG_{name.upper()}_{rest}"):
+            if spelling in env:
+                view[variable] = env[spelling]
+                break
+    return view
 
 
 class Settings:
@@ -282,16 +322,70 @@ class Settings:
         return f"<Settings {self.base_url or 'unset'} key={'set' if self.api_key else 'unset'}>"
 
 
+class Space:
+    """One Backlog space: its settings, its client (one HTTP session) and its cache. Nothing
+    of one space is ever used in another's call."""
+
+    def __init__(self, name, settings_):
+        self.name, self.settings, self.api, self.cache = name, settings_, Backlog(), Cache()
+
+
+SPACES = {}          # name -> Space; one space: {None: Space}
+DEFAULT_SPACE = None
+
+
 def configure(env=None, read_only=False, toolsets=None):
-    """Read the settings from `env` (default os.environ) into the module-level flags."""
-    global SETTINGS
-    SETTINGS = Settings(os.environ if env is None else env, read_only, toolsets)
+    """Read the settings from `env` (default os.environ) into the spaces and the module-level
+    flags (those of the default space; a call in another space swaps them, see in_space)."""
+    global DEFAULT_SPACE, SECRETS
+    env = os.environ if env is None else env
+    names, default, problems = space_names(env)
+    for space in SPACES.values():
+        space.api.reset()
+    SPACES.clear()
+    for name in names or [None]:
+        s = Settings(space_env(env, name) if name else env, read_only, toolsets)
+        if name:
+            s.problems = [f"space {name}: {p}" for p in problems + s.problems]
+        SPACES[name] = Space(name, s)
+    DEFAULT_SPACE = default or None
+    SECRETS = sorted({x for space in SPACES.values() for x in space.settings.secrets})
+    for t in TOOLS.values():
+        t._definition = None  # the space parameter comes and goes with the spaces
+    enter(SPACES[DEFAULT_SPACE])
+    return SETTINGS
+
+
+def enter(space):
+    """Make `space` the one the module-level names (SETTINGS, api, CACHE, the flags) mean."""
+    global SETTINGS, api, CACHE, CURRENT
+    CURRENT, SETTINGS, api, CACHE = space, space.settings, space.api, space.cache
     for group in WRITE_GROUPS:
         WRITABLE[group] = group in SETTINGS.writable
     TOOLSETS.clear()
     TOOLSETS.update(SETTINGS.toolsets)
-    api.reset()
-    return SETTINGS
+
+
+class in_space:
+    """Run a block in a named space (None: the default one), then come back."""
+
+    def __init__(self, name):
+        if name is not None and name not in SPACES:
+            raise ToolError(f"Unknown space '{clip(name, 40)}'. Spaces: "
+                            f"{', '.join(n for n in SPACES if n)}.")
+        self.space = SPACES[DEFAULT_SPACE if name is None else name]
+
+    def __enter__(self):
+        self.before = CURRENT
+        enter(self.space)
+        return self.space
+
+    def __exit__(self, *exc):
+        enter(self.before)
+
+
+def several():
+    return len(SPACES) > 1
 
 
 def settings():
@@ -326,18 +420,21 @@ def clip(text, size):
     return text if len(text) <= size else text[:size] + "…"
 
 
+FORMS = {}  # the secrets' spellings, by the tuple of secrets
+
+
 def secret_forms():
-    if SETTINGS is None:
-        return ()
-    if SETTINGS.__dict__.get("_forms") is None:
+    key = tuple(SECRETS)
+    if key not in FORMS:
         from urllib.parse import quote, quote_plus
         forms = set()
-        for secret in SETTINGS.secrets:
+        for secret in key:
             forms |= {secret, quote(secret, safe="", errors="replace"),
                       quote_plus(secret, errors="replace"),
                       json.dumps(secret, ensure_ascii=False)[1:-1]}
-        SETTINGS._forms = sorted(forms, key=len, reverse=True)
-    return SETTINGS._forms
+        FORMS.clear()
+        FORMS[key] = sorted(forms, key=len, reverse=True)
+    return FORMS[key]
 
 
 # == Errors ====================================================================
@@ -1206,6 +1303,10 @@ class Tool:
         if self._definition is None:
             schema = {"type": "object",
                       "properties": {n: p.schema() for n, p in self.params.items()}}
+            if several() and self.name != "space_list_get":
+                schema["properties"]["space"] = {
+                    "type": "string", "enum": [n for n in SPACES],
+                    "description": f"Backlog space (default {DEFAULT_SPACE})"}
             if self.required:
                 schema["required"] = self.required
             self._definition = {"title": self.title, "description": self.description,
@@ -1225,6 +1326,8 @@ class Tool:
             return f"group '{self.write}' is not writable (BACKLOG_WRITABLE / read-only)"
         if self.requires and not getattr(settings(), self.requires[0]):
             return f"{self.requires[1]} is not set"
+        if self.name == "space_list_get" and not several():
+            return "only with several spaces (BACKLOG_SPACES)"
         return None
 
     def bind(self, arguments):
@@ -1275,7 +1378,12 @@ def tool(title, write=None, destructive=False, idempotent=False, requires=None, 
 
 
 def enabled_tools():
-    return {name: t for name, t in TOOLS.items() if t.disabled_because() is None}
+    """The tools to list: with several spaces, those on in any of them."""
+    found = {}
+    for name in SPACES or [None]:
+        with in_space(name) if SPACES else contextlib.nullcontext():
+            found.update((n, t) for n, t in TOOLS.items() if t.disabled_because() is None)
+    return {n: TOOLS[n] for n in TOOLS if n in found}
 
 
 # Shared parameters: one wording each.
@@ -1482,15 +1590,24 @@ def run_tool(tool_, arguments):
 
 
 def call_tool(name, arguments):
-    """tools/call: run a tool by its exposed name and answer an MCP CallToolResult."""
-    tool_ = find_tool(name)
+    """tools/call: run a tool by its exposed name, in the space it names, and answer an MCP
+    CallToolResult."""
     if not isinstance(arguments, dict):
         raise RpcError(-32602, "tools/call 'arguments' must be an object.")
-    try:
-        args, value = run_tool(tool_, arguments)
-    except ToolError as exc:
-        return {"content": [{"type": "text", "text": redact(exc)}], "isError": True}
-    return result_of(tool_, args, value)
+    arguments = dict(arguments)
+    space = arguments.pop("space", None) if several() else None
+    if space is not None and space not in SPACES:
+        find_tool(name)
+        return {"content": [{"type": "text", "text": f"Unknown space '{clip(space, 40)}'. "
+                             f"Next: use one of {', '.join(SPACES)}."}], "isError": True}
+    with in_space(space):
+        tool_ = find_tool(name)
+        try:
+            args, value = run_tool(tool_, arguments)
+        except ToolError as exc:
+            where = f"In space '{CURRENT.name}': " if several() else ""
+            return {"content": [{"type": "text", "text": where + redact(exc)}], "isError": True}
+        return result_of(tool_, args, value)
 
 
 def result_of(tool_, args, value):
@@ -2978,6 +3095,25 @@ def space_details_get():
     return api.get("space")
 
 
+@tool("List spaces")
+def space_list_get():
+    """List the Backlog spaces this server reaches: name, host, projects, writes, your user."""
+    out = []
+    for name, space in SPACES.items():
+        with in_space(name):
+            s = settings()
+            try:
+                me = checked(api.get(("users", "myself")), {"userId": str})
+                user = f"{me.get('name')} ({me['userId']})"
+            except ToolError as exc:
+                user = f"unknown: {str(exc).split(' Next:')[0]}"
+            out.append({"space": name, "default": name == DEFAULT_SPACE,
+                        "host": s.base_url or None, "projects": s.projects or "all",
+                        "writable": sorted(g for g in WRITE_GROUPS if WRITABLE[g]),
+                        "user": user, "problems": s.problems or None})
+    return out
+
+
 @tool("Get API rate limit", extra=True)
 def space_rate_limit_get():
     """Get the API rate limit left for the key: read, update, search, icon per minute."""
@@ -3331,9 +3467,13 @@ def list_tools_lines():
     return lines
 
 
+def all_problems():
+    return [p for space in SPACES.values() for p in space.settings.problems]
+
+
 def problems(after=None):
     """The configuration problems on stderr, one a line; exit status 1."""
-    lines = ["configuration problem: " + p for p in SETTINGS.problems]
+    lines = ["configuration problem: " + p for p in all_problems()]
     emit("\n".join(lines + ([after] if after else [])), "stderr")
     raise SystemExit(1)
 
@@ -3349,7 +3489,7 @@ CHECK_ADVICE = {  # what --check tells a person, instead of the model's next ste
 def check():
     s = settings()
     if s.problems:
-        problems()
+        raise SystemExit("\n".join("configuration problem: " + p for p in s.problems))
     try:
         space = api.get("space")
         me = api.get(("users", "myself"))
@@ -3442,23 +3582,32 @@ def cli_call(argv):
     """`call TOOL name=value ...`: run one tool and print what the model would get."""
     pretty = "--pretty" in argv
     argv = [a for a in argv if a != "--pretty"]
-    output = json_arg = None
+    output = json_arg = space = None
     rest = []
     it = iter(argv)
     for arg in it:
-        if arg in ("--output", "-o", "--json"):
+        if arg in ("--output", "-o", "--json", "--space"):
             value = next(it, None)
             if value is None:
                 usage(f"{arg} needs a value")
             if arg == "--json":
                 json_arg = value
+            elif arg == "--space":
+                space = value
             else:
                 output = value
         else:
             rest.append(arg)
     if not rest:
         usage("call TOOL [name=value ...]; `tools` lists the tools")
-    name, pairs = rest[0], rest[1:]
+    if space is not None and space not in SPACES:
+        usage(f"--space: no space '{clip(space, 40)}'; spaces: "
+              f"{', '.join(n for n in SPACES if n) or 'only one (BACKLOG_SPACES unset)'}")
+    with in_space(space):
+        cli_run(rest[0], rest[1:], json_arg, output, pretty)
+
+
+def cli_run(name, pairs, json_arg, output, pretty):
     tool_ = cli_tool(name)
     arguments = {}
     if json_arg is not None:
@@ -3566,11 +3715,25 @@ def main(argv=None):
     elif command in ("--help", "-h"):
         emit(help_text())
     elif command in ("--list-tools", "tools"):
-        emit("\n".join(list_tools_lines()))
-        if SETTINGS.problems:
+        for name in SPACES:
+            with in_space(name):
+                emit((f"space {name}:\n" if several() else "") + "\n".join(list_tools_lines()))
+        if all_problems():
             problems("the tool list above is what the server offers until they are fixed")
     elif command == "--check":
-        check()
+        failed = False
+        for name in SPACES:  # one block a space; a bad one does not stop the others
+            with in_space(name):
+                if several():
+                    emit(f"space {name}{' (default)' if name == DEFAULT_SPACE else ''}:")
+                try:
+                    check()
+                except SystemExit as exc:
+                    failed = True
+                    if isinstance(exc.code, str):
+                        emit(exc.code, "stderr")
+        if failed:
+            raise SystemExit(1)
     elif command == "help" and len(argv) == 2:
         cli_help(argv[1])
     elif command == "call":
@@ -3583,7 +3746,7 @@ def main(argv=None):
 
 def run_server():
     import signal
-    for problem in SETTINGS.problems:
+    for problem in all_problems():
         log("configuration problem: " + problem)
     signal.signal(signal.SIGTERM, Writer.terminate)
     if sys.stdin is None or sys.stdout is None:

@@ -329,7 +329,8 @@ def test_reference_tools_and_groups():
     assert len(b.TOOLS) > 63
     b.configure(dict(ENV, BACKLOG_READ_ONLY="1"))
     assert all(t.write is None for t in b.enabled_tools().values())
-    assert set(b.enabled_tools()) == {n for n, t in b.TOOLS.items() if t.write is None}
+    assert set(b.enabled_tools()) == {n for n, t in b.TOOLS.items()
+                                      if t.write is None and n != "space_list_get"}
 
 
 def test_registry_rejects_bad_declarations():
@@ -831,7 +832,8 @@ TOOL_CALLS = [
 
 
 def test_every_tool_is_in_the_request_table():
-    assert sorted(row[0] for row in TOOL_CALLS) == sorted(b.TOOLS)
+    # space_list_get exists with several spaces only: see the spaces section
+    assert sorted(row[0] for row in TOOL_CALLS) == sorted(set(b.TOOLS) - {"space_list_get"})
 
 
 @pytest.mark.parametrize("name, arguments, method, path, params", TOOL_CALLS,
@@ -1110,7 +1112,7 @@ SPACE_WIDE = {"issue_priority_list_get", "project_list_get", "project_resolution
               "space_activity_list_get", "notification_list_get", "notification_count_get",
               "notification_count_reset", "wiki_list_get", "issue_attachment_upload",
               "user_details_get", "user_recent_list_get", "user_star_list_get",
-              "space_rate_limit_get", "space_notice_get"}
+              "space_rate_limit_get", "space_notice_get", "space_list_get"}
 EVERY_DENIAL = [(name, dict(arguments, **{param: value}))
                 for name, arguments, *_ in TOOL_CALLS
                 for param, values in OTHER_FORMS.items() if param in arguments
@@ -1369,7 +1371,8 @@ class Process:
 def default_tools():
     """The tools a server started with only a URL and a key exposes."""
     return {name for name, tool in b.TOOLS.items()
-            if tool.write in (None, *b.DEFAULT_WRITABLE) and not tool.requires and not tool.extra}
+            if tool.write in (None, *b.DEFAULT_WRITABLE) and not tool.requires and not tool.extra
+            and name != "space_list_get"}
 
 
 def commands(pyz_path):
@@ -1648,7 +1651,7 @@ def test_benchmark_runs(pyz, tmp_path):
     out = tmp_path / "bench.json"
     results = bench.main(["--pyz", pyz, "--runs", "1", "--calls", "5", "--burst", "20",
                           "--json", str(out)])
-    assert json.loads(out.read_text())["context"]["tools/list"]["full set"]["tools"] == len(b.TOOLS)
+    assert json.loads(out.read_text())["context"]["tools/list"]["full set"]["tools"] == len(b.TOOLS) - 1
     assert results["burst"]["ping"]["in order"] and results["burst"]["tools/list"]["in order"]
     assert results["memory"]["download over cap refused"]
     assert results["memory"]["download at cap answered"]
@@ -2847,3 +2850,110 @@ def test_a_disabled_tool_called_over_mcp_says_how_to_turn_it_on():
 def test_date_custom_fields_read_as_dates(backlog):
     fields = data(call("issue_details_get", issue_id_or_key="DEMO-42"))["customFields"]
     assert fields["Go-live date"]["value"] == "2025-06-30"
+
+
+# == Several spaces (issue 12) =================================================
+
+WORK_KEY, CLIENT_KEY = "work-key-1234567890abc", "client-key-0987654321xyz"
+
+
+@pytest.fixture
+def two():
+    with FakeBacklog(WORK_KEY) as work, FakeBacklog(CLIENT_KEY) as client:
+        yield work, client
+
+
+def two_env(work, client, **extra):
+    return dict({"BACKLOG_SPACES": "work,client", "BACKLOG_WORK_BASE_URL": work.url,
+                 "BACKLOG_WORK_API_KEY": WORK_KEY, "BACKLOG_CLIENT_BASE_URL": client.url,
+                 "BACKLOG_CLIENT_API_KEY": CLIENT_KEY, "BACKLOG_TOOLSETS": "all",
+                 "BACKLOG_UPLOAD_DIRS": DATA, "BACKLOG_TIMEOUT": "5",
+                 "BACKLOG_WORK_WRITABLE": ",".join(b.WRITE_GROUPS),
+                 "BACKLOG_CLIENT_WRITABLE": ",".join(b.WRITE_GROUPS)}, **extra)
+
+
+def test_one_space_lists_no_space_parameter():
+    b.configure(ENV)
+    tools = rpc("tools/list")["result"]["tools"]
+    assert all("space" not in t["inputSchema"]["properties"] for t in tools)
+    assert "space_list_get" not in {t["name"] for t in tools}
+
+
+def test_space_settings_and_nulab_names(two):
+    work, client = two
+    env = {"BACKLOG_ORG_WORK_DOMAIN": "w.backlog.com", "BACKLOG_ORG_WORK_API_KEY": WORK_KEY,
+           "BACKLOG_ORG_CLIENT_DOMAIN": "c.backlog.jp", "BACKLOG_ORG_CLIENT_API_KEY": CLIENT_KEY,
+           "BACKLOG_DEFAULT_ORG": "client", "BACKLOG_CLIENT_READ_ONLY": "1"}
+    b.configure(env)
+    assert list(b.SPACES) == ["client", "work"] and b.DEFAULT_SPACE == "client"
+    assert b.SPACES["work"].settings.base_url == "https://w.backlog.com"
+    assert b.SPACES["client"].settings.writable == set()
+    assert b.SPACES["work"].settings.writable == set(b.DEFAULT_WRITABLE)
+    b.configure(dict(two_env(work, client), BACKLOG_CLIENT_TIMEOUT="x",
+                     BACKLOG_CLIENT_BASE_URL="http://evil.example"))
+    assert b.SPACES["client"].settings.problems and not b.SPACES["work"].settings.problems
+    text = error(call("space_details_get", space="client"))
+    assert text.startswith("In space 'client':") and "space client: BACKLOG_BASE_URL" in text
+    assert data(call("space_details_get", space="work"))["spaceKey"] == "example"
+    assert "Unknown space 'nope'" in error(call("space_details_get", space="nope"))
+
+
+def test_every_tool_in_each_space_reaches_only_that_space(two):
+    """Every tool of the request table, called in each space: each stand-in sees only its own
+    key, and only the calls made in its space."""
+    work, client = two
+    b.configure(two_env(work, client))
+    tools = {t["name"]: t for t in rpc("tools/list")["result"]["tools"]}
+    assert tools["issue_details_get"]["inputSchema"]["properties"]["space"]["enum"] == [
+        "work", "client"]
+    crossings = calls = 0
+    for name, arguments, *_ in TOOL_CALLS:
+        for space, mine, other in (("work", work, client), ("client", client, work)):
+            before = len(other.requests), len(mine.requests)
+            result = call(name, space=space, **arguments)
+            calls += 1
+            assert result["isError"] is False, (space, name, result)
+            crossings += len(other.requests) - before[0]
+            assert len(mine.requests) > before[1], (space, name)
+    assert crossings == 0 and calls == 2 * len(TOOL_CALLS)
+    assert {r.key for r in work.requests} == {WORK_KEY}
+    assert {r.key for r in client.requests} == {CLIENT_KEY}
+    print(f"isolation: {calls} calls, {len(work.requests) + len(client.requests)} requests "
+          f"recorded, {crossings} crossings")
+
+
+def test_ids_are_never_resolved_across_spaces(two):
+    work, client = two
+    b.configure(two_env(work, client))
+    call("wiki_add", space="work", project_id_or_key="DEMO", name="n", content="c")
+    call("wiki_add", space="client", project_id_or_key="DEMO", name="n", content="c")
+    assert [r.path for r in client.requests].count("/api/v2/projects/DEMO") == 1
+    assert [r.path for r in work.requests].count("/api/v2/projects/DEMO") == 1
+
+
+def test_space_list_names_each_space_and_its_user(two):
+    work, client = two
+    b.configure(two_env(work, client, BACKLOG_CLIENT_PROJECTS="DEMO",
+                        BACKLOG_CLIENT_WRITABLE="issue"))
+    spaces = data(call("space_list_get"))
+    assert [s["space"] for s in spaces] == ["work", "client"] and spaces[0]["default"]
+    assert spaces[1]["projects"] == ["DEMO"] and spaces[1]["writable"] == ["issue"]
+    assert spaces[0]["host"] == work.url and "Admin User" in spaces[0]["user"]
+
+
+def test_two_spaces_end_to_end_through_the_pyz(pyz, two):
+    work, client = two
+    env = dict(child_env(None), **two_env(work, client))
+    (listed, spaces, called), err = spawned(
+        pyz, env, LIST, calling("space_list_get"),
+        calling("issue_details_get", 4, issue_id_or_key="DEMO-42", space="client"))
+    assert any(t["name"] == "space_list_get" for t in listed["result"]["tools"])
+    assert len(json.loads(spaces["result"]["content"][0]["text"])) == 2
+    assert called["result"]["isError"] is False
+    assert work.requests == [] or all(r.path == "/api/v2/users/myself" for r in work.requests)
+    assert [r.path for r in client.requests][-1] == "/api/v2/issues/DEMO-42"
+    code, out, err = cli(pyz, None, "--check", **two_env(work, client))
+    assert code == 0 and out.count("space: Example Inc.") == 2 and "space client:" in out
+    code, out, err = cli(pyz, None, "call", "space_details_get", "--space", "client",
+                         **two_env(work, client))
+    assert code == 0 and client.requests[-1].path == "/api/v2/space"

@@ -209,6 +209,7 @@ class Backlog:
         self.keys = [v for k, v in query if k == "apiKey"]
         query = [(k, v) for k, v in query if k != "apiKey"]
         request = Request(method, path, query, form, dict(headers or {}), raw_path, files)
+        request.key = key  # the apiKey it carried
         self.requests.append(request)
         for err_method, where, status, body in self.errors:
             if err_method == method and re.search(where, path):
