@@ -334,7 +334,8 @@ class Client:
                          "params": {"a": deep_raw(10000)}}),
             lambda: deep_raw(10000).data,
             lambda: b"{" * 10000 + b"}" * 10000,
-            lambda: b'{"jsonrpc":"2.0","id":%s,"id":"dup","method":"ping"}' % enc(n),
+            # A duplicate key: the last one counts, as JavaScript's and Python's parsers read it
+            lambda: b'{"jsonrpc":"2.0","id":"dup","id":%s,"method":"ping"}' % enc(n),
             lambda: enc({"jsonrpc": "2.0", "id": n, "result": {}}),
             lambda: enc({"jsonrpc": "2.0", "id": n, "error": {"code": 1, "message": "x"}}),
             lambda: enc({"jsonrpc": rng.choice(["1.0", None, 2, "\ud800"]), "id": n,
