@@ -377,11 +377,13 @@ class in_space:
 
     def __enter__(self):
         self.before = CURRENT
-        enter(self.space)
+        if self.space is not CURRENT:  # one space: nothing to swap, on every call
+            enter(self.space)
         return self.space
 
     def __exit__(self, *exc):
-        enter(self.before)
+        if self.before is not CURRENT:
+            enter(self.before)
 
 
 def several():
@@ -610,12 +612,20 @@ class Backlog:
         """The host check, made with the parser that sends (urllib3's): the URL requests
         prepared must reach the configured scheme, host and port, and nothing else."""
         from urllib3.util import parse_url
-        want, got = parse_url(settings().base_url), parse_url(prepared.url)
-        if (got.scheme, got.host, got.port, got.auth) != (want.scheme, want.host, want.port,
-                                                          None) \
+        got = parse_url(prepared.url)
+        if (got.scheme, got.host, got.port, got.auth) != self.origin() \
                 or not prepared.url.startswith(settings().base_url + "/api/v2/"):
             raise ToolError("The request would not go to BACKLOG_BASE_URL's host; it was not "
                             "sent. Next: check BACKLOG_BASE_URL.")
+
+    def origin(self):
+        """(scheme, host, port, None) of BACKLOG_BASE_URL, as urllib3 reads it; parsed once."""
+        base = settings().base_url
+        if self.__dict__.get("_origin", (None,))[0] != base:
+            from urllib3.util import parse_url
+            want = parse_url(base)
+            self._origin = (base, (want.scheme, want.host, want.port, None))
+        return self._origin[1]
 
     def url(self, path):
         parts = [path] if isinstance(path, str) else path
@@ -783,11 +793,10 @@ class Backlog:
             return None
         try:
             target = urljoin(current, location)
-            want, got = parse_url(settings().base_url), parse_url(target)
+            got = parse_url(target)
         except ValueError:
             return None
-        same = (got.scheme, got.host, got.port, got.auth) == (want.scheme, want.host,
-                                                              want.port, None)
+        same = (got.scheme, got.host, got.port, got.auth) == self.origin()
         if not same or not target.startswith(settings().base_url + "/api/v2/"):
             return None
         from urllib.parse import parse_qsl, urlencode, urlsplit

@@ -94,6 +94,16 @@ class Server:
         self.proc.wait(timeout=10)
 
 
+def five_spaces(url):
+    """BACKLOG_SPACES with five spaces, all at the stand-in (the first is the default)."""
+    names = ["one", "two", "three", "four", "five"]
+    env = {"BACKLOG_SPACES": ",".join(names)}
+    for name in names:
+        env.update({f"BACKLOG_{name.upper()}_BASE_URL": url,
+                    f"BACKLOG_{name.upper()}_API_KEY": KEY})
+    return env
+
+
 def env_for(url, **extra):
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/"),
            "BACKLOG_BASE_URL": url, "BACKLOG_API_KEY": KEY}
@@ -112,9 +122,10 @@ def startup(commands, url, runs):
         floor.append(time.perf_counter() - started)
     out["python -I -c pass"] = {"initialize": stats(floor)}
     for label, command in commands.items():
+        command, extra = command if isinstance(command, tuple) else (command, {})
         init, first = [], []
         for _ in range(runs):
-            server = Server(command, env_for(url))
+            server = Server(command, env_for(url, **extra))
             server.send(line(INIT))
             server.reply()
             init.append(time.perf_counter() - server.started)
@@ -369,7 +380,9 @@ def main(argv=None):
         results = {
             "python": sys.version.split()[0],
             "startup": startup({"python -I backlog_mcp.pyz": pyz,
-                                "python -I backlog_mcp.py": module}, standin.url, args.runs),
+                                "python -I backlog_mcp.py": module,
+                                ".pyz with five spaces": (pyz, five_spaces(standin.url))},
+                               standin.url, args.runs),
             "context": context_cost(standin.url),
             "overhead": call_overhead(pyz, standin.url, max(args.calls // 5, 1)),
             "memory": memory(pyz, standin, args.calls, 7 * 1024 * 1024),
