@@ -1264,7 +1264,8 @@ class P:
                     return lowered
                 raise ToolError(f"'{name}' must be one of {', '.join(map(str, self.enum))}.")
             if self.pattern and not re.match(self.pattern, value):
-                raise ToolError(f"'{name}' {self.check or 'is not valid'}: {clip(repr(value), 80)}.")
+                raise ToolError(f"'{name}' {self.check or 'is not valid'}: "
+                                f"{clip(repr(value), 80)}.")
             if len(value) > 1_000_000:
                 raise ToolError(f"'{name}' is longer than 1,000,000 characters.")
         return value
@@ -2394,7 +2395,8 @@ def issue_shared_file_link(issue_id_or_key: IssueIdOrKey, file_ids: SharedFileId
     return api.post(("issues", issue_id_or_key, "sharedFiles"), {"fileId": file_ids})
 
 
-@tool("Unlink shared file from issue", write="issue", destructive=True, idempotent=True, extra=True)
+@tool("Unlink shared file from issue", write="issue", destructive=True, idempotent=True,
+      extra=True)
 def issue_shared_file_unlink(issue_id_or_key: IssueIdOrKey, shared_file_id: SharedFileId):
     """Unlink a shared file from an issue (the file stays)."""
     guard_issue(issue_id_or_key)
@@ -2938,8 +2940,8 @@ def user_watching_list_get(user_id: UserId, resource_already_read: AlreadyRead =
     for issue in issue_ids or ():
         guard_issue(issue)
     return allowed_items(api.get(("users", user_id, "watchings"), {
-        "resourceAlreadyRead": resource_already_read, "issueId": issue_ids, "sort": sort, "order": order,
-        "offset": offset, "count": count}))
+        "resourceAlreadyRead": resource_already_read, "issueId": issue_ids, "sort": sort,
+        "order": order, "offset": offset, "count": count}))
 
 
 def count_allowed(path, params):
@@ -3090,7 +3092,8 @@ def wiki_shared_file_link(wiki_id: WikiId, file_ids: SharedFileIds):
     return api.post(wiki_owned(wiki_id, "sharedFiles"), {"fileId": file_ids})
 
 
-@tool("Unlink shared file from wiki page", write="wiki", destructive=True, idempotent=True, extra=True)
+@tool("Unlink shared file from wiki page", write="wiki", destructive=True, idempotent=True,
+      extra=True)
 def wiki_shared_file_unlink(wiki_id: WikiId, shared_file_id: SharedFileId):
     """Unlink a shared file from a wiki page (the file stays)."""
     return api.delete(wiki_owned(wiki_id, "sharedFiles", shared_file_id))
@@ -3431,7 +3434,8 @@ def wire(message):
 def clean(value):
     """What wire() sends when the fast path fails: secrets redacted, NaN and Infinity made
     null. A lone surrogate left (only a client's own, echoed: Backlog's text is scrubbed when
-    read) is written as its JSON escape (backslash-u-dXXX), so that the client reads back what it sent."""
+    read) is written as its JSON escape (backslash-u-dXXX), so that the client reads back
+    what it sent."""
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, float):
