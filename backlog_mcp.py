@@ -1431,6 +1431,7 @@ Fields = P("array", "Fields to keep", items=["string"])
 Ids = P("array", "Ids", items="integer")
 NamesOrIds = P("array", "Ids or names", items=["integer", "string"])
 UserIds = P("array", "Users to notify", items="integer")
+Assignee = P("string", "Assignee user id or userId (project_user_list_get)")
 AttachmentIds = P("array", "Ids from issue_attachment_upload (needs BACKLOG_UPLOAD_DIRS)",
                   items="integer")
 DATE = r"\d{4}-\d{2}-\d{2}\Z"
@@ -1942,12 +1943,16 @@ def repo_path(project_id_or_key, repo, *rest):
     return ("projects", project_id_or_key, "git", "repositories", repo) + rest
 
 
+PR_STATUSES = [{"id": 1, "name": "Open"}, {"id": 2, "name": "Closed"},
+               {"id": 3, "name": "Merged"}]  # Backlog's fixed pull request statuses
+
+
 def pr_filters(status_ids, assignee_ids, issue_ids, created_user_ids):
-    return {"statusId": status_ids, "assigneeId": assignee_ids, "issueId": issue_ids,
-            "createdUserId": created_user_ids}
+    return {"statusId": resolve(status_ids, lambda: PR_STATUSES, "Status", "git_pr_list_get"),
+            "assigneeId": assignee_ids, "issueId": issue_ids, "createdUserId": created_user_ids}
 
 
-PrStatus = P("array", "1 open, 2 closed, 3 merged", items="integer")
+PrStatus = P("array", "Open, Closed, Merged (or 1, 2, 3)", items=["integer", "string"])
 
 
 @tool("List Git repositories")
@@ -2046,10 +2051,13 @@ def git_pr_add(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
 def git_pr_update(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
                   pr_number: PrNumber, summary: Summary = None, description: Description = None,
                   issue_id: P("integer", "Linked issue id", minimum=1) = None,
-                  assignee_id: UserId = None, notified_user_ids: UserIds = None,
+                  assignee_id: Assignee = None, notified_user_ids: UserIds = None,
                   comment: P("string", "Comment to add with the change") = None,
                   attachment_ids: AttachmentIds = None):
     """Update a pull request's summary, description, linked issue or assignee."""
+    if assignee_id is not None:
+        assignee_id = names_to_ids({"assignee_id": assignee_id},
+                                   lambda: project_id(project_id_or_key))["assignee_id"]
     form = {"summary": summary, "description": description, "issueId": issue_id,
             "assigneeId": assignee_id, "notifiedUserId": notified_user_ids or None,
             "comment": comment, "attachmentId": attachment_ids or None}
@@ -2424,7 +2432,6 @@ def issue_related_list_get(issue_id_or_key: IssueIdOrKey):
 
 
 ParentIssue = P("integer", "Parent issue id", minimum=1)
-Assignee = P("string", "Assignee user id or userId (project_user_list_get)")
 Categories = P("array", "Category names or ids (project_category_list_get)",
                items=["integer", "string"])
 Milestones = P("array", "Milestone names or ids (issue_milestone_list_get)",

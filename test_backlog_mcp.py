@@ -2839,6 +2839,20 @@ def test_natural_inputs_of_a_model(backlog):
     assert "Status 'Done-ish' is unknown. Known: Open, In Progress" in text
 
 
+def test_pull_request_names_like_issue_names(backlog):
+    call("git_pr_update", project_id_or_key="DEMO", repo_id_or_name="webapp", pr_number=4,
+         assignee_id="taro")
+    assert dict(sent(backlog, "PATCH", "projects/DEMO/git/repositories/webapp/pullRequests/4")
+                .form)["assigneeId"] == "2"
+    call("git_pr_list_get", project_id_or_key="DEMO", repo_id_or_name="webapp",
+         status_ids=["open", "Merged", 2])
+    request = sent(backlog, "GET", "projects/DEMO/git/repositories/webapp/pullRequests")
+    assert request.q("statusId[]") == ["1", "3", "2"]
+    assert "Known: Open, Closed, Merged" in error(call(
+        "git_pr_count_get", project_id_or_key="DEMO", repo_id_or_name="webapp",
+        status_ids=["Draft"]))
+
+
 def test_a_disabled_tool_called_over_mcp_says_how_to_turn_it_on():
     b.configure({"BACKLOG_BASE_URL": BASE, "BACKLOG_API_KEY": KEY})
     reply = rpc("tools/call", {"name": "issue_attachment_upload", "arguments": {}})
