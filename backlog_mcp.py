@@ -3210,9 +3210,408 @@ def notification_count_reset():
     return api.post(("notifications", "markAsRead"))
 
 
+# == Prompts ===================================================================
+# Workflows a person starts by name (`/mcp__backlog__triage DEMO-42` in Claude Code). The
+# server gathers the data itself, through the tools (allow-list and lean answers hold), and
+# hands the model one message with the task and the data; a Backlog failure becomes a line
+# in that message, never a protocol error.
+
+PROMPTS = {}
+
+
+class Prompt:
+    def __init__(self, fn, title, arguments):
+        self.fn, self.name, self.title, self.arguments = fn, fn.__name__, title, arguments
+        self.description = " ".join((fn.__doc__ or "").split())
+
+    def definition(self, prefix=""):
+        return {"name": prefix + self.name, "title": self.title,
+                "description": self.description,
+                "arguments": [{"name": n, "description": d, "required": r}
+                              for n, d, r in self.arguments]}
+
+
+def prompt(title, *arguments):
+    """Register a prompt: (name, description, required) for each argument, at most two."""
+    def register(fn):
+        if len(arguments) > 2 or not fn.__doc__:
+            raise TypeError(f"prompt {fn.__name__}: at most two arguments and a docstring")
+        PROMPTS[fn.__name__] = Prompt(fn, title, arguments)
+        return fn
+    return register
+
+
+def gather(parts):
+    """The data of a prompt: each (label, tool, arguments) run as the model would run it;
+    a failure is said in its place."""
+    out = []
+    for label, name, arguments in parts:
+        try:
+            tool_ = TOOLS[name]
+            why = tool_.disabled_because()
+            if why:
+                raise ToolError(f"{name} is off: {why}")
+            args, value = run_tool(tool_, arguments)
+            text = dumps(value if settings().output == "full" else lean(value))
+        except ToolError as exc:
+            text = f"(could not get it: {redact(exc)})"
+        out.append(f"## {label}\n{text}")
+    return "\n\n".join(out)
+
+
+def get_prompt(name, arguments):
+    prefix = settings().prefix
+    found = PROMPTS.get(name[len(prefix):]) if name.startswith(prefix) else None
+    if found is None:
+        raise RpcError(-32602, f"Unknown prompt: {clip(name, 80)}. Call prompts/list.")
+    if not isinstance(arguments, dict) or not all(isinstance(v, str)
+                                                  for v in arguments.values()):
+        raise RpcError(-32602, "prompts/get 'arguments' must map names to strings.")
+    known = {n for n, _, _ in found.arguments}
+    given = {k: scrub(v).strip() for k, v in arguments.items() if k in known and v.strip()}
+    missing = [n for n, _, r in found.arguments if r and n not in given]
+    if missing:
+        raise RpcError(-32602, f"Prompt {found.name} needs: {', '.join(missing)}.")
+    try:
+        text = found.fn(**given)
+    except ToolError as exc:
+        text = f"The data for this request could not be gathered: {redact(exc)}"
+    return {"description": found.description,
+            "messages": [{"role": "user", "content": {"type": "text", "text": text}}]}
+
+
+@prompt("Triage an issue", ("issue", "Issue key, e.g. DEMO-42", True))
+def triage(issue):
+    """Propose status, priority, assignee and next step for an issue, from its data."""
+    key = issue.upper()
+    project = key.rsplit("-", 1)[0]
+    return (f"Triage Backlog issue {key}. Propose its status, priority, assignee and the next "
+            "step, each with a one-line reason, then offer to apply them with issue_update.\n\n"
+            + gather([("Issue", "issue_details_get", {"issue_id_or_key": key}),
+                      ("Comments, oldest first", "issue_comment_list_get",
+                       {"issue_id_or_key": key, "order": "asc", "count": 30}),
+                      ("Statuses", "project_status_list_get", {"project_id_or_key": project}),
+                      ("Priorities", "issue_priority_list_get", {}),
+                      ("Categories", "project_category_list_get", {"project_id_or_key": project}),
+                      ("Members", "project_user_list_get", {"project_id_or_key": project,
+                                                            "fields": ["id", "userId", "name"]})]))
+
+
+OPEN_STATUSES = [1, 2, 3]  # Open, In Progress, Resolved: Backlog's fixed ids (Closed is 4)
+
+
+@prompt("Stand-up", ("project", "Project key (default: every allowed project)", False))
+def standup(project=None):
+    """My open issues, what changed since yesterday and what is overdue."""
+    import datetime
+    yesterday = (datetime.date.today() - datetime.timedelta(days=1)).isoformat()
+    me = checked(api.get(("users", "myself")), {"id": int})["id"]
+    scope = {"project_ids": [project.upper()]} if project else {}
+    mine = dict(scope, assignee_ids=[me], status_ids=OPEN_STATUSES, count=50,
+                fields=["issueKey", "summary", "status", "priority", "dueDate", "updated"])
+    return ("Write my stand-up from these Backlog issues: what I work on, what changed since "
+            f"yesterday ({yesterday}), and what is overdue, in three short lists.\n\n"
+            + gather([("My open issues", "issue_list_get", dict(mine, sort="updated")),
+                      ("Changed since yesterday", "issue_list_get",
+                       dict(mine, updated_since=yesterday)),
+                      ("Overdue", "issue_list_get", dict(mine, due_date_until=yesterday))]))
+
+
+@prompt("Release notes", ("project", "Project key", True),
+        ("milestone", "Milestone name", True))
+def release_notes(project, milestone):
+    """The milestone's closed issues, grouped by type, as release notes."""
+    return (f"Write release notes for milestone '{milestone}' of project {project.upper()} "
+            "from its closed issues below: group them by issue type, one line each, in plain "
+            "words for users.\n\n"
+            + gather([("Closed issues", "issue_list_get",
+                       {"project_ids": [project.upper()], "milestone_ids": [milestone],
+                        "status_ids": [4], "count": 100,
+                        "fields": ["issueKey", "summary", "issueType", "resolution"]})]))
+
+
+@prompt("Draft an issue", ("project", "Project key", True))
+def draft_issue(project):
+    """What issue_add needs in a project, to turn your text into one correct call."""
+    key = project.upper()
+    return (f"Turn what I write next into one issue_add call for project {key}: choose the "
+            "issue type, priority and fields from the lists below, fill every required custom "
+            "field, and show me the call before you make it.\n\n"
+            + gather([("Issue types", "project_issue_type_list_get", {"project_id_or_key": key}),
+                      ("Priorities", "issue_priority_list_get", {}),
+                      ("Custom fields", "project_custom_field_list_get",
+                       {"project_id_or_key": key}),
+                      ("Categories", "project_category_list_get", {"project_id_or_key": key}),
+                      ("Milestones", "issue_milestone_list_get",
+                       {"project_id_or_key": key, "archived": False}),
+                      ("Members", "project_user_list_get", {"project_id_or_key": key,
+                                                            "fields": ["id", "userId", "name"]})]))
+
+
+PR_REF = re.compile(r"(?:.*/git/)?([_A-Za-z0-9]{1,25})/([A-Za-z0-9][A-Za-z0-9_.-]{0,99})"
+                    r"(?:/pullRequests/([1-9][0-9]{0,9}))?/?\Z")
+
+
+@prompt("Review a pull request", ("repo", "PROJECT/repo, or the pull request's URL", True),
+        ("number", "Pull request number (not needed with a URL)", False))
+def review_pr(repo, number=None):
+    """A pull request, its comments and its linked issue, for a review."""
+    match = PR_REF.match(repo)
+    number = number or (match.group(3) if match else None)
+    if not match or not number or not DIGITS.match(number):
+        raise ToolError("give PROJECT/repo and a number, or the pull request's URL")
+    project, name = match.group(1).upper(), match.group(2)
+    where = {"project_id_or_key": project, "repo_id_or_name": name, "pr_number": int(number)}
+    parts = [("Pull request", "git_pr_details_get", where),
+             ("Comments", "git_pr_comment_list_get", dict(where, order="asc", count=50))]
+    try:
+        issue = run_tool(TOOLS["git_pr_details_get"], where)[1].get("issue") or {}
+    except (ToolError, AttributeError):
+        issue = {}
+    if isinstance(issue, dict) and issue.get("issueKey"):
+        parts.append(("Linked issue", "issue_details_get",
+                      {"issue_id_or_key": issue["issueKey"]}))
+    return (f"Review pull request #{number} of {project}/{name}: summarize the change, check "
+            "it against the linked issue, list risks and questions for the author.\n\n"
+            + gather(parts))
+
+
+# == Resources =================================================================
+# Backlog's things as resources a person attaches (`@` in Claude Code): URIs name the space's
+# host and mirror Backlog's web paths, backlog://HOST/view/DEMO-42. A read goes through the
+# tools, so the allow-list holds exactly as for them.
+
+RESOURCE_TEMPLATES = [  # (URI template below backlog://HOST/, name, description, pattern, read)
+    ("view/{issue}", "Issue", "An issue with its latest comments, as Markdown",
+     r"view/([_A-Za-z0-9]{1,25}-[1-9][0-9]{0,9})"),
+    ("wiki/{id}", "Wiki page", "A wiki page's content", r"wiki/([1-9][0-9]{0,17})"),
+    ("document/{id}", "Document", "A document's Markdown", r"document/([0-9a-fA-F]{32})"),
+    ("projects/{project}", "Project", "A project: settings, statuses, milestones",
+     r"projects/([_A-Za-z0-9]{1,25})"),
+    ("git/{project}/{repo}/pullRequests/{number}", "Pull request", "A pull request",
+     r"git/([_A-Za-z0-9]{1,25})/([A-Za-z0-9][A-Za-z0-9_.-]{0,99})/pullRequests/([1-9][0-9]{0,9})"),
+    ("file/{project}/{id}", "Shared file", "A project's shared file, as it is",
+     r"file/([_A-Za-z0-9]{1,25})/([1-9][0-9]{0,17})"),
+]
+RESOURCES_PAGE = 50
+
+
+def host_of(space):
+    from urllib.parse import urlsplit
+    return urlsplit(space.settings.base_url).netloc if space.settings.base_url else ""
+
+
+def resource_space(uri):
+    """(space name, path) of a backlog:// URI; -32002 when no space has its host."""
+    match = re.match(r"backlog://([^/]+)/(.*)\Z", uri or "") if isinstance(uri, str) else None
+    for name, space in SPACES.items():
+        if match and host_of(space) and match.group(1).lower() == host_of(space):
+            return name, match.group(2)
+    raise RpcError(-32002, f"Resource not found: {clip(uri, 120)}. URIs look like "
+                           f"backlog://{host_of(CURRENT) or 'your-space.backlog.com'}/view/DEMO-42.",
+                   {"uri": clip(uri, 200) if isinstance(uri, str) else None})
+
+
+def read_resource(uri):
+    name, path = resource_space(uri)
+    with in_space(name):
+        for template, label, _, pattern in RESOURCE_TEMPLATES:
+            match = re.match(pattern + r"\Z", path)
+            if match:
+                try:
+                    return {"contents": RESOURCE_READERS[label](uri, *match.groups())}
+                except ToolError as exc:
+                    raise RpcError(-32002, f"Resource not readable: {clip(uri, 120)}: "
+                                           f"{redact(exc)}", {"uri": uri}) from None
+    raise RpcError(-32002, f"Resource not found: {clip(uri, 120)}. Templates: "
+                           "resources/templates/list.", {"uri": uri})
+
+
+def web_url(path):
+    return f"{settings().base_url}/{path}"
+
+
+def as_text(uri, text, value):
+    """A read's contents: Markdown for a person, then the lean JSON for the model."""
+    return [{"uri": uri, "mimeType": "text/markdown", "text": text},
+            {"uri": uri, "mimeType": "application/json", "text": dumps(lean(value))}]
+
+
+def read_issue(uri, key):
+    issue = run_tool(TOOLS["issue_details_get"], {"issue_id_or_key": key})[1]
+    comments = run_tool(TOOLS["issue_comment_list_get"], {"issue_id_or_key": key,
+                                                           "count": 5})[1]
+    name = lambda v: (v or {}).get("name") if isinstance(v, dict) else v  # noqa: E731
+    lines = [f"# {key} {issue.get('summary', '')}", f"Web: {web_url('view/' + key)}", "",
+             f"- Status: {name(issue.get('status'))}", f"- Type: {name(issue.get('issueType'))}",
+             f"- Priority: {name(issue.get('priority'))}",
+             f"- Assignee: {name(issue.get('assignee')) or 'nobody'}",
+             f"- Due: {str(issue.get('dueDate') or '-')[:10]}", "", issue.get("description") or ""]
+    for comment in reversed(list(comments)):
+        if isinstance(comment, dict) and comment.get("content"):
+            lines += ["", f"## {name(comment.get('createdUser'))}, "
+                          f"{str(comment.get('created'))[:10]}", comment["content"]]
+    return as_text(uri, "\n".join(str(x) for x in lines), issue)
+
+
+def read_wiki(uri, wiki_id):
+    page = run_tool(TOOLS["wiki_details_get"], {"wiki_id": int(wiki_id)})[1]
+    text = f"# {page.get('name', '')}\nWeb: {web_url('wiki/' + wiki_id)}\n\n" \
+           f"{page.get('content') or ''}"
+    return as_text(uri, text, page)
+
+
+def read_document(uri, document_id):
+    doc = run_tool(TOOLS["document_details_get"], {"document_id": document_id})[1]
+    text = f"# {doc.get('title', '')}\n\n{doc.get('plain') or ''}"
+    return as_text(uri, text, {k: v for k, v in doc.items() if k != "json"})
+
+
+def read_project(uri, key):
+    project = run_tool(TOOLS["project_details_get"], {"project_id_or_key": key})[1]
+    statuses = run_tool(TOOLS["project_status_list_get"], {"project_id_or_key": key})[1]
+    milestones = run_tool(TOOLS["issue_milestone_list_get"], {"project_id_or_key": key,
+                                                              "archived": False})[1]
+    text = (f"# {project.get('name')} ({key})\nWeb: {web_url('projects/' + key)}\n\n"
+            f"Statuses: {', '.join(str(s.get('name')) for s in statuses)}\n"
+            f"Milestones: {', '.join(str(m.get('name')) for m in milestones) or 'none'}")
+    return as_text(uri, text, {"project": project, "statuses": statuses,
+                               "milestones": milestones})
+
+
+def read_pr(uri, project, repo, number):
+    pr = run_tool(TOOLS["git_pr_details_get"], {"project_id_or_key": project,
+                                                "repo_id_or_name": repo,
+                                                "pr_number": int(number)})[1]
+    text = (f"# {project}/{repo} #{number} {pr.get('summary', '')}\n"
+            f"Web: {web_url(f'git/{project}/{repo}/pullRequests/{number}')}\n\n"
+            f"{pr.get('branch')} → {pr.get('base')}\n\n{pr.get('description') or ''}")
+    return as_text(uri, text, pr)
+
+
+def read_file(uri, project, file_id):
+    import base64
+    got = run_tool(TOOLS["file_shared_download"], {"project_id_or_key": project,
+                                                   "shared_file_id": int(file_id),
+                                                   "format": "raw"})[1]
+    return [{"uri": uri, "mimeType": got.content_type.split(";")[0].strip(),
+             "blob": base64.b64encode(got.data).decode()}]
+
+
+RESOURCE_READERS = {"Issue": read_issue, "Wiki page": read_wiki, "Document": read_document,
+                    "Project": read_project, "Pull request": read_pr, "Shared file": read_file}
+
+
+def list_resources(cursor):
+    """Concrete things to attach: the issues and wiki pages you viewed last, the projects."""
+    items = []
+    for name, space in SPACES.items():
+        with in_space(name):
+            host = host_of(space)
+            label = f" ({name})" if several() else ""
+            for kind, make in (("issues", lambda i: (f"view/{i['issue']['issueKey']}",
+                                                     f"{i['issue']['issueKey']} "
+                                                     f"{i['issue'].get('summary', '')}")),
+                               ("wikis", lambda i: (f"wiki/{i['page']['id']}",
+                                                    f"Wiki: {i['page'].get('name', '')}"))):
+                try:
+                    for item in run_tool(TOOLS["user_recent_list_get"],
+                                         {"kind": kind, "count": 20})[1]:
+                        path, title = make(item)
+                        items.append({"uri": f"backlog://{host}/{path}", "name": title + label})
+                except (ToolError, KeyError, TypeError):
+                    pass
+            try:
+                for project in run_tool(TOOLS["project_list_get"], {"archived": False})[1]:
+                    items.append({"uri": f"backlog://{host}/projects/{project['projectKey']}",
+                                  "name": f"Project {project['projectKey']}: "
+                                          f"{project.get('name', '')}{label}"})
+            except (ToolError, KeyError, TypeError):
+                pass
+    start = int(cursor) if isinstance(cursor, str) and DIGITS.match(cursor) else 0
+    if cursor not in (None, "") and not (isinstance(cursor, str) and DIGITS.match(cursor)):
+        raise RpcError(-32602, "Invalid cursor: call resources/list without one.")
+    page = {"resources": items[start:start + RESOURCES_PAGE]}
+    if start + RESOURCES_PAGE < len(items):
+        page["nextCursor"] = str(start + RESOURCES_PAGE)
+    return page
+
+
+def list_templates():
+    hosts = [host_of(space) for space in SPACES.values() if host_of(space)] or ["HOST"]
+    return {"resourceTemplates": [
+        {"uriTemplate": f"backlog://{host}/{template}", "name": label + (
+            f" ({host})" if len(hosts) > 1 else ""), "description": doc}
+        for host in hosts for template, label, doc, _ in RESOURCE_TEMPLATES]}
+
+
+# == Completions ===============================================================
+
+def complete(params):
+    """Values for a prompt argument or a template variable, from a prefix: project keys,
+    issue keys, milestone names, repositories; at most 100."""
+    argument = params.get("argument") if isinstance(params.get("argument"), dict) else {}
+    name, prefix = argument.get("name"), argument.get("value")
+    context = params.get("context") if isinstance(params.get("context"), dict) else {}
+    context = context.get("arguments") if isinstance(context.get("arguments"), dict) else {}
+    if not isinstance(name, str) or not isinstance(prefix, str):
+        raise RpcError(-32602, "completion/complete needs argument {name, value} strings.")
+    values = []
+    try:
+        values = COMPLETERS.get(name, lambda p, c: [])(prefix, context)
+    except ToolError:
+        values = []
+    values = [v for v in values if str(v).lower().startswith(prefix.lower())]
+    return {"completion": {"values": values[:100], "total": len(values),
+                           "hasMore": len(values) > 100}}
+
+
+def _projects(prefix, context):
+    return [p["projectKey"] for p in run_tool(TOOLS["project_list_get"], {})[1]
+            if isinstance(p, dict) and "projectKey" in p]
+
+
+def _issues(prefix, context):
+    recent = [i["issue"]["issueKey"] for i in run_tool(TOOLS["user_recent_list_get"],
+                                                       {"kind": "issues", "count": 50})[1]
+              if isinstance(i, dict) and isinstance(i.get("issue"), dict)]
+    if "-" in prefix and DIGITS.match(prefix.rsplit("-", 1)[1] or "0"):
+        project = prefix.rsplit("-", 1)[0].upper()
+        found = run_tool(TOOLS["issue_list_get"], {"project_ids": [project], "count": 100,
+                                                   "fields": ["issueKey"]})[1]
+        recent += [i["issueKey"] for i in found if isinstance(i, dict) and "issueKey" in i]
+    return list(dict.fromkeys(recent))
+
+
+def _milestones(prefix, context):
+    project = str(context.get("project") or "").upper()
+    if not project:
+        return []
+    return [m["name"] for m in run_tool(TOOLS["issue_milestone_list_get"],
+                                        {"project_id_or_key": project})[1] if "name" in m]
+
+
+def _repos(prefix, context):
+    keys = [prefix.split("/")[0].upper()] if "/" in prefix else _projects(prefix, context)[:10]
+    out = []
+    for key in keys:
+        try:
+            out += [f"{key}/{r['name']}" for r in run_tool(
+                TOOLS["git_repository_list_get"], {"project_id_or_key": key})[1] if "name" in r]
+        except ToolError:
+            pass
+    return out if "/" in prefix else out + [k + "/" for k in keys]
+
+
+COMPLETERS = {"project": _projects, "issue": _issues, "milestone": _milestones,
+              "repo": _repos}
+
+
 # == MCP methods ===============================================================
 
 SERVER_INFO = {"name": "mcp-backlog-server", "version": __version__}
+CAPABILITIES = {"tools": {}, "prompts": {}, "resources": {}, "completions": {}}
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 INSTRUCTIONS = ("Backlog (Nulab) issues, wikis, documents, Git pull requests and shared files. "
                 "Find ids with the *_list_get tools; names of statuses, types and users work in "
                 "issue_list_get when one project is given.")
@@ -3229,12 +3628,12 @@ class Session:
         self.version = requested if requested in LEGACY_VERSIONS else LEGACY_VERSIONS[0]
         info = dict(SERVER_INFO, title="Backlog") if self.version >= "2025-06-18" else SERVER_INFO
         prefetch()
-        return {"protocolVersion": self.version, "capabilities": {"tools": {}},
+        return {"protocolVersion": self.version, "capabilities": CAPABILITIES,
                 "serverInfo": info, "instructions": INSTRUCTIONS}
 
     def discover(self, params):
         prefetch()
-        return {"supportedVersions": list(MODERN_VERSIONS), "capabilities": {"tools": {}},
+        return {"supportedVersions": list(MODERN_VERSIONS), "capabilities": CAPABILITIES,
                 "instructions": INSTRUCTIONS, "ttlMs": 3600000, "cacheScope": "public",
                 "_meta": {META + "serverInfo": SERVER_INFO}}
 
@@ -3278,9 +3677,41 @@ class Session:
         return call_tool(name, {} if arguments is None else arguments)
 
 
+    def list_prompts(self, params):
+        prefix = settings().prefix
+        return {"prompts": [p.definition(prefix) for p in PROMPTS.values()]}
+
+    def get_prompt(self, params):
+        if not isinstance(params.get("name"), str):
+            raise RpcError(-32602, "prompts/get needs a string 'name'.")
+        arguments = params.get("arguments")
+        return get_prompt(params["name"], {} if arguments is None else arguments)
+
+    def list_resources(self, params):
+        return list_resources(params.get("cursor"))
+
+    def list_templates(self, params):
+        return list_templates()
+
+    def read_resource(self, params):
+        return read_resource(params.get("uri"))
+
+    def complete(self, params):
+        return complete(params)
+
+    def set_level(self, params):
+        if params.get("level") not in LOG_LEVELS:
+            raise RpcError(-32602, f"level must be one of {', '.join(LOG_LEVELS)}.")
+        return {}  # our log goes to stderr; no notifications/message are sent
+
+
 METHODS = {"initialize": Session.initialize, "server/discover": Session.discover,
            "ping": Session.ping, "tools/list": Session.list_tools,
-           "tools/call": Session.call_tool}
+           "tools/call": Session.call_tool, "prompts/list": Session.list_prompts,
+           "prompts/get": Session.get_prompt, "resources/list": Session.list_resources,
+           "resources/templates/list": Session.list_templates,
+           "resources/read": Session.read_resource, "completion/complete": Session.complete,
+           "logging/setLevel": Session.set_level}
 
 
 # == JSON-RPC over stdio =======================================================
@@ -3328,13 +3759,19 @@ def handle(message, session):
     try:
         modern = _modern(params, method)
         handler = METHODS.get(method)
-        if handler is None or (modern and method in ("initialize", "ping")):
-            raise RpcError(-32601, f"Method not found: {method}")
-        result = handler(session, params)
+        if handler is None or (modern and method in ("initialize", "ping", "logging/setLevel")):
+            raise RpcError(-32601, f"Method not found: {clip(method, 80)}")
+        try:
+            result = handler(session, params)
+        except RpcError as exc:
+            if modern and exc.code == -32002:  # this era says -32602 for a missing resource
+                exc.code = -32602
+            raise
         if modern:
             result = dict(result, resultType="complete")
-            if method == "tools/list":
-                result.update(ttlMs=3600000, cacheScope="public")
+            if method.endswith("/list"):
+                result.update(ttlMs=3600000 if method == "tools/list" else 0,
+                              cacheScope="public" if method == "tools/list" else "private")
         return {"jsonrpc": "2.0", "id": id_, "result": result}
     except RpcError as exc:
         return error_reply(id_, exc.code, exc.message, exc.data)

@@ -115,7 +115,8 @@ def test_initialize_answers_requested_version_or_newest():
     for version in b.LEGACY_VERSIONS:
         result = rpc("initialize", {"protocolVersion": version, "capabilities": {}})["result"]
         assert result["protocolVersion"] == version
-        assert result["capabilities"] == {"tools": {}}
+        assert result["capabilities"] == {"tools": {}, "prompts": {}, "resources": {},
+                                          "completions": {}}
         assert result["serverInfo"]["name"] == "mcp-backlog-server"
     for version in ("2023-01-01", "2026-07-28", None):
         result = rpc("initialize", {"protocolVersion": version})["result"]
@@ -124,7 +125,8 @@ def test_initialize_answers_requested_version_or_newest():
 
 @pytest.mark.parametrize("message, code", [
     ({"jsonrpc": "2.0", "id": 1, "method": "nope"}, -32601),
-    ({"jsonrpc": "2.0", "id": 1, "method": "resources/list"}, -32601),
+    ({"jsonrpc": "2.0", "id": 1, "method": "resources/subscribe"}, -32601),
+    ({"jsonrpc": "2.0", "id": 1, "method": "sampling/createMessage"}, -32601),
     ({"jsonrpc": "2.0", "id": None, "method": "ping"}, -32600),
     ({"jsonrpc": "2.0", "id": True, "method": "ping"}, -32600),
     ({"jsonrpc": "2.0", "id": 1.5, "method": "ping"}, -32600),
@@ -1669,7 +1671,9 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_
                     lambda inner: st.lists(inner, max_size=4)
                     | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
 METHODS = ["initialize", "ping", "tools/list", "tools/call", "server/discover",
-           "notifications/initialized", "notifications/cancelled", "resources/list", "nope"]
+           "notifications/initialized", "notifications/cancelled", "resources/list", "nope",
+           "prompts/list", "prompts/get", "resources/read", "resources/templates/list",
+           "completion/complete", "logging/setLevel"]
 REQUEST = st.fixed_dictionaries(
     {"jsonrpc": st.sampled_from(["2.0", "2.0", "1.0", None, 2])},
     optional={"id": st.integers() | st.text(max_size=6) | st.none() | st.booleans() | JSON,
@@ -1678,6 +1682,11 @@ REQUEST = st.fixed_dictionaries(
                   "name": st.sampled_from(sorted(b.TOOLS)) | JSON,
                   "arguments": st.dictionaries(st.text(max_size=10), JSON, max_size=3) | JSON,
                   "cursor": JSON, "protocolVersion": st.sampled_from(b.LEGACY_VERSIONS) | JSON,
+                  "uri": st.sampled_from(["backlog://example.backlog.com/view/DEMO-1",
+                                          "backlog://x/wiki/1"]) | JSON,
+                  "argument": st.fixed_dictionaries({"name": st.sampled_from(
+                      ["project", "issue", "repo", "milestone"]) | JSON, "value": JSON}) | JSON,
+                  "ref": JSON, "context": JSON, "level": JSON,
                   "_meta": JSON}) | JSON})
 LINE = st.one_of(REQUEST.map(lambda m: json.dumps(m).encode()),
                  JSON.map(lambda v: json.dumps(v).encode()),
@@ -1965,6 +1974,7 @@ def test_official_typescript_sdk_1_client(pyz, fake):
     assert set(report["tools"]) == default_tools() and report["nextCursor"] is None
     assert json.loads(report["result"]["content"][0]["text"])["issueKey"] == "DEMO-42"
     assert report["failed"]["isError"] is True
+    assert "triage" in report["prompts"] and any("/view/{issue}" in u for u in report["templates"])
 
 
 # == Trust: the outside review's findings, one test each (issue 10) ===========
@@ -2971,3 +2981,137 @@ def test_two_spaces_end_to_end_through_the_pyz(pyz, two):
     code, out, err = cli(pyz, None, "call", "space_details_get", "--space", "client",
                          **two_env(work, client))
     assert code == 0 and client.requests[-1].path == "/api/v2/space"
+
+
+# == Beyond tools: prompts, resources, completions (issue 14) ==================
+
+def test_initialize_declares_prompts_resources_completions_in_few_bytes():
+    reply = rpc("initialize", {"protocolVersion": "2025-11-25"})
+    assert set(reply["result"]["capabilities"]) == {"tools", "prompts", "resources",
+                                                    "completions"}
+    assert len(b.wire(reply)) < 1500
+
+
+def test_prompts_list_and_get(backlog):
+    prompts = rpc("prompts/list")["result"]["prompts"]
+    assert {p["name"] for p in prompts} == {"triage", "standup", "release_notes",
+                                            "draft_issue", "review_pr"}
+    assert all(len(p["arguments"]) <= 2 and p["description"] for p in prompts)
+    got = rpc("prompts/get", {"name": "triage", "arguments": {"issue": "DEMO-42"}})["result"]
+    text = got["messages"][0]["content"]["text"]
+    assert got["messages"][0]["role"] == "user" and "Triage Backlog issue DEMO-42" in text
+    assert "Login fails with SSO" in text and "## Statuses" in text and "In Progress" in text
+    for name, arguments in (("standup", {}), ("standup", {"project": "DEMO"}),
+                            ("release_notes", {"project": "DEMO", "milestone": "v1.0"}),
+                            ("draft_issue", {"project": "DEMO"}),
+                            ("review_pr", {"repo": "DEMO/webapp", "number": "4"}),
+                            ("review_pr", {"repo": BASE + "/git/DEMO/webapp/pullRequests/4"})):
+        text = rpc("prompts/get", {"name": name, "arguments": arguments})["result"][
+            "messages"][0]["content"]["text"]
+        assert "could not" not in text, (name, text[:500])
+    assert rpc("prompts/get", {"name": "nope"})["error"]["code"] == -32602
+    assert rpc("prompts/get", {"name": "triage"})["error"]["code"] == -32602
+    assert rpc("prompts/get", {"name": "triage", "arguments": {"issue": 5}})["error"][
+        "code"] == -32602
+
+
+def test_a_prompt_holds_the_allow_list_and_says_what_failed(backlog):
+    b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
+    text = rpc("prompts/get", {"name": "triage", "arguments": {"issue": "OTHER-1"}})[
+        "result"]["messages"][0]["content"]["text"]
+    assert "Access denied" in text and "Login fails" not in text
+    assert not [r for r in backlog.requests if r.method != "GET"]
+
+
+def test_resources_list_templates_and_read(backlog):
+    listed = rpc("resources/list")["result"]["resources"]
+    uris = {r["uri"] for r in listed}
+    assert "backlog://example.backlog.com/view/DEMO-42" in uris
+    assert "backlog://example.backlog.com/projects/DEMO" in uris
+    templates = rpc("resources/templates/list")["result"]["resourceTemplates"]
+    assert "backlog://example.backlog.com/view/{issue}" in {t["uriTemplate"] for t in templates}
+    contents = rpc("resources/read", {"uri": "backlog://example.backlog.com/view/DEMO-42"})[
+        "result"]["contents"]
+    assert contents[0]["mimeType"] == "text/markdown" and "# DEMO-42" in contents[0]["text"]
+    assert f"Web: {BASE}/view/DEMO-42" in contents[0]["text"]
+    assert json.loads(contents[1]["text"])["issueKey"] == "DEMO-42"
+    for uri in ("wiki/5001", "document/" + DOC, "projects/DEMO",
+                "git/DEMO/webapp/pullRequests/4"):
+        assert rpc("resources/read", {"uri": "backlog://example.backlog.com/" + uri})[
+            "result"]["contents"][0]["text"]
+    blob = rpc("resources/read", {"uri": "backlog://example.backlog.com/file/DEMO/825"})[
+        "result"]["contents"][0]
+    assert blob["mimeType"] == "image/png" and base64.b64decode(blob["blob"]) == PNG
+
+
+@pytest.mark.parametrize("uri", ["backlog://evil.com/view/DEMO-42", "backlog://example.backlog.com/x",
+                                 "https://example.backlog.com/view/DEMO-42", 5, None,
+                                 "backlog://example.backlog.com/view/../../space"])
+def test_unknown_resources_are_32002(backlog, uri):
+    reply = rpc("resources/read", {"uri": uri})
+    assert reply["error"]["code"] == -32002
+    assert backlog.requests == []
+
+
+def test_forbidden_resources_are_32002_and_modern_era_32602(backlog):
+    b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
+    reply = rpc("resources/read", {"uri": "backlog://example.backlog.com/view/OTHER-1"})
+    assert reply["error"]["code"] == -32002 and "Access denied" in reply["error"]["message"]
+    listed = rpc("resources/list")["result"]["resources"]
+    assert listed and not [r for r in listed if "OTHER" in r["uri"]]
+    meta = {"_meta": {b.META + "protocolVersion": "2026-07-28",
+                      b.META + "clientCapabilities": {}}}
+    reply = rpc("resources/read", dict(meta, uri="backlog://nope/view/DEMO-1"))
+    assert reply["error"]["code"] == -32602
+    assert rpc("resources/list", meta)["result"]["cacheScope"] == "private"
+
+
+def test_completions(backlog):
+    def values(name, value, **context):
+        params = {"ref": {"type": "ref/prompt", "name": "triage"},
+                  "argument": {"name": name, "value": value}}
+        if context:
+            params["context"] = {"arguments": context}
+        return rpc("completion/complete", params)["result"]["completion"]["values"]
+    assert values("project", "de") == ["DEMO"]
+    assert "DEMO-42" in values("issue", "DEMO-4")
+    assert values("milestone", "v", project="DEMO")[:1] == ["v1.0"]
+    assert "DEMO/webapp" in values("repo", "DEMO/w")
+    assert values("nothing", "x") == []
+    assert rpc("completion/complete", {"argument": []})["error"]["code"] == -32602
+    assert rpc("completion/complete", {"argument": {"name": "project", "value": "D"},
+                                       "context": {"arguments": [1]}})["result"]
+
+
+def test_logging_set_level():
+    assert rpc("logging/setLevel", {"level": "info"})["result"] == {}
+    assert rpc("logging/setLevel", {"level": "loud"})["error"]["code"] == -32602
+
+
+def test_python_sdk_client_uses_prompts_resources_and_completions(pyz, fake):
+    mcp = pytest.importorskip("mcp")
+    import asyncio
+
+    from mcp.client.stdio import stdio_client
+
+    async def session():
+        params = mcp.StdioServerParameters(command=sys.executable, args=["-I", pyz],
+                                           env=child_env(fake.url))
+        with open(os.devnull, "w") as devnull:
+            async with mcp.Client(stdio_client(params, errlog=devnull), mode="legacy") as client:
+                prompts = await client.list_prompts()
+                got = await client.get_prompt("triage", {"issue": "DEMO-42"})
+                templates = await client.list_resource_templates()
+                host = fake.url.split("://")[1]
+                read = await client.read_resource(f"backlog://{host}/view/DEMO-42")
+                done = await client.complete(
+                    mcp.types.PromptReference(type="ref/prompt", name="triage"),
+                    {"name": "project", "value": "DE"})
+                return prompts, got, templates, read, done
+
+    prompts, got, templates, read, done = asyncio.run(session())
+    assert "triage" in {p.name for p in prompts.prompts}
+    assert "DEMO-42" in got.messages[0].content.text
+    assert getattr(templates, "resource_templates", None) or templates.resourceTemplates
+    assert "# DEMO-42" in read.contents[0].text
+    assert done.completion.values == ["DEMO"]

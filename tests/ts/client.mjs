@@ -1,4 +1,5 @@
-// Connect to the server with the official TypeScript SDK 1.x client, list tools, call one.
+// Connect to the server with the official TypeScript SDK 1.x client, list tools, call one,
+// list prompts and resource templates.
 // usage: node client.mjs PYTHON PYZ   (BACKLOG_* come from the environment); prints JSON.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
@@ -16,8 +17,12 @@ const result = await client.callTool({ name: "issue_details_get",
                                        arguments: { issue_id_or_key: "DEMO-42" } });
 const failed = await client.callTool({ name: "issue_details_get",
                                        arguments: { issue_id_or_key: "../x" } });
+const prompts = await client.listPrompts();
+const templates = await client.listResourceTemplates();
 console.log(JSON.stringify({
   connectedMs, version: client.getServerVersion(), tools: tools.tools.map((t) => t.name),
   nextCursor: tools.nextCursor ?? null, result, failed,
+  prompts: prompts.prompts.map((p) => p.name),
+  templates: templates.resourceTemplates.map((t) => t.uriTemplate),
 }));
 await client.close();
