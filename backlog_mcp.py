@@ -42,6 +42,7 @@ TOOLSETS = set(CATEGORIES)
 SETTINGS = None  # the current space's Settings, made by configure() on first use
 CURRENT = None   # the current Space
 SECRETS = []     # every space's secrets: the redactor hides them all
+IGNORED = []     # BACKLOG_* variables the server does not read (said on stderr at start)
 
 BACKLOG_HOSTS = ("backlog.com", "backlog.jp", "backlogtool.com")
 PROJECT_KEY = re.compile(r"[_A-Z0-9]{1,25}\Z")
@@ -153,8 +154,11 @@ def prefix(text, s):
 
 
 def api_key(text, s):
-    if not re.match(r"[!-~]+\Z", text):
-        raise ValueError("holds white space or characters outside ASCII: paste the key alone")
+    """Backlog's keys are 64 letters and digits; a key is taken if it is 8 to 256 of them
+    (and of - _ . ~, which no JSON or URL escapes), else refused and never sent."""
+    if not re.match(r"[A-Za-z0-9._~-]{8,256}\Z", text):
+        raise ValueError("is not an API key (8 or more letters and digits, no spaces or "
+                         "quotes): paste the key alone, from Personal Settings > API")
     return text
 
 
@@ -187,8 +191,8 @@ def base_url(raw, s, variable="BACKLOG_BASE_URL"):
         raise ValueError(f"holds white space or characters outside ASCII: it must be {example}")
     try:
         url = urlsplit(raw)
-        if url.password:
-            s.secrets.append(url.password)
+        if url.password and len(url.password) >= MIN_SECRET:
+            s.secrets.append(url.password)  # refused below; redacted wherever it shows
         host = (url.hostname or "").lower()
         url.port  # noqa: B018 (raises ValueError for a bad port)
     except ValueError:
@@ -242,6 +246,7 @@ SETTINGS_TABLE = (  # in the order they are read: a later parser may use an earl
     Setting("BACKLOG_UPLOAD_DIRS", folders, [],
             f"folders ('{os.pathsep}'-separated) files may be uploaded from (default: none)"),
 )
+MIN_SECRET = 8  # shorter ones are refused (never sent); redacting them would garble messages
 SAFE = {"BACKLOG_READ_ONLY": True, "BACKLOG_WRITABLE": set()}  # read-only wins on a bad value
 # What each space has of its own, as BACKLOG_<NAME>_<REST> (BACKLOG_WORK_API_KEY); Nulab's
 # server names two of them BACKLOG_ORG_<NAME>_DOMAIN and BACKLOG_ORG_<NAME>_API_KEY.
@@ -251,9 +256,11 @@ SPACE_NAME = re.compile(r"[a-z][a-z0-9_]{0,19}\Z")
 
 
 def space_names(env):
-    """(names, default, problems) of BACKLOG_SPACES (or Nulab's BACKLOG_ORG_<NAME>_* names),
-    and BACKLOG_DEFAULT_SPACE (or BACKLOG_DEFAULT_ORG). No names: one space, as always."""
+    """(names, default, Nulab's form?, problems) of BACKLOG_SPACES (or, without it, Nulab's
+    BACKLOG_ORG_<NAME>_* names) and BACKLOG_DEFAULT_SPACE (or BACKLOG_DEFAULT_ORG). No names:
+    one space, as always."""
     text = (env.get("BACKLOG_SPACES") or "").strip()
+    nulab = not text
     names = [n.lower() for n in _split(text)] if text else sorted(
         {m.group(1).lower() for k in env
          for m in [re.match(r"BACKLOG_ORG_([A-Za-z0-9_]+?)_(?:DOMAIN|API_KEY)\Z", k)] if m})
@@ -261,25 +268,67 @@ def space_names(env):
                 "or _; at most 20)." for n in names if not SPACE_NAME.match(n)]
     if len(set(names)) != len(names):
         problems.append("BACKLOG_SPACES names a space twice.")
-    default = (env.get("BACKLOG_DEFAULT_SPACE") or env.get("BACKLOG_DEFAULT_ORG") or "").strip()
-    default = default.lower() or (names[0] if names else "")
-    if names and default not in names:
-        problems.append(f"BACKLOG_DEFAULT_SPACE: '{default}' is not one of "
-                        f"{', '.join(names)}.")
-    return names, default, problems
+    asked = (env.get("BACKLOG_DEFAULT_SPACE") or env.get("BACKLOG_DEFAULT_ORG") or "").strip()
+    default = asked.lower() or (names[0] if names else "")
+    if asked and default not in names:
+        problems.append(f"BACKLOG_DEFAULT_SPACE: '{asked}' is not one of the spaces "
+                        f"({', '.join(names) or 'none: BACKLOG_SPACES is not set'}).")
+        default = names[0] if names else ""
+    return names, default, nulab, problems
 
 
-def space_env(env, name):
-    """The environment as one space sees it: its own BACKLOG_<NAME>_* in place of the shared
-    per-space names (never another space's), the shared rest unchanged."""
-    view = {k: v for k, v in env.items() if k not in PER_SPACE}
+def space_env(env, name, nulab=False):
+    """The environment as one space sees it. Its URL, domain and key are its own only
+    (BACKLOG_<NAME>_BASE_URL ...; BACKLOG_ORG_<NAME>_* in Nulab's form), never a shared one
+    (a key goes to its own host). Its allow-list and groups are its own, or else the shared
+    ones; a shared BACKLOG_READ_ONLY holds for every space, and a space's BACKLOG_<NAME>_WRITABLE
+    cannot add a group that a shared BACKLOG_WRITABLE leaves out."""
+    view = {k: v for k, v in env.items() if k not in PER_SPACE or k in INHERITED}
     for variable in PER_SPACE:
         rest = variable[len("BACKLOG_"):]
-        for spelling in (f"BACKLOG_{name.upper()}_{rest}", f"BACKLOG_ORG_{name.upper()}_{rest}"):
-            if spelling in env:
-                view[variable] = env[spelling]
-                break
+        spellings = [f"BACKLOG_{name.upper()}_{rest}"]
+        if nulab:
+            spellings.append(f"BACKLOG_ORG_{name.upper()}_{rest}")
+        own = next((env[s] for s in spellings if s in env), None)
+        if own is None:
+            continue
+        shared = (env.get(variable) or "").strip()
+        if variable == "BACKLOG_READ_ONLY" and shared and flag_or_none(shared) is not False:
+            continue  # read-only wins (and a shared value not understood stays a problem)
+        if variable == "BACKLOG_WRITABLE" and shared:
+            allowed = {g.lower() for g in _split(shared)}
+            own = ",".join(g for g in _split(own) if g.lower() in allowed)
+            if not own:  # nothing left that both allow
+                view["BACKLOG_READ_ONLY"], own = "1", shared
+        view[variable] = own
     return view
+
+
+def flag_or_none(text):
+    return FLAG_WORDS.get((text or "").strip().lower())
+
+
+INHERITED = ("BACKLOG_PROJECTS", "BACKLOG_WRITABLE", "BACKLOG_READ_ONLY",
+             "BACKLOG_ALLOW_CUSTOM_HOST")
+
+
+def unknown_settings(env, names, nulab):
+    """BACKLOG_* variables the server does not read: a near miss of a known name is a problem
+    (BACKLOG_READONLY), any other one a line on stderr."""
+    known = {row.name for row in SETTINGS_TABLE} | {"BACKLOG_SPACES", "BACKLOG_DEFAULT_SPACE",
+                                                    "BACKLOG_DEFAULT_ORG"}
+    for name in names:
+        known |= {f"BACKLOG_{name.upper()}_{v[len('BACKLOG_'):]}" for v in PER_SPACE}
+        if nulab:
+            known |= {f"BACKLOG_ORG_{name.upper()}_{v[len('BACKLOG_'):]}" for v in PER_SPACE}
+    problems, others = [], []
+    for variable in sorted(k for k in env if k.startswith("BACKLOG_") and k not in known):
+        near = min(known, key=lambda k: distance(variable, k))
+        if distance(variable, near) <= 2:
+            problems.append(f"{variable} is not a setting: did you mean {near}?")
+        else:
+            others.append(variable)
+    return problems, others
 
 
 class Settings:
@@ -295,7 +344,7 @@ class Settings:
             value = row.default
             if text:
                 self.explicit.add(row.name)
-                if row.name == "BACKLOG_API_KEY":
+                if row.name == "BACKLOG_API_KEY" and len(text) >= MIN_SECRET:
                     self.secrets.append(text)
                 try:
                     value = row.parse(text, self)
@@ -338,15 +387,18 @@ def configure(env=None, read_only=False, toolsets=None):
     """Read the settings from `env` (default os.environ) into the spaces and the module-level
     flags (those of the default space; a call in another space swaps them, see in_space)."""
     global DEFAULT_SPACE, SECRETS
+    global IGNORED
     env = os.environ if env is None else env
-    names, default, problems = space_names(env)
+    names, default, nulab, problems = space_names(env)
+    misspelt, IGNORED = unknown_settings(env, names, nulab)
     for space in SPACES.values():
         space.api.reset()
     SPACES.clear()
     for name in names or [None]:
-        s = Settings(space_env(env, name) if name else env, read_only, toolsets)
+        s = Settings(space_env(env, name, nulab) if name else env, read_only, toolsets)
+        s.problems = problems + misspelt + s.problems
         if name:
-            s.problems = [f"space {name}: {p}" for p in problems + s.problems]
+            s.problems = [f"space {name}: {p}" for p in s.problems]
         SPACES[name] = Space(name, s)
     DEFAULT_SPACE = default or None
     SECRETS = sorted({x for space in SPACES.values() for x in space.settings.secrets})
@@ -691,13 +743,18 @@ class Backlog:
         names = [key.split("[")[0] for key, _ in list(query) + list(form)]
         snake = [re.sub(r"(?<!^)(?=[A-Z])", "_", n).lower().replace("_id", "") for n in names]
         seconds = seconds or s.timeout[1]
+        end = time.monotonic() + seconds  # one deadline: retries, redirects and waits in it
         attempt = hops = 0
         while True:
             prepared = self.prepare(method, url, query, form, files, accept)
             self.check_host(prepared)
-            status, answer = self.exchange(prepared, cap or MAX_JSON, seconds)
+            left = end - time.monotonic()
+            if left <= 0:
+                raise ToolError(f"Backlog did not answer within {seconds:g} s. "
+                                "Next: retry later, or raise BACKLOG_TIMEOUT.")
+            status, answer = self.exchange(prepared, cap or MAX_JSON, left, seconds)
             if status in TRANSIENT and method == "GET" and attempt < len(RETRY_BACKOFF):
-                time.sleep(RETRY_BACKOFF[attempt])
+                time.sleep(min(RETRY_BACKOFF[attempt], max(0.0, end - time.monotonic())))
                 attempt += 1
                 continue
             if status == "reset":
@@ -716,7 +773,7 @@ class Backlog:
                                 f"to {self.where(answer)}; it was not followed. Next: check "
                                 "BACKLOG_BASE_URL (it must be the space's own https URL).")
             wait = _retry_wait(status, answer.headers, attempt) if method == "GET" else None
-            if wait is not None:
+            if wait is not None and wait < end - time.monotonic():
                 time.sleep(wait)
                 attempt += 1
                 continue
@@ -730,7 +787,7 @@ class Backlog:
                 body = clip(answer.body.decode("utf-8", "replace"), 4096)
             raise BacklogError(status, body, answer.content_type, snake)
 
-    def exchange(self, prepared, cap, seconds):
+    def exchange(self, prepared, cap, seconds, budget=None):
         """(status, Answer) of one exchange, or ("reset" | "cut", reason) when the connection
         failed before the answer's headers or in its body."""
         import http.client
@@ -767,7 +824,7 @@ class Backlog:
                        TimeoutError)
             if WATCHDOG.fired or isinstance(exc, timeout):
                 self.reset_connections()
-                raise ToolError(f"Backlog did not answer within {seconds:g} s. "
+                raise ToolError(f"Backlog did not answer within {budget or seconds:g} s. "
                                 "Next: retry later, or raise BACKLOG_TIMEOUT.") from None
             reason = _reason(exc)
             if reason in UNREACHABLE:
@@ -976,6 +1033,9 @@ def requests_module():
     return requests
 
 
+PROGRESS_BYTES = 1 << 20  # a download reports its progress every MiB
+
+
 class TooBig(ToolError):
     """An answer over its size cap; `headers` are the answer's, for the file's name."""
 
@@ -1024,6 +1084,11 @@ def read_body(raw, headers, cap, keep=None):
         if not chunk:
             return body
         body += chunk
+        if Progress.current is not None and len(body) // PROGRESS_BYTES > (
+                len(body) - len(chunk)) // PROGRESS_BYTES:
+            declared = headers.get("Content-Length", "")
+            Progress.step(f"{len(body):,} bytes", at=len(body),
+                          total=int(declared) if DIGITS.match(declared) else None)
         if len(body) > limit:
             if keep is not None:
                 return body[:keep]
@@ -1580,6 +1645,8 @@ def find_tool(name):
 
 def run_tool(tool_, arguments):
     """Check the arguments, run the tool, keep the asked-for fields; raises ToolError."""
+    if too_deep(arguments, 32):
+        raise ToolError("The arguments are nested too deep to be a tool's arguments.")
     args = tool_.bind(scrub(arguments))  # no lone surrogate reaches a URL or a form
     fields = args.pop("fields", None)
     answered = api.answers
@@ -1607,7 +1674,7 @@ def call_tool(name, arguments):
         raise RpcError(-32602, "tools/call 'arguments' must be an object.")
     arguments = dict(arguments)
     space = arguments.pop("space", None) if several() else None
-    if space is not None and space not in SPACES:
+    if space is not None and (not isinstance(space, str) or space not in SPACES):
         find_tool(name)
         return {"content": [{"type": "text", "text": f"Unknown space '{clip(space, 40)}'. "
                              f"Next: use one of {', '.join(SPACES)}."}], "isError": True}
@@ -2576,6 +2643,7 @@ def issue_related_delete(issue_id_or_key: IssueIdOrKey,
                          related_issue_id: P("integer", "Id of the related issue", minimum=1)):
     """Remove the relation between two issues."""
     guard_issue(issue_id_or_key)
+    guard_issue(related_issue_id)
     return api.delete(("issues", issue_id_or_key, "relatedIssues", related_issue_id))
 
 
@@ -2904,6 +2972,8 @@ def user_star_add(issue_id_or_key: P("string", "Issue to star (or the issue of c
     if restricted():
         if "issue_id_or_key" in given:
             guard_issue(issue_id_or_key)
+            if comment_id is not None:  # the comment must be this issue's
+                api.get(("issues", issue_id_or_key, "comments", comment_id))
         elif wiki_id is not None:
             guard_owner("wiki", wiki_id, ("wikis", wiki_id))
         else:
@@ -2932,6 +3002,9 @@ def user_star_delete(star_id: P("integer", "Star id (user_star_list_get)", minim
 @tool("Count stars", extra=True)
 def user_star_count_get(user_id: UserId, since: Date = None, until: Date = None):
     """Count the stars a user received, optionally between two dates."""
+    if restricted():
+        raise ToolError("Under BACKLOG_PROJECTS stars are not counted space-wide. Next: "
+                        "user_star_list_get lists the stars of the allowed projects.")
     return api.get(("users", user_id, "stars", "count"), {"since": since, "until": until})
 
 
@@ -2955,6 +3028,7 @@ def count_allowed(path, params):
     """Count the items of an offset-paged list that belong to allowed projects."""
     total = 0
     for page in range(20):
+        Progress.step(f"counting page {page + 1}")
         items = api.get(path, dict(params, count=100, offset=page * 100))
         total += len(allowed_items(items))
         if len(items) < 100:
@@ -2992,6 +3066,7 @@ def wiki_list_get(project_id_or_key: OptProject = None, keyword: Keyword = None,
                             "(project_list_get lists the projects).")
     pages = []
     for project in projects:
+        Progress.step(f"wiki pages of {project}", total=len(projects))
         pages += api.get("wikis", {"projectIdOrKey": project, "keyword": keyword})
     return allowed_items(pages)
 
@@ -3177,7 +3252,8 @@ def notification_count_get(already_read: P("boolean", "Count read (true) or unre
 def count_allowed_notifications(params):
     """Count notifications of allowed projects by paging through them (at most 2,000)."""
     total, max_id = 0, None
-    for _ in range(20):
+    for page in range(20):
+        Progress.step(f"counting notifications, page {page + 1}")
         items = api.get("notifications", {"count": 100, "maxId": max_id})
         total += sum(1 for n in allowed_items(items)
                      if all(v is None or n.get(k) == v for k, v in params.items()))
@@ -3246,6 +3322,7 @@ def gather(parts):
     a failure is said in its place."""
     out = []
     for label, name, arguments in parts:
+        Progress.step(f"gathering {label.lower()}", total=len(parts))
         try:
             tool_ = TOOLS[name]
             why = tool_.disabled_because()
@@ -3761,12 +3838,18 @@ def handle(message, session):
         handler = METHODS.get(method)
         if handler is None or (modern and method in ("initialize", "ping", "logging/setLevel")):
             raise RpcError(-32601, f"Method not found: {clip(method, 80)}")
+        meta = params.get("_meta")
+        token = meta.get("progressToken") if isinstance(meta, dict) else None
+        valid = isinstance(token, str) or (isinstance(token, int) and not isinstance(token, bool))
+        Progress.current = Progress(token) if valid else None
         try:
             result = handler(session, params)
         except RpcError as exc:
             if modern and exc.code == -32002:  # this era says -32602 for a missing resource
                 exc.code = -32602
             raise
+        finally:
+            Progress.current = None
         if modern:
             result = dict(result, resultType="complete")
             if method.endswith("/list"):
@@ -3812,7 +3895,7 @@ def _refuse(constant):
 def serve(stdin=None, stdout=None):
     """Read JSON-RPC lines from stdin and write one reply line per request, until EOF."""
     stdin = stdin or sys.stdin.buffer
-    out = Writer(stdout or sys.stdout.buffer)
+    out = Progress.out = Writer(stdout or sys.stdout.buffer)
     session = Session()
     for line in stdin:
         if not line.strip():
@@ -3825,6 +3908,30 @@ def serve(stdin=None, stdout=None):
             reply = handle(message, session)
         if reply is not None:
             out.write(reply)
+
+
+class Progress:
+    """notifications/progress for the request being answered, only when it carries
+    _meta.progressToken: `progress` grows with every step (pages, projects, bytes)."""
+
+    current = None  # the Progress of the request being answered, or None
+    out = None      # the Writer of stdout, once serve() runs
+
+    def __init__(self, token):
+        self.token, self.done = token, 0
+
+    @staticmethod
+    def step(message, at=None, total=None):
+        """One step more (or the count reached, `at`), said to the client."""
+        self = Progress.current
+        if self is None or Progress.out is None:
+            return
+        self.done = self.done + 1 if at is None else max(at, self.done + 1)
+        params = {"progressToken": self.token, "progress": self.done, "message": message}
+        if total is not None and total >= self.done:
+            params["total"] = total
+        Progress.out.write({"jsonrpc": "2.0", "method": "notifications/progress",
+                            "params": params})
 
 
 class Writer:
@@ -3887,7 +3994,7 @@ def clean(value):
     if isinstance(value, (list, tuple)):
         return [clean(v) for v in value]
     if isinstance(value, dict):
-        return {clean(str(k)): clean(v) for k, v in value.items()}
+        return {str(k): clean(v) for k, v in value.items()}  # names are ours or Backlog's
     return value
 
 
@@ -3897,6 +4004,9 @@ HELP = """usage: {0} [--read-only] [--toolsets a,b] [--version | --help | --chec
        {0} tools
        {0} help TOOL
        {0} call TOOL [name=value ...] [--json '{{...}}' | --json -] [--pretty] [--output FILE]
+                    [--space NAME]
+       {0} prompt NAME [argument ...]      what a prompt hands the model
+       {0} read backlog://HOST/view/DEMO-42  what a resource holds
 
 Serves MCP (JSON-RPC on stdin/stdout) when called with no command: a client's config starts
 it. --check tests the settings against the space; `call` runs one tool from the shell.
@@ -4118,6 +4228,28 @@ def cli_run(name, pairs, json_arg, output, pretty):
         emit(note, "stderr")
 
 
+def cli_rpc(command, argv):
+    """`prompt NAME [value ...]` and `read URI`: print what the model would get."""
+    if not argv:
+        usage("prompt NAME [argument ...] | read URI")
+    try:
+        if command == "read":
+            result = read_resource(argv[0])
+            for content in result["contents"]:
+                emit(content.get("text") or f"[{content.get('mimeType')} blob, "
+                     f"{len(content.get('blob', '')) * 3 // 4} bytes]")
+            return
+        found = PROMPTS.get(argv[0][len(settings().prefix):]) or PROMPTS.get(argv[0])
+        if found is None:
+            usage(f"unknown prompt '{clip(argv[0], 40)}'; prompts: {', '.join(PROMPTS)}")
+        values = dict(zip([n for n, _, _ in found.arguments], argv[1:]))  # by position, as
+        result = get_prompt(settings().prefix + found.name, values)  # Claude Code passes them
+        emit(result["messages"][0]["content"]["text"])
+    except RpcError as exc:
+        emit(exc.message, "stderr")
+        raise SystemExit(1) from None
+
+
 def cli_tool(name):
     found = TOOLS.get(name) or TOOLS.get(name[len(settings().prefix):])
     if found is None:
@@ -4195,6 +4327,8 @@ def main(argv=None):
         cli_help(argv[1])
     elif command == "call":
         cli_call(argv[1:])
+    elif command in ("prompt", "read"):
+        cli_rpc(command, argv[1:])
     elif command is None:
         run_server()
     else:
@@ -4205,6 +4339,8 @@ def run_server():
     import signal
     for problem in all_problems():
         log("configuration problem: " + problem)
+    for variable in IGNORED:
+        log(f"note: {variable} is not a setting of this server; it is ignored")
     signal.signal(signal.SIGTERM, Writer.terminate)
     if sys.stdin is None or sys.stdout is None:
         log("stdin or stdout is closed: a client starts this server with both as pipes.")

@@ -360,7 +360,7 @@ def test_registry_rejects_bad_declarations():
     ({"BACKLOG_BASE_URL": "ftp://example.backlog.com", "BACKLOG_API_KEY": KEY}, "https://"),
     ({"BACKLOG_BASE_URL": "https://u:s3cret-pass@example.backlog.com", "BACKLOG_API_KEY": KEY},
          "user name or password"),
-    ({"BACKLOG_BASE_URL": BASE, "BACKLOG_API_KEY": "a b"}, "white space"),
+    ({"BACKLOG_BASE_URL": BASE, "BACKLOG_API_KEY": "a b"}, "no spaces or quotes"),
     (dict(ENV, BACKLOG_PROJECTS="DEMO,bad-key!"), "BACKLOG_PROJECTS"),
     (dict(ENV, BACKLOG_WRITABLE="issue,nope"), "BACKLOG_WRITABLE: unknown 'nope'"),
     (dict(ENV, BACKLOG_TOOLSETS="issue,nope"), "BACKLOG_TOOLSETS: unknown 'nope'"),
@@ -579,7 +579,7 @@ def test_a_call_waits_for_the_background_import(monkeypatch):
 
 def test_requests_imported_in_the_background_after_initialize():
     code = ("import sys, backlog_mcp as b; b.configure({'BACKLOG_BASE_URL': 'http://127.0.0.1:9',"
-            "'BACKLOG_API_KEY': 'k1234'}); s = b.Session();"
+            "'BACKLOG_API_KEY': 'k1234567890'}); s = b.Session();"
             "before = 'requests' in sys.modules;"
             "r = b.handle({'jsonrpc':'2.0','id':1,'method':'initialize','params':{}}, s);"
             "b.PREFETCH.join(10);"
@@ -1105,7 +1105,8 @@ def test_allow_list_denies_other_projects(backlog, name, arguments):
 OTHER_FORMS = {"project_id_or_key": ["OTHER", "202", "other"], "project_id": ["202", "OTHER"],
                "project_ids": [["OTHER"], [202]], "issue_id_or_key": ["OTHER-1", "999"],
                "issue_key": ["OTHER-1", "999"],
-               "target_issue_id": [999], "wiki_id": [6001], "document_id": [OTHER_DOC],
+               "target_issue_id": [999], "related_issue_id": [999], "wiki_id": [6001],
+               "document_id": [OTHER_DOC],
                "repo_id_or_name": ["secret"], "watching_id": [9999],
                "notification_id": [12345], "key": ["NEWKEY"], "star_id": [1166]}
 SPACE_WIDE = {"issue_priority_list_get", "project_list_get", "project_resolution_list_get",
@@ -2083,7 +2084,16 @@ def test_a_write_succeeds_only_on_2xx(fake, name, arguments, path, status):
     assert len([r for r in fake.requests if r.method != "GET"]) == 1
 
 
-@pytest.mark.parametrize("key", ["a1b", "x", "k" * 64, "p%2Fq+r s&"[:8].replace(" ", "")])
+@pytest.mark.parametrize("key", ["a1b", "x", "p%2Fq+r", 'ab"cdefghij'])
+def test_a_key_too_short_or_odd_is_refused_and_never_sent(fake, key):
+    """A key Backlog cannot have is a problem, so it goes nowhere (and none is echoed)."""
+    s = b.configure(dict(fault_env(fake), BACKLOG_API_KEY=key))
+    assert any("BACKLOG_API_KEY" in p for p in s.problems)
+    assert "BACKLOG_API_KEY" in error(call("space_details_get"))
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("key", ["k" * 64, "ab-12_.~z", "a1b2c3d4"])
 def test_the_key_is_redacted_in_results_whatever_its_length(fake, key):
     fake.api_key = key
     b.configure(dict(fault_env(fake), BACKLOG_API_KEY=key))
@@ -3115,3 +3125,124 @@ def test_python_sdk_client_uses_prompts_resources_and_completions(pyz, fake):
     assert getattr(templates, "resource_templates", None) or templates.resourceTemplates
     assert "# DEMO-42" in read.contents[0].text
     assert done.completion.values == ["DEMO"]
+
+
+def test_cli_prompt_and_read(pyz, fake):
+    code, out, _ = cli(pyz, fake, "prompt", "triage", "DEMO-42")
+    assert code == 0 and "Triage Backlog issue DEMO-42" in out and "## Statuses" in out
+    host = fake.url.split("://")[1]
+    code, out, _ = cli(pyz, fake, "read", f"backlog://{host}/view/DEMO-42")
+    assert code == 0 and out.startswith("# DEMO-42")
+    code, _, err = cli(pyz, fake, "read", "backlog://elsewhere/view/DEMO-42")
+    assert code == 1 and "Resource not found" in err
+    code, _, err = cli(pyz, fake, "prompt", "nope")
+    assert code == 2 and "prompts: triage" in err
+
+
+def test_progress_only_for_a_request_that_asks(fake):
+    b.configure(dict(fault_env(fake), BACKLOG_PROJECTS="DEMO"))
+    asked = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+             "params": {"name": "notification_count_get", "arguments": {},
+                        "_meta": {"progressToken": "t1"}}}
+    plain = dict(asked, id=2, params=dict(asked["params"], _meta={}))
+    prompt = {"jsonrpc": "2.0", "id": 3, "method": "prompts/get",
+              "params": {"name": "draft_issue", "arguments": {"project": "DEMO"},
+                         "_meta": {"progressToken": 7}}}
+    replies, raw = run_serve(b"\n".join(json.dumps(m).encode() for m in (asked, plain, prompt))
+                             + b"\n")
+    notes = [r for r in replies if r.get("method") == "notifications/progress"]
+    assert [r["id"] for r in replies if "id" in r] == [1, 2, 3]
+    first = [n["params"] for n in notes if n["params"]["progressToken"] == "t1"]
+    assert first and [p["progress"] for p in first] == sorted({p["progress"] for p in first})
+    gathered = [n["params"] for n in notes if n["params"]["progressToken"] == 7]
+    assert len(gathered) == 6 and gathered[-1] == {"progressToken": 7, "progress": 6,
+                                                   "total": 6, "message": "gathering members"}
+    assert replies.index(next(r for r in replies if r.get("id") == 1)) > replies.index(notes[0])
+
+
+
+# == Review findings (a red-team pass over this change) ========================
+
+@pytest.mark.parametrize("spaces", [{"BACKLOG_SPACES": "work", "BACKLOG_WORK_BASE_URL": "{url}",
+                                     "BACKLOG_WORK_API_KEY": KEY},
+                                    {"BACKLOG_ORG_A_DOMAIN": "x", "BACKLOG_ORG_A_BASE_URL": "{url}",
+                                     "BACKLOG_ORG_A_API_KEY": KEY}])
+def test_shared_limits_hold_in_every_space(fake, spaces):
+    env = {k: v.format(url=fake.url) for k, v in spaces.items()}
+    env.pop("BACKLOG_ORG_A_DOMAIN", None)
+    b.configure(dict(env, BACKLOG_READ_ONLY="1", BACKLOG_PROJECTS="DEMO", BACKLOG_TOOLSETS="all"))
+    reply = rpc("tools/call", {"name": "issue_delete", "arguments": {"issue_id_or_key": "OTHER-1"}})
+    assert "error" in reply and not [r for r in fake.requests if r.method != "GET"]
+    b.configure(dict(env, BACKLOG_PROJECTS="DEMO", BACKLOG_WRITABLE="wiki", BACKLOG_TOOLSETS="all"))
+    assert b.SETTINGS.projects == ["DEMO"] and b.SETTINGS.writable == {"wiki"}
+    assert "Access denied" in error(call("issue_details_get", issue_id_or_key="OTHER-1"))
+
+
+def test_a_space_cannot_widen_the_shared_groups(fake):
+    b.configure({"BACKLOG_SPACES": "work", "BACKLOG_WORK_BASE_URL": fake.url,
+                 "BACKLOG_WORK_API_KEY": KEY, "BACKLOG_WRITABLE": "wiki",
+                 "BACKLOG_WORK_WRITABLE": "issue,wiki,project"})
+    assert b.SETTINGS.writable == {"wiki"}
+    b.configure({"BACKLOG_SPACES": "work", "BACKLOG_WORK_BASE_URL": fake.url,
+                 "BACKLOG_WORK_API_KEY": KEY, "BACKLOG_WRITABLE": "wiki",
+                 "BACKLOG_WORK_WRITABLE": "issue"})
+    assert b.SETTINGS.writable == set()
+
+
+@pytest.mark.parametrize("variable", ["BACKLOG_READONLY", "BACKLOG_PROJECT", "BACKLOG_TOOLSET"])
+def test_a_misspelt_setting_is_a_problem(variable):
+    s = b.configure(dict(ENV, **{variable: "1"}))
+    assert any(f"{variable} is not a setting: did you mean" in p for p in s.problems)
+
+
+@pytest.mark.parametrize("env", [{"BACKLOG_SPACES": "work,client", "BACKLOG_DEFAULT_SPACE": "nope"},
+                                 dict(ENV, BACKLOG_DEFAULT_SPACE="x"),
+                                 dict(ENV, BACKLOG_DEFAULT_ORG="leftover")])
+def test_a_bad_default_space_is_a_problem_not_a_crash(env):
+    b.configure(env)
+    assert any("BACKLOG_DEFAULT_SPACE" in p for p in b.all_problems())
+    assert "not configured" in error(call("space_details_get"))
+
+
+def test_nulab_spellings_are_read_only_in_nulab_form(two):
+    work, client = two
+    b.configure({"BACKLOG_SPACES": "a,org_a", "BACKLOG_A_BASE_URL": work.url,
+                 "BACKLOG_ORG_A_BASE_URL": client.url, "BACKLOG_ORG_A_API_KEY": CLIENT_KEY})
+    assert b.SPACES["a"].settings.api_key == "" and b.SPACES["a"].settings.problems
+    call("space_details_get", space="a")
+    assert work.requests == [] and client.requests == []
+
+
+def test_a_star_on_a_comment_checks_the_comment_is_the_issues(backlog):
+    b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
+    call("user_star_add", issue_id_or_key="DEMO-42", comment_id=7)
+    assert sent(backlog, "GET", "issues/DEMO-42/comments/7")
+    assert "not counted" in error(call("user_star_count_get", user_id=2))
+
+
+def test_a_short_url_password_does_not_garble_the_protocol():
+    b.configure(dict(ENV, BACKLOG_BASE_URL="https://me:p@x.backlog.com"))
+    reply = rpc("initialize", {"protocolVersion": "2025-11-25"})
+    assert reply["jsonrpc"] == "2.0" and reply["result"]["protocolVersion"] == "2025-11-25"
+
+
+def test_odd_space_and_deep_arguments_are_tool_errors(two):
+    work, client = two
+    b.configure(two_env(work, client))
+    for space in (["client"], {"a": 1}, 5):
+        assert "Unknown space" in error(call("space_details_get", space=space))
+    deep = [[]]
+    for _ in range(600):
+        deep = [deep]
+    assert "nested too deep" in error(call("space_details_get", x=deep))
+
+
+def test_one_deadline_holds_across_retries(fake):
+    b.configure(dict(fault_env(fake), BACKLOG_TIMEOUT="1"))
+    fake.fault("hang", 0.9, times=6)
+    result, elapsed = timed()
+    assert "did not answer within 1 s" in error(result) and elapsed < 3
+    fake.faults.clear()
+    fake.fault("status", (429, None, {"Retry-After": "9"}))
+    result, elapsed = timed()
+    assert "HTTP 429" in error(result) and elapsed < 3

@@ -1142,6 +1142,10 @@ class Fuzz:
         except ValueError as exc:
             self.fail("non-strict lines", f"not strict JSON: {exc}", reply=line, step=step)
             return None
+        if isinstance(message, dict) and message.get("method") == "notifications/progress" \
+                and "id" not in message and isinstance(message.get("params"), dict) \
+                and isinstance(message["params"].get("progress"), (int, float)):
+            return None  # progress for a request that asked for it: not a reply
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" \
                 or "id" not in message or (("result" in message) == ("error" in message)):
             self.fail("non-strict lines", "not a JSON-RPC 2.0 reply object", reply=line,
