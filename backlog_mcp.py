@@ -240,7 +240,8 @@ SETTINGS_TABLE = (  # in the order they are read: a later parser may use an earl
     Setting("BACKLOG_PREFIX", prefix, "", "prefix for every tool name (default none)"),
     Setting("BACKLOG_OUTPUT", choice("lean", "full"), "lean", "lean (default) or full answers"),
     Setting("BACKLOG_TIMEOUT", timeout, (CONNECT_TIMEOUT, READ_TIMEOUT),
-            f"seconds a request may take in all, or connect,total (default {READ_TIMEOUT:g})"),
+            f"seconds a request may take, retries included, or connect,total "
+            f"(default {READ_TIMEOUT:g})"),
     Setting("BACKLOG_MAX_DOWNLOAD_BYTES", number(1, 1 << 30, integer=True), MAX_DOWNLOAD,
             f"download cap in bytes (default {MAX_DOWNLOAD})", "max_download"),
     Setting("BACKLOG_UPLOAD_DIRS", folders, [],
