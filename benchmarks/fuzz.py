@@ -161,6 +161,7 @@ class Client:
         self.names = sorted(tools)
         self.upload_dir, self.upload_file = upload_dir, upload_file
         self.next_id = 0
+        self.host = "127.0.0.1"
 
     def new_id(self):
         self.next_id += 1
@@ -313,6 +314,32 @@ class Client:
                      {"a": Raw("NaN")}, Raw("Infinity"), "2025-06-18"]),
                     "io.modelcontextprotocol/clientCapabilities": rng.choice(
                         [{}, None, Raw("NaN")])}}}),
+            # prompts, resources, completions: names, arguments and URIs of every odd kind
+            lambda: enc({"jsonrpc": "2.0", "id": n, "method": "prompts/get", "params": {
+                "name": rng.choice(["triage", "standup", "release_notes", "draft_issue",
+                                    "review_pr", "nope"] + LONE),
+                "arguments": rng.choice([{}, {"issue": "DEMO-42"}, {"issue": "OTHER-1"},
+                                         {"project": rng.choice(LONE + ["DEMO", "²", ""])},
+                                         {"repo": "DEMO/webapp", "number": "4"},
+                                         {"repo": "x" * 5000}, {"issue": 5}, [], None])}}),
+            lambda: enc({"jsonrpc": "2.0", "id": n, "method": rng.choice(
+                ["resources/list", "resources/templates/list", "prompts/list"]),
+                "params": rng.choice([{}, {"cursor": rng.choice(["50", "²", "9" * 5000, 1])}])}),
+            lambda: enc({"jsonrpc": "2.0", "id": n, "method": "resources/read", "params": {
+                "uri": rng.choice([f"backlog://{self.host}/view/DEMO-42",
+                                   f"backlog://{self.host}/wiki/5001",
+                                   f"backlog://{self.host}/file/DEMO/825",
+                                   f"backlog://{self.host}/view/OTHER-1",
+                                   f"backlog://{self.host}/view/../../x", "backlog://evil/view/A-1",
+                                   "\ud800", 5, None, "x" * 5000])}}),
+            lambda: enc({"jsonrpc": "2.0", "id": n, "method": "completion/complete", "params": {
+                "ref": {"type": "ref/prompt", "name": "triage"},
+                "argument": rng.choice([{"name": "project", "value": "D"},
+                                        {"name": "issue", "value": "DEMO-"},
+                                        {"name": "repo", "value": "DEMO/"},
+                                        {"name": "milestone", "value": "v"}, [], None,
+                                        {"name": "issue", "value": "\ud800"}]),
+                "context": rng.choice([{"arguments": {"project": "DEMO"}}, [], None])}}),
             lambda: enc({"jsonrpc": "2.0", "id": n, "method": "server/discover",
                          "params": rng.choice([{}, {"_meta": Raw("NaN")}, {"x": "\ud800"}])}),
             lambda: enc({"jsonrpc": "2.0", "id": n, "method": "initialize", "params": {
@@ -1207,6 +1234,7 @@ class Fuzz:
                 raise SystemExit("fuzz: tools/list gave no tools")
             self.chaos.calm = False
             client = Client(self.rng, tools, upload_dir, upload_file)
+            client.host = self.chaos.url.split("://", 1)[1]  # resources name the space's host
             while time.monotonic() < end:
                 self.run_step(client)
             self.chaos.calm = True
