@@ -2586,8 +2586,12 @@ def test_generated_backlog_answers(fake, elsewhere, data_, call_):
 SETTING_NAMES = ["BACKLOG_BASE_URL", "BACKLOG_DOMAIN", "BACKLOG_API_KEY", "BACKLOG_PROJECTS",
                  "BACKLOG_WRITABLE", "BACKLOG_READ_ONLY", "BACKLOG_TOOLSETS", "BACKLOG_PREFIX",
                  "BACKLOG_OUTPUT", "BACKLOG_TIMEOUT", "BACKLOG_MAX_DOWNLOAD_BYTES",
-                 "BACKLOG_UPLOAD_DIRS", "BACKLOG_ALLOW_CUSTOM_HOST"]
+                 "BACKLOG_UPLOAD_DIRS", "BACKLOG_ALLOW_CUSTOM_HOST", "BACKLOG_SPACES",
+                 "BACKLOG_DEFAULT_SPACE", "BACKLOG_DEFAULT_ORG", "BACKLOG_WORK_BASE_URL",
+                 "BACKLOG_WORK_API_KEY", "BACKLOG_WORK_READ_ONLY", "BACKLOG_ORG_WORK_DOMAIN",
+                 "BACKLOG_READONLY"]
 SETTING_VALUES = ANY_TEXT | st.sampled_from(["", " ", "nan", "inf", "1e400", "-1", "0", "²",
+                                             "work", "work,client", "work,work", "Work!",
                                              "\udcff", "1,2,3", "issue,nope", "yes", "ture",
                                              "http://127.evil.com", "https://a\\b.backlog.com",
                                              "9" * 5000, "\x00"])
