@@ -244,6 +244,9 @@ SETTINGS_TABLE = (  # in the order they are read: a later parser may use an earl
             f"(default {READ_TIMEOUT:g})"),
     Setting("BACKLOG_MAX_DOWNLOAD_BYTES", number(1, 1 << 30, integer=True), MAX_DOWNLOAD,
             f"download cap in bytes (default {MAX_DOWNLOAD})", "max_download"),
+    Setting("BACKLOG_CONFIRM", choice("destructive", "writes", "off"), "destructive",
+            "ask the person before destructive tools (default), every write, or off; only "
+            "where the client can ask"),
     Setting("BACKLOG_UPLOAD_DIRS", folders, [],
             f"folders ('{os.pathsep}'-separated) files may be uploaded from (default: none)"),
 )
@@ -1668,9 +1671,32 @@ def run_tool(tool_, arguments):
     return args, value
 
 
-def call_tool(name, arguments):
+def describe(tool_, args):
+    """What a confirmation asks: the tool's title, what it acts on, and that it is final."""
+    named = ", ".join(f"{k.replace('_id_or_key', '').replace('_', ' ')} {clip(v, 60)}"
+                      for k, v in args.items() if k not in ("content", "space") and v is not None)
+    summary = ""
+    key = args.get("issue_id_or_key")
+    if key is not None and tool_.name == "issue_delete":
+        try:
+            issue = api.get(("issues", key))
+            summary = f" '{clip(issue.get('summary'), 80)}'"
+        except (ToolError, AttributeError):
+            pass
+    final = " This cannot be undone." if tool_.annotations["destructiveHint"] else ""
+    return f"{tool_.title}: {named}{summary}?{final}"
+
+
+def needs_confirmation(tool_):
+    mode = settings().confirm
+    return tool_.write is not None and (mode == "writes" or mode == "destructive"
+                                        and tool_.annotations["destructiveHint"])
+
+
+def call_tool(name, arguments, confirm=None):
     """tools/call: run a tool by its exposed name, in the space it names, and answer an MCP
-    CallToolResult."""
+    CallToolResult. `confirm(tool, args)`, when the client can ask the person, may stop a
+    destructive call before it runs."""
     if not isinstance(arguments, dict):
         raise RpcError(-32602, "tools/call 'arguments' must be an object.")
     arguments = dict(arguments)
@@ -1682,6 +1708,11 @@ def call_tool(name, arguments):
     with in_space(space):
         tool_ = find_tool(name)
         try:
+            if confirm is not None and needs_confirmation(tool_):
+                checked_args = tool_.bind(scrub(arguments))  # a bad call is refused unasked
+                refusal = confirm(tool_, checked_args)
+                if refusal is not None:
+                    return refusal
             args, value = run_tool(tool_, arguments)
         except ToolError as exc:
             where = f"In space '{CURRENT.name}': " if several() else ""
@@ -3688,6 +3719,7 @@ COMPLETERS = {"project": _projects, "issue": _issues, "milestone": _milestones,
 # == MCP methods ===============================================================
 
 SERVER_INFO = {"name": "mcp-backlog-server", "version": __version__}
+CONFIRM_WAIT = 600.0  # seconds a destructive call waits for the person's answer
 CAPABILITIES = {"tools": {}, "prompts": {}, "resources": {}, "completions": {}}
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 INSTRUCTIONS = ("Backlog (Nulab) issues, wikis, documents, Git pull requests and shared files. "
@@ -3699,11 +3731,22 @@ class Session:
     """What the client negotiated: its protocol version, or the stateless era."""
 
     def __init__(self):
+        import collections
         self.version = None
+        self.elicit = False          # the client asks a person a question for us (form mode)
+        self.lines = None            # the client's lines, when serve() reads them
+        self.queued = collections.deque()  # lines that came while we waited for an answer
+        self.request = None          # the id of the request being answered
+        self.asked = 0
 
     def initialize(self, params):
         requested = params.get("protocolVersion")
         self.version = requested if requested in LEGACY_VERSIONS else LEGACY_VERSIONS[0]
+        capabilities = params.get("capabilities")
+        elicitation = capabilities.get("elicitation") if isinstance(capabilities, dict) else None
+        # 2025-11-25: {} or {"form": {}} is form mode; never ask in a mode not declared
+        self.elicit = self.version >= "2025-06-18" and isinstance(elicitation, dict) and (
+            not elicitation or isinstance(elicitation.get("form"), dict))
         info = dict(SERVER_INFO, title="Backlog") if self.version >= "2025-06-18" else SERVER_INFO
         prefetch()
         return {"protocolVersion": self.version, "capabilities": CAPABILITIES,
@@ -3752,7 +3795,70 @@ class Session:
         if not isinstance(name, str):
             raise RpcError(-32602, "tools/call needs a string 'name'.")
         arguments = params.get("arguments")
-        return call_tool(name, {} if arguments is None else arguments)
+        return call_tool(name, {} if arguments is None else arguments,
+                         confirm=self.confirm if self.elicit and self.lines else None)
+
+    def confirm(self, tool_, args):
+        """Ask the person, through the client, before a tool that destroys (or, with
+        BACKLOG_CONFIRM=writes, any write); None to go ahead, else the result to answer.
+        While waiting, a ping is answered at once, other lines wait their turn, and a
+        cancellation of this call or CONFIRM_WAIT seconds end the wait."""
+        self.asked += 1
+        ask = f"confirm-{self.asked}"
+        Progress.out.write({"jsonrpc": "2.0", "id": ask, "method": "elicitation/create",
+                            "params": {"message": describe(tool_, args), "requestedSchema": {
+                                "type": "object", "properties": {"confirm": {
+                                    "type": "boolean", "title": "Go ahead",
+                                    "description": "Yes: run it. No: change nothing."}},
+                                "required": ["confirm"]}}})
+        answer = self.wait_for(ask)
+        if isinstance(answer, str):
+            return {"content": [{"type": "text", "text": answer}], "isError": False}
+        content = answer.get("content") if isinstance(answer.get("content"), dict) else {}
+        if answer.get("action") == "accept" and content.get("confirm") is True:
+            return None
+        return {"content": [{"type": "text", "text": f"Nothing was changed: the user did not "
+                             f"confirm {tool_.name} ({clip(answer.get('action'), 20)})."}],
+                "isError": False}
+
+    def wait_for(self, ask):
+        """The client's result for request `ask`, or a sentence saying why there is none."""
+        import signal
+        waiting = self.request  # a ping answered meanwhile changes self.request
+        alarm = hasattr(signal, "setitimer")
+        if alarm:
+            def expired(*_):
+                raise TimeoutError
+            previous = signal.signal(signal.SIGALRM, expired)
+            signal.setitimer(signal.ITIMER_REAL, CONFIRM_WAIT)
+        try:
+            for line in self.lines:
+                try:
+                    message = parse_line(line)
+                except (UnicodeDecodeError, ValueError, RecursionError):
+                    self.queued.append(line)
+                    continue
+                if not isinstance(message, dict):
+                    self.queued.append(line)
+                elif message.get("id") == ask and "method" not in message:
+                    result = message.get("result")
+                    return result if isinstance(result, dict) else \
+                        "Nothing was changed: the client could not ask the user."
+                elif message.get("method") == "ping" and "id" in message:
+                    Progress.out.write(handle(message, self))
+                elif message.get("method") == "notifications/cancelled" and isinstance(
+                        message.get("params"), dict) \
+                        and message["params"].get("requestId") == waiting:
+                    return "Cancelled: nothing was changed."
+                else:
+                    self.queued.append(line)
+            return "No answer (the client went away): nothing was changed."
+        except TimeoutError:
+            return f"No answer within {CONFIRM_WAIT / 60:g} minutes: nothing was changed."
+        finally:
+            if alarm:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
 
 
     def list_prompts(self, params):
@@ -3825,6 +3931,7 @@ def handle(message, session):
     if not valid_id(message):
         return error_reply(None, -32600, "Invalid request: id must be a string or an integer.")
     id_, method = message["id"], message.get("method")
+    session.request = id_
     if "method" not in message and ("result" in message or "error" in message):
         return None
     if message.get("jsonrpc") != "2.0" or not isinstance(method, str):
@@ -3898,7 +4005,11 @@ def serve(stdin=None, stdout=None):
     stdin = stdin or sys.stdin.buffer
     out = Progress.out = Writer(stdout or sys.stdout.buffer)
     session = Session()
-    for line in stdin:
+    session.lines = iter(stdin)
+    while True:
+        line = session.queued.popleft() if session.queued else next(session.lines, None)
+        if line is None:
+            break
         if not line.strip():
             continue
         try:

@@ -3250,3 +3250,104 @@ def test_one_deadline_holds_across_retries(fake):
     fake.fault("status", (429, None, {"Retry-After": "9"}))
     result, elapsed = timed()
     assert "HTTP 429" in error(result) and elapsed < 3
+
+
+# == Confirmation before destroying (issue 14) ================================
+
+ELICIT_INIT = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+               "params": {"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}}}}
+DELETE = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+          "params": {"name": "issue_delete", "arguments": {"issue_id_or_key": "DEMO-42"}}}
+
+
+def answer(action, confirm=None, id_="confirm-1"):
+    result = {"action": action}
+    if confirm is not None:
+        result["content"] = {"confirm": confirm}
+    return {"jsonrpc": "2.0", "id": id_, "result": result}
+
+
+def conversation(*messages):
+    replies, _ = run_serve(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
+    return replies
+
+
+@pytest.mark.parametrize("reply, deleted", [(answer("accept", True), True),
+                                            (answer("accept", False), False),
+                                            (answer("decline"), False), (answer("cancel"), False),
+                                            ({"jsonrpc": "2.0", "id": "confirm-1",
+                                              "error": {"code": -32601, "message": "no"}}, False)])
+def test_a_destructive_call_asks_first(backlog, reply, deleted):
+    replies = conversation(ELICIT_INIT, DELETE, reply)
+    ask = replies[1]
+    assert ask["method"] == "elicitation/create" and ask["id"] == "confirm-1"
+    assert "Login fails with SSO" in ask["params"]["message"]
+    assert "cannot be undone" in ask["params"]["message"]
+    assert ask["params"]["requestedSchema"]["properties"]["confirm"]["type"] == "boolean"
+    result = replies[2]["result"]
+    assert bool(backlog.calls("DELETE")) is deleted
+    assert result["isError"] is False
+    if not deleted:
+        assert "Nothing was changed" in result["content"][0]["text"]
+
+
+def test_while_asking_ping_is_answered_and_others_wait(backlog):
+    ping = {"jsonrpc": "2.0", "id": 7, "method": "ping"}
+    listing = {"jsonrpc": "2.0", "id": 8, "method": "tools/list"}
+    replies = conversation(ELICIT_INIT, DELETE, ping, listing, answer("decline"))
+    assert [r.get("id") for r in replies] == [0, "confirm-1", 7, 1, 8]
+
+
+def test_a_cancellation_ends_the_wait(backlog):
+    cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled",
+              "params": {"requestId": 1}}
+    replies = conversation(ELICIT_INIT, DELETE, {"jsonrpc": "2.0", "id": 9, "method": "ping"},
+                           cancel)
+    assert "Cancelled" in replies[-1]["result"]["content"][0]["text"]
+    assert not backlog.calls("DELETE")
+    replies = conversation(ELICIT_INIT, DELETE)  # the client goes away
+    assert "nothing was changed" in replies[-1]["result"]["content"][0]["text"]
+
+
+def test_no_question_without_the_capability_or_when_off(backlog):
+    plain = dict(ELICIT_INIT, params={"protocolVersion": "2025-11-25", "capabilities": {}})
+    assert [r.get("id") for r in conversation(plain, DELETE)] == [0, 1]
+    b.configure(dict(ENV, BACKLOG_CONFIRM="off"))
+    assert [r.get("id") for r in conversation(ELICIT_INIT, DELETE)] == [0, 1]
+    assert len(backlog.calls("DELETE")) == 2
+    b.configure(dict(ENV, BACKLOG_CONFIRM="writes"))
+    comment = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "issue_comment_add", "arguments": {"issue_id_or_key": "DEMO-42", "content": "x"}}}
+    replies = conversation(ELICIT_INIT, comment, answer("decline"))
+    assert replies[1]["method"] == "elicitation/create" and not backlog.calls("POST")
+    old = dict(ELICIT_INIT, params={"protocolVersion": "2025-03-26",
+                                    "capabilities": {"elicitation": {}}})
+    b.configure(ENV)
+    assert [r.get("id") for r in conversation(old, DELETE)] == [0, 1]  # no such thing then
+
+
+@pytest.mark.parametrize("action", ["accept", "decline"])
+def test_python_sdk_client_answers_a_confirmation(pyz, fake, action):
+    mcp = pytest.importorskip("mcp")
+    import asyncio
+
+    from mcp.client.stdio import stdio_client
+    asked = []
+
+    async def elicit(context, params):
+        asked.append(params.message)
+        return mcp.types.ElicitResult(action=action, content={"confirm": True}
+                                      if action == "accept" else None)
+
+    async def session():
+        params = mcp.StdioServerParameters(command=sys.executable, args=["-I", pyz],
+                                           env=child_env(fake.url))
+        with open(os.devnull, "w") as devnull:
+            async with mcp.Client(stdio_client(params, errlog=devnull), mode="legacy",
+                                  elicitation_callback=elicit) as client:
+                return await client.call_tool("issue_delete", {"issue_id_or_key": "DEMO-42"})
+
+    result = asyncio.run(session())
+    assert asked and "DEMO-42" in asked[0] and not result.is_error
+    deletes = [r for r in fake.requests if r.method == "DELETE"]
+    assert len(deletes) == (1 if action == "accept" else 0)
