@@ -3332,7 +3332,14 @@ class Prompt:
         self.fn, self.name, self.title, self.arguments = fn, fn.__name__, title, arguments
         self.description = " ".join((fn.__doc__ or "").split())
 
-    def definition(self, prefix=""):
+    def definition(self, prefix="", space=None):
+        """With several spaces, a prompt of a space other than the default one is listed
+        again as SPACE_NAME (a host passes prompt arguments by position, so a space cannot be
+        a third one)."""
+        if space is not None:
+            return dict(self.definition(prefix), name=f"{prefix}{space}_{self.name}",
+                        title=f"{self.title} ({space})",
+                        description=f"{self.description} In space {space}.")
         return {"name": prefix + self.name, "title": self.title,
                 "description": self.description,
                 "arguments": [{"name": n, "description": d, "required": r}
@@ -3368,9 +3375,24 @@ def gather(parts):
     return "\n\n".join(out)
 
 
+def list_prompts():
+    prefix = settings().prefix
+    others = [n for n in SPACES if several() and n != DEFAULT_SPACE]
+    return {"prompts": [p.definition(prefix) for p in PROMPTS.values()]
+            + [p.definition(prefix, space) for space in others for p in PROMPTS.values()]}
+
+
 def get_prompt(name, arguments):
     prefix = settings().prefix
-    found = PROMPTS.get(name[len(prefix):]) if name.startswith(prefix) else None
+    bare = name[len(prefix):] if name.startswith(prefix) else ""
+    space = next((s for s in SPACES if several() and s != DEFAULT_SPACE
+                  and bare.startswith(f"{s}_") and bare[len(s) + 1:] in PROMPTS), None)
+    with in_space(space):
+        return _get_prompt(name, PROMPTS.get(bare[len(space) + 1:] if space else bare),
+                           arguments)
+
+
+def _get_prompt(name, found, arguments):
     if found is None:
         raise RpcError(-32602, f"Unknown prompt: {clip(name, 80)}. Call prompts/list.")
     if not isinstance(arguments, dict) or not all(isinstance(v, str)
@@ -3862,8 +3884,7 @@ class Session:
 
 
     def list_prompts(self, params):
-        prefix = settings().prefix
-        return {"prompts": [p.definition(prefix) for p in PROMPTS.values()]}
+        return list_prompts()
 
     def get_prompt(self, params):
         if not isinstance(params.get("name"), str):

@@ -3102,7 +3102,8 @@ def test_logging_set_level():
     assert rpc("logging/setLevel", {"level": "loud"})["error"]["code"] == -32602
 
 
-def test_python_sdk_client_uses_prompts_resources_and_completions(pyz, fake):
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_python_sdk_client_uses_prompts_resources_and_completions(pyz, fake, mode):
     mcp = pytest.importorskip("mcp")
     import asyncio
 
@@ -3112,7 +3113,7 @@ def test_python_sdk_client_uses_prompts_resources_and_completions(pyz, fake):
         params = mcp.StdioServerParameters(command=sys.executable, args=["-I", pyz],
                                            env=child_env(fake.url))
         with open(os.devnull, "w") as devnull:
-            async with mcp.Client(stdio_client(params, errlog=devnull), mode="legacy") as client:
+            async with mcp.Client(stdio_client(params, errlog=devnull), mode=mode) as client:
                 prompts = await client.list_prompts()
                 got = await client.get_prompt("triage", {"issue": "DEMO-42"})
                 templates = await client.list_resource_templates()
@@ -3351,3 +3352,43 @@ def test_python_sdk_client_answers_a_confirmation(pyz, fake, action):
     assert asked and "DEMO-42" in asked[0] and not result.is_error
     deletes = [r for r in fake.requests if r.method == "DELETE"]
     assert len(deletes) == (1 if action == "accept" else 0)
+
+
+
+@pytest.mark.parametrize("version", b.LEGACY_VERSIONS + b.MODERN_VERSIONS)
+def test_new_methods_in_every_version(backlog, version):
+    session = b.Session()
+    extra = {}
+    if version in b.MODERN_VERSIONS:
+        extra = {"_meta": {b.META + "protocolVersion": version, b.META + "clientCapabilities": {}}}
+    else:
+        rpc("initialize", {"protocolVersion": version}, session=session)
+    for method, params in (("prompts/list", {}), ("resources/templates/list", {}),
+                           ("resources/list", {}),
+                           ("prompts/get", {"name": "draft_issue",
+                                            "arguments": {"project": "DEMO"}}),
+                           ("resources/read", {"uri": "backlog://example.backlog.com/wiki/5001"}),
+                           ("completion/complete", {"argument": {"name": "project",
+                                                                 "value": "D"}})):
+        reply = rpc(method, dict(params, **extra), session=session)
+        assert "result" in reply, (method, reply)
+        if extra:
+            assert reply["result"]["resultType"] == "complete"
+    missing = rpc("prompts/get", dict({"name": "nope"}, **extra), session=session)
+    assert missing["error"]["code"] == -32602
+    gone = rpc("resources/read", dict({"uri": "backlog://nope/x"}, **extra), session=session)
+    assert gone["error"]["code"] == (-32602 if extra else -32002)
+    level = rpc("logging/setLevel", dict({"level": "info"}, **extra), session=session)
+    assert ("error" in level) == bool(extra)
+
+
+
+def test_prompts_of_another_space_are_listed_by_its_name(two):
+    work, client = two
+    b.configure(two_env(work, client))
+    names = {p["name"] for p in rpc("prompts/list")["result"]["prompts"]}
+    assert {"triage", "client_triage"} <= names and "work_triage" not in names
+    text = rpc("prompts/get", {"name": "client_triage", "arguments": {"issue": "DEMO-42"}})[
+        "result"]["messages"][0]["content"]["text"]
+    assert "Login fails" in text and work.requests == []
+    assert client.requests and {r.key for r in client.requests} == {CLIENT_KEY}
