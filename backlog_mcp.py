@@ -1653,22 +1653,36 @@ def run_tool(tool_, arguments):
         raise ToolError("The arguments are nested too deep to be a tool's arguments.")
     args = tool_.bind(scrub(arguments))  # no lone surrogate reaches a URL or a form
     fields = args.pop("fields", None)
-    answered = api.answers
-    try:
+    with odd_answers(tool_.name):
         value = tool_.fn(**args)
         if fields is not None and isinstance(value, list):
             listing = Listing(select(value, fields))
             listing.fetched, listing.total = (getattr(value, "fetched", None),
                                               getattr(value, "total", None))
             value = listing
-    except (AttributeError, KeyError, TypeError, IndexError, ValueError) as exc:
-        if api.answers == answered:  # no Backlog answer involved: a bug of ours, -32603
-            raise
-        log(f"odd answer from Backlog in {tool_.name}: {type(exc).__name__}: {clip(exc, 200)}")
-        raise ToolError(f"Backlog's answer to {tool_.name} does not have the documented shape "
-                        f"({type(exc).__name__}). Next: retry; if it recurs, check that "
-                        "BACKLOG_BASE_URL is your space's URL.") from None
     return args, value
+
+
+class odd_answers:
+    """Around code that reads Backlog's answers (a tool, a prompt, a resource, a completion):
+    a KeyError or TypeError there, once Backlog has answered, is an answer without the
+    documented shape, said as a tool error; before any answer it is our bug (-32603)."""
+
+    def __init__(self, what):
+        self.what = what
+
+    def __enter__(self):
+        self.answered = api.answers
+
+    def __exit__(self, kind, exc, tb):
+        if kind is None or not issubclass(kind, (AttributeError, KeyError, TypeError,
+                                                 IndexError, ValueError)) \
+                or api.answers == self.answered:
+            return False
+        log(f"odd answer from Backlog in {self.what}: {kind.__name__}: {clip(exc, 200)}")
+        raise ToolError(f"Backlog's answer to {self.what} does not have the documented shape "
+                        f"({kind.__name__}). Next: retry; if it recurs, check that "
+                        "BACKLOG_BASE_URL is your space's URL.") from None
 
 
 def describe(tool_, args):
@@ -3404,7 +3418,8 @@ def _get_prompt(name, found, arguments):
     if missing:
         raise RpcError(-32602, f"Prompt {found.name} needs: {', '.join(missing)}.")
     try:
-        text = found.fn(**given)
+        with odd_answers(f"prompt {found.name}"):
+            text = found.fn(**given)
     except ToolError as exc:
         text = f"The data for this request could not be gathered: {redact(exc)}"
     return {"description": found.description,
@@ -3550,7 +3565,8 @@ def read_resource(uri):
             match = re.match(pattern + r"\Z", path)
             if match:
                 try:
-                    return {"contents": RESOURCE_READERS[label](uri, *match.groups())}
+                    with odd_answers(uri):
+                        return {"contents": RESOURCE_READERS[label](uri, *match.groups())}
                 except ToolError as exc:
                     raise RpcError(-32002, f"Resource not readable: {clip(uri, 120)}: "
                                            f"{redact(exc)}", {"uri": uri}) from None
@@ -3689,7 +3705,9 @@ def complete(params):
         raise RpcError(-32602, "completion/complete needs argument {name, value} strings.")
     values = []
     try:
-        values = COMPLETERS.get(name, lambda p, c: [])(prefix, context)
+        with odd_answers("completion/complete"):
+            values = [v for v in COMPLETERS.get(name, lambda p, c: [])(prefix, context)
+                      if isinstance(v, str)]
     except ToolError:
         values = []
     values = [v for v in values if str(v).lower().startswith(prefix.lower())]

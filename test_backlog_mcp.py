@@ -3392,3 +3392,21 @@ def test_prompts_of_another_space_are_listed_by_its_name(two):
         "result"]["messages"][0]["content"]["text"]
     assert "Login fails" in text and work.requests == []
     assert client.requests and {r.key for r in client.requests} == {CLIENT_KEY}
+
+
+
+@pytest.mark.parametrize("method, params, path, body", [  # found by the 10-minute fuzz run
+    ("completion/complete", {"argument": {"name": "milestone", "value": "v"},
+                             "context": {"arguments": {"project": "DEMO"}}}, "versions", b"true"),
+    ("completion/complete", {"argument": {"name": "repo", "value": "DEMO/"}}, "repositories",
+     b'{"id": 868, "name": "webapp"}'),
+    ("resources/read", {"uri": "backlog://HOST/view/DEMO-42"}, "issues/DEMO-42$",
+     b'[{"id": 913}]'),
+    ("prompts/get", {"name": "standup"}, "users/myself", b'["x"]'),
+])
+def test_odd_answers_in_prompts_resources_completions(fake, method, params, path, body):
+    b.configure(fault_env(fake))
+    params = json.loads(json.dumps(params).replace("HOST", fake.url.split("://")[1]))
+    fake.fault("raw", (200, {"Content-Type": "application/json"}, body), path=path)
+    reply = rpc(method, params)
+    assert reply.get("error", {}).get("code") != -32603, reply
