@@ -635,9 +635,7 @@ class Backlog:
         self.answers = 0  # Backlog answers read; run_tool tells odd shapes from our bugs
 
     def reset(self):
-        if self._session is not None:
-            self._session.close()
-        self._session = None
+        self.reset_connections()
         CACHE.clear()
 
     @property
@@ -1220,6 +1218,12 @@ def guard_owner(kind, ident, path):
 
 def guard_issue(issue_id_or_key):
     return guard_owner("issue", issue_id_or_key, ("issues", issue_id_or_key))
+
+
+def issue_owned(issue_id_or_key, *rest):
+    """The path of an issue (or below it), its project checked under the allow-list."""
+    guard_issue(issue_id_or_key)
+    return ("issues", issue_id_or_key) + rest
 
 
 def guard_repo(project_id_or_key, repo):
@@ -2399,45 +2403,39 @@ def issue_comment_list_get(issue_id_or_key: IssueIdOrKey, min_id: MinId = None,
                            max_id: MaxId = None, count: Count = 20, order: Order = None,
                            fields: Fields = None):
     """List an issue's comments (newest first unless order is asc)."""
-    guard_issue(issue_id_or_key)
-    return api.get(("issues", issue_id_or_key, "comments"),
+    return api.get(issue_owned(issue_id_or_key, "comments"),
                    {"minId": min_id, "maxId": max_id, "count": count, "order": order})
 
 
 @tool("Get issue comment")
 def issue_comment_details_get(issue_id_or_key: IssueIdOrKey, comment_id: CommentId):
     """Get one comment of an issue, with its change log."""
-    guard_issue(issue_id_or_key)
-    return api.get(("issues", issue_id_or_key, "comments", comment_id))
+    return api.get(issue_owned(issue_id_or_key, "comments", comment_id))
 
 
 @tool("Count issue comments", extra=True)
 def issue_comment_count_get(issue_id_or_key: IssueIdOrKey):
     """Count an issue's comments."""
-    guard_issue(issue_id_or_key)
-    return api.get(("issues", issue_id_or_key, "comments", "count"))
+    return api.get(issue_owned(issue_id_or_key, "comments", "count"))
 
 
 @tool("List comment notifications", extra=True)
 def issue_comment_notification_list_get(issue_id_or_key: IssueIdOrKey, comment_id: CommentId):
     """List who was notified of an issue comment."""
-    guard_issue(issue_id_or_key)
-    return api.get(("issues", issue_id_or_key, "comments", comment_id, "notifications"))
+    return api.get(issue_owned(issue_id_or_key, "comments", comment_id, "notifications"))
 
 
 @tool("List issue attachments")
 def issue_attachment_list_get(issue_id_or_key: IssueIdOrKey):
     """List an issue's attachments: ids, names, sizes."""
-    guard_issue(issue_id_or_key)
-    return api.get(("issues", issue_id_or_key, "attachments"))
+    return api.get(issue_owned(issue_id_or_key, "attachments"))
 
 
 @tool("Download issue attachment")
 def issue_attachment_download(issue_id_or_key: IssueIdOrKey, attachment_id: AttachmentId,
                               format: Format = None):
     """Download an issue attachment as image, text or base64."""
-    guard_issue(issue_id_or_key)
-    return download(("issues", issue_id_or_key, "attachments", attachment_id), format)
+    return download(issue_owned(issue_id_or_key, "attachments", attachment_id), format)
 
 
 def open_upload(file_path):
@@ -2498,37 +2496,32 @@ def issue_attachment_upload(file_path: P("string", "Path of a local file under "
 @tool("Delete issue attachment", write="issue", destructive=True, idempotent=True)
 def issue_attachment_delete(issue_id_or_key: IssueIdOrKey, attachment_id: AttachmentId):
     """Delete an attachment from an issue; returns it."""
-    guard_issue(issue_id_or_key)
-    return api.delete(("issues", issue_id_or_key, "attachments", attachment_id))
+    return api.delete(issue_owned(issue_id_or_key, "attachments", attachment_id))
 
 
 @tool("List issue shared files")
 def issue_shared_file_list_get(issue_id_or_key: IssueIdOrKey):
     """List the shared files linked to an issue."""
-    guard_issue(issue_id_or_key)
-    return api.get(("issues", issue_id_or_key, "sharedFiles"))
+    return api.get(issue_owned(issue_id_or_key, "sharedFiles"))
 
 
 @tool("Link shared files to issue", write="issue", idempotent=True, extra=True)
 def issue_shared_file_link(issue_id_or_key: IssueIdOrKey, file_ids: SharedFileIds):
     """Link shared files of the issue's project to the issue."""
-    guard_issue(issue_id_or_key)
-    return api.post(("issues", issue_id_or_key, "sharedFiles"), {"fileId": file_ids})
+    return api.post(issue_owned(issue_id_or_key, "sharedFiles"), {"fileId": file_ids})
 
 
 @tool("Unlink shared file from issue", write="issue", destructive=True, idempotent=True,
       extra=True)
 def issue_shared_file_unlink(issue_id_or_key: IssueIdOrKey, shared_file_id: SharedFileId):
     """Unlink a shared file from an issue (the file stays)."""
-    guard_issue(issue_id_or_key)
-    return api.delete(("issues", issue_id_or_key, "sharedFiles", shared_file_id))
+    return api.delete(issue_owned(issue_id_or_key, "sharedFiles", shared_file_id))
 
 
 @tool("List issue participants")
 def issue_participant_list_get(issue_id_or_key: IssueIdOrKey):
     """List the users who took part in an issue."""
-    guard_issue(issue_id_or_key)
-    return api.get(("issues", issue_id_or_key, "participants"))
+    return api.get(issue_owned(issue_id_or_key, "participants"))
 
 
 @tool("List priorities")
@@ -2540,8 +2533,7 @@ def issue_priority_list_get():
 @tool("List related issues")
 def issue_related_list_get(issue_id_or_key: IssueIdOrKey):
     """List the issues related to an issue."""
-    guard_issue(issue_id_or_key)
-    return allowed_items(issue_view(api.get(("issues", issue_id_or_key, "relatedIssues"))))
+    return allowed_items(issue_view(api.get(issue_owned(issue_id_or_key, "relatedIssues"))))
 
 
 ParentIssue = P("integer", "Parent issue id", minimum=1)
@@ -2637,16 +2629,14 @@ def issue_update(issue_id_or_key: IssueIdOrKey, summary: Summary = None,
 @tool("Delete issue", write="issue", destructive=True, idempotent=True)
 def issue_delete(issue_id_or_key: IssueIdOrKey):
     """Delete an issue and its comments for good; returns the deleted issue."""
-    guard_issue(issue_id_or_key)
-    return issue_view(api.delete(("issues", issue_id_or_key)))
+    return issue_view(api.delete(issue_owned(issue_id_or_key)))
 
 
 @tool("Add issue comment", write="issue")
 def issue_comment_add(issue_id_or_key: IssueIdOrKey, content: Content,
                       notified_user_ids: UserIds = None, attachment_ids: AttachmentIds = None):
     """Add a comment to an issue."""
-    guard_issue(issue_id_or_key)
-    return api.post(("issues", issue_id_or_key, "comments"),
+    return api.post(issue_owned(issue_id_or_key, "comments"),
                     {"content": content, "notifiedUserId": notified_user_ids,
                      "attachmentId": attachment_ids})
 
@@ -2654,23 +2644,20 @@ def issue_comment_add(issue_id_or_key: IssueIdOrKey, content: Content,
 @tool("Update issue comment", write="issue", idempotent=True)
 def issue_comment_update(issue_id_or_key: IssueIdOrKey, comment_id: CommentId, content: Content):
     """Replace the text of an issue comment (only its author may)."""
-    guard_issue(issue_id_or_key)
-    return api.patch(("issues", issue_id_or_key, "comments", comment_id), {"content": content})
+    return api.patch(issue_owned(issue_id_or_key, "comments", comment_id), {"content": content})
 
 
 @tool("Delete issue comment", write="issue", destructive=True, idempotent=True)
 def issue_comment_delete(issue_id_or_key: IssueIdOrKey, comment_id: CommentId):
     """Delete an issue comment (its author only); returns it."""
-    guard_issue(issue_id_or_key)
-    return api.delete(("issues", issue_id_or_key, "comments", comment_id))
+    return api.delete(issue_owned(issue_id_or_key, "comments", comment_id))
 
 
 @tool("Notify about comment", write="issue")
 def issue_comment_notify(issue_id_or_key: IssueIdOrKey, comment_id: CommentId,
                          notified_user_ids: P("array", "Users to notify", items="integer")):
     """Notify users of an existing comment (only its author may)."""
-    guard_issue(issue_id_or_key)
-    return api.post(("issues", issue_id_or_key, "comments", comment_id, "notifications"),
+    return api.post(issue_owned(issue_id_or_key, "comments", comment_id, "notifications"),
                     {"notifiedUserId": notified_user_ids})
 
 

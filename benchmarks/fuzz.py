@@ -1112,16 +1112,20 @@ class Fuzz:
         raise SystemExit("fuzz: the server does not answer initialize; stderr:\n"
                          + redact(self.stderr_tail.decode("utf-8", "replace"), self.key))
 
-    def request(self, message, timeout=20.0):
-        """Send one request outside the fuzzing steps and return its reply (or None)."""
-        self.server.send(enc(message))
-        self.sent += 1
-        deadline = time.monotonic() + timeout
+    def lines_until(self, deadline):
+        """The server's stdout lines until the deadline (None once stdout is closed)."""
         while time.monotonic() < deadline:
             try:
                 _, line = self.server.lines.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
-                break
+                return
+            yield line
+
+    def request(self, message, timeout=20.0):
+        """Send one request outside the fuzzing steps and return its reply (or None)."""
+        self.server.send(enc(message))
+        self.sent += 1
+        for line in self.lines_until(time.monotonic() + timeout):
             if line is None:
                 return None
             reply = self.check_line(line)
@@ -1396,11 +1400,7 @@ class Fuzz:
         """Close stdin once everything is answered: exit status 0 within EXIT_WAIT s."""
         self.server.close_stdin()
         deadline = time.monotonic() + EXIT_WAIT
-        while time.monotonic() < deadline:
-            try:
-                _, line = self.server.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                break
+        for line in self.lines_until(deadline):
             if line is None:
                 break
             message = self.check_line(line)
