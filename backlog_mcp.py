@@ -178,15 +178,17 @@ def folders(text, s):
 
 
 def domain(text, s):
-    return base_url("https://" + text.strip("/"), s, "BACKLOG_DOMAIN")
+    return base_url(text.strip("/"), s)
 
 
-def base_url(raw, s, variable="BACKLOG_BASE_URL"):
-    """scheme://host[:port] of the space. The host is held to the characters of a DNS name,
-    so that every parser (ours, requests', urllib3's, a proxy's) reads the same host;
-    Backlog.session() checks what requests prepares once more."""
+def base_url(raw, s):
+    """scheme://host[:port] of the space; a host alone (what a person types in the bundle's
+    form) is https. The host is held to the characters of a DNS name, so that every parser
+    (ours, requests', urllib3's, a proxy's) reads the same host; Backlog.session() checks
+    what requests prepares once more."""
     from urllib.parse import urlsplit
     example = "a URL like https://your-space.backlog.com"
+    raw = raw if "://" in raw else "https://" + raw
     if not re.match(r"[!-~]+\Z", raw):  # urlsplit drops tabs and newlines silently
         raise ValueError(f"holds white space or characters outside ASCII: it must be {example}")
     try:
@@ -385,14 +387,15 @@ class Space:
 
 SPACES = {}          # name -> Space; one space: {None: Space}
 DEFAULT_SPACE = None
+CONFIGURED = ()      # what configure() was last given
 
 
 def configure(env=None, read_only=False, toolsets=None):
     """Read the settings from `env` (default os.environ) into the spaces and the module-level
     flags (those of the default space; a call in another space swaps them, see in_space)."""
-    global DEFAULT_SPACE, SECRETS
-    global IGNORED
+    global DEFAULT_SPACE, SECRETS, IGNORED, CONFIGURED
     env = os.environ if env is None else env
+    CONFIGURED = (env, read_only, toolsets)
     names, default, nulab, problems = space_names(env)
     misspelt, IGNORED = unknown_settings(env, names, nulab)
     for space in SPACES.values():
@@ -4134,6 +4137,94 @@ def clean(value):
     if isinstance(value, dict):
         return {str(k): clean(v) for k, v in value.items()}  # names are ours or Backlog's
     return value
+
+
+# == Bundle ====================================================================
+# The manifest of backlog_mcp.mcpb, the MCP Bundle that zipapp.sh packs around the .pyz:
+# Claude Desktop installs it with a double click and asks for the settings in a form, keeping
+# the key (sensitive: true) encrypted with the system's keychain. Manifest version 0.3, the one
+# the MCPB specification calls current (github.com/modelcontextprotocol/mcpb, MANIFEST.md).
+
+BUNDLED_PYZ = "server/backlog_mcp.pyz"
+# The form, in words for a person: (field, setting, type, title, description, required).
+BUNDLE_FORM = (
+    ("base_url", "BACKLOG_BASE_URL", "string", "Backlog address",
+     "The address you open Backlog at, e.g. https://your-space.backlog.com", True),
+    ("api_key", "BACKLOG_API_KEY", "string", "API key",
+     "In Backlog, open your picture > Personal Settings > API, register a key and paste it "
+     "here. It is kept in your computer's keychain, not in a file.", True),
+    ("projects", "BACKLOG_PROJECTS", "string", "Projects (optional)",
+     "The keys of the projects the assistant may use, separated by commas, e.g. DEMO,SUPPORT. "
+     "Leave empty for every project you can see.", False),
+    ("read_only", "BACKLOG_READ_ONLY", "boolean", "Read only",
+     "On: the assistant can read, but never add, change or delete anything in Backlog.", False),
+    ("writable", "BACKLOG_WRITABLE", "string", "What the assistant may change",
+     f"Separated by commas, from: {', '.join(WRITE_GROUPS)}. Leave it as it is to allow all "
+     f"but {', '.join(g for g in WRITE_GROUPS if g not in DEFAULT_WRITABLE)}. Read only "
+     "turns them all off.", False),
+    ("toolsets", "BACKLOG_TOOLSETS", "string", "Kinds of tools (optional)",
+     f"Separated by commas, from: {', '.join(CATEGORIES)}; or all, which adds rarely needed "
+     "tools. Leave empty for the usual set.", False),
+)
+BUNDLE_DEFAULTS = {"writable": ",".join(DEFAULT_WRITABLE)}  # what the form shows filled in
+
+
+def bundle_manifest():
+    """manifest.json of the bundle. Its tools and prompts are those a server started from
+    the form left at its defaults lists (for display; the settings can add tools)."""
+    rows = {row.name: row for row in SETTINGS_TABLE}
+    form = {}
+    for field, name, kind, title, description, required in BUNDLE_FORM:
+        default = rows[name].default if kind == "boolean" else BUNDLE_DEFAULTS.get(field, "")
+        form[field] = dict(type=kind, title=title, description=description, required=required,
+                           **({"sensitive": True} if name == "BACKLOG_API_KEY" else {}),
+                           **({} if required else {"default": default}))
+    # An optional field needs a default: a host leaves ${user_config.X} as it is without one.
+    env = {name: str(form[field].get("default", "")).lower()
+           for field, name, *_ in BUNDLE_FORM}
+    before = CONFIGURED
+    configure(dict(env, BACKLOG_BASE_URL="https://your-space.backlog.com",
+                   BACKLOG_API_KEY="0" * 64))  # only to list the tools; nothing is sent
+    try:
+        tools = [{"name": name, "description": tool_.description.split(". ")[0].rstrip(".")}
+                 for name, tool_ in enabled_tools().items()]
+        prompts = [{"name": p.name, "description": p.description,
+                    "arguments": [n for n, _, _ in p.arguments],
+                    "text": p.description + "".join(f"\n{d}: ${{arguments.{n}}}"
+                                                    for n, d, _ in p.arguments)}
+                   for p in PROMPTS.values()]
+    finally:
+        configure(*before)
+    run = ["-I", "${__dirname}/" + BUNDLED_PYZ]  # -I: no PYTHON* variable or user site reaches it
+    return {
+        "manifest_version": "0.3",
+        "name": SERVER_INFO["name"],
+        "display_name": "Backlog",
+        "version": __version__,
+        "description": "Backlog (Nulab) for Claude: issues, wikis, documents, Git pull "
+                       "requests and shared files.",
+        "long_description": (
+            "Lets the assistant read and work on a Backlog space with your API key: find and "
+            "update issues, write comments, read wikis and documents, review pull requests. "
+            "Limit it to some projects, or to reading only, in the settings. Needs Python 3.9 "
+            "or newer (python.org); nothing else is installed."),
+        "author": {"name": "mcp-backlog-server contributors"},
+        "license": "MIT",
+        "keywords": ["backlog", "nulab", "issues", "wiki", "git", "pull requests",
+                     "project management"],
+        "icon": "icon.png",
+        "server": {"type": "python", "entry_point": BUNDLED_PYZ, "mcp_config": {
+            "command": "python3", "args": run,
+            "env": {name: f"${{user_config.{field}}}" for field, name, *_ in BUNDLE_FORM},
+            # Windows: python3 is the Store's stub there; python.org's installer brings py.
+            "platform_overrides": {"win32": {"command": "py", "args": ["-3", *run]}}}},
+        "tools": tools,
+        "tools_generated": True,
+        "prompts": prompts,
+        "compatibility": {"platforms": ["darwin", "win32", "linux"],
+                          "runtimes": {"python": ">=3.9"}},
+        "user_config": form,
+    }
 
 
 # == Command line ==============================================================

@@ -1489,12 +1489,14 @@ def test_pyz_in_a_bare_venv(pyz, fake, tmp_path, python):
 
 
 def test_zipapp_build_is_reproducible(pyz, tmp_path):
-    """The same sources give the same bytes: fixed timestamps, sorted entries, hash-based pycs."""
+    """The same sources give the same bytes, the .pyz and the .mcpb beside it: fixed
+    timestamps, sorted entries, hash-based pycs, a manifest and an icon made the same way."""
     again = tmp_path / "again.pyz"
     subprocess.run(["bash", os.path.join(HERE, "zipapp.sh"), str(again)], check=True,
                    capture_output=True)
-    with open(pyz, "rb") as first, open(again, "rb") as second:
-        assert first.read() == second.read()
+    for built, rebuilt in ((pyz, again), (pyz[:-4] + ".mcpb", tmp_path / "again.mcpb")):
+        with open(built, "rb") as first, open(rebuilt, "rb") as second:
+            assert first.read() == second.read()
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
@@ -1648,7 +1650,7 @@ def test_readme_lists_exactly_the_tools():
     assert "bash zipapp.sh" in readme and ".venv/bin/python -m pytest" in readme
 
 
-def test_benchmark_runs(pyz, tmp_path):
+def test_benchmark_runs(pyz, bundle, tmp_path):
     sys.path.insert(0, os.path.join(HERE, "benchmarks"))
     import bench
     out = tmp_path / "bench.json"
@@ -1659,6 +1661,8 @@ def test_benchmark_runs(pyz, tmp_path):
     assert results["memory"]["download over cap refused"]
     assert results["memory"]["download at cap answered"]
     assert all(row["isError"] for row in results["stalls"].values())
+    assert results["bundle"]["files"]["server/backlog_mcp.pyz"] == os.path.getsize(pyz)
+    assert results["bundle"]["command"] == "python3 -I DIR/server/backlog_mcp.pyz"
     b.configure(ENV)
 
 
@@ -3410,3 +3414,215 @@ def test_odd_answers_in_prompts_resources_completions(fake, method, params, path
     fake.fault("raw", (200, {"Content-Type": "application/json"}, body), path=path)
     reply = rpc(method, params)
     assert reply.get("error", {}).get("code") != -32603, reply
+
+
+# == The bundle (.mcpb): what Claude Desktop installs with a double click (issue 15) ======
+
+MCPB_NODE = os.path.join(HERE, "tests", "ts", "node_modules", "@anthropic-ai", "mcpb")
+# The MCPB manifest schema 0.3, as the toolchain ships it (npm @anthropic-ai/mcpb 2.1.2,
+# dist/mcpb-manifest-v0.3.schema.json, MIT): for the check where npm is not there.
+MCPB_SCHEMA = os.path.join(HERE, "tests", "mcpb-manifest-v0.3.schema.json")
+
+
+@pytest.fixture(scope="session")
+def bundle(pyz):
+    """The built backlog_mcp.mcpb (zipapp.sh builds it beside the .pyz)."""
+    path = pyz[:-len(".pyz")] + ".mcpb"
+    if not os.path.exists(path) or os.path.getmtime(path) < os.path.getmtime(pyz):
+        subprocess.run(["bash", os.path.join(HERE, "zipapp.sh"), pyz], check=True)
+    return path
+
+
+@pytest.fixture
+def unpacked(bundle, tmp_path):
+    """The bundle unpacked where a host keeps it: by the toolchain's own unpacker when npm
+    has installed it, else by zipfile."""
+    import zipfile
+    where = tmp_path / "Claude Extensions" / "mcp-backlog-server"
+    if os.path.isdir(MCPB_NODE):
+        done = subprocess.run([os.path.join(HERE, "tests", "ts", "node_modules", ".bin", "mcpb"),
+                               "unpack", bundle, str(where)], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+    else:
+        with zipfile.ZipFile(bundle) as mcpb:
+            mcpb.extractall(where)
+    return where
+
+
+def host_config(where, user_config, platform="linux"):
+    """What a host starts for a bundle, as MANIFEST.md says: the form's defaults, then the
+    person's values (booleans as "true"/"false"), ${__dirname}, the platform's override."""
+    manifest = json.loads((where / "manifest.json").read_text("utf-8"))
+    config = dict(manifest["server"]["mcp_config"])
+    config.update(config.pop("platform_overrides", {}).get(platform, {}))
+    values = {k: v["default"] for k, v in manifest["user_config"].items() if "default" in v}
+    values.update(user_config)
+    names = {"__dirname": str(where), "/": os.sep, "pathSeparator": os.sep,
+             **{f"user_config.{k}": ("true" if v else "false") if isinstance(v, bool)
+                else str(v) for k, v in values.items()}}
+
+    def fill(text):
+        return re.sub(r"\$\{([^}]+)\}", lambda m: names.get(m.group(1), m.group(0)), text)
+    return {"command": config["command"], "args": [fill(a) for a in config.get("args", [])],
+            "env": {k: fill(v) for k, v in config.get("env", {}).items()}}
+
+
+def mcpb_host(where, user_config, platform=""):
+    """The same, by the toolchain's getMcpConfigForManifest (what Claude Desktop runs)."""
+    done = subprocess.run(["node", os.path.join(HERE, "tests", "ts", "mcpb_host.mjs"),
+                           str(where), json.dumps(user_config), platform],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+HOSTS = {"python": host_config, "mcpb": mcpb_host}
+
+
+def host(kind):
+    if kind == "mcpb" and not os.path.isdir(MCPB_NODE):
+        pytest.skip("run `npm ci --prefix tests/ts` (the CI script does)")
+    return HOSTS[kind]
+
+
+def test_bundle_holds_the_pyz_licence_icon_and_manifest(pyz, bundle):
+    import struct
+    import zipfile
+    with zipfile.ZipFile(bundle) as mcpb:
+        assert mcpb.namelist() == ["LICENSE", "icon.png", "manifest.json",
+                                   "server/backlog_mcp.pyz"]
+        with open(pyz, "rb") as built, open(os.path.join(HERE, "LICENSE"), "rb") as licence:
+            assert mcpb.read("server/backlog_mcp.pyz") == built.read()
+            assert mcpb.read("LICENSE") == licence.read()
+        png = mcpb.read("icon.png")
+        manifest = json.loads(mcpb.read("manifest.json"))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (512, 512)
+    assert manifest == b.bundle_manifest()
+    assert manifest["version"] == b.__version__ and manifest["icon"] == "icon.png"
+    assert manifest["server"]["entry_point"] == "server/backlog_mcp.pyz"
+
+
+def test_bundle_manifest_matches_the_mcpb_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    with open(MCPB_SCHEMA) as fh:
+        schema = json.load(fh)
+    jsonschema.validate(b.bundle_manifest(), schema)
+    if os.path.isdir(MCPB_NODE):  # the copy here is the toolchain's, byte for byte
+        with open(os.path.join(MCPB_NODE, "dist", "mcpb-manifest-v0.3.schema.json")) as fh:
+            assert json.load(fh) == schema
+    wrong = dict(b.bundle_manifest(), server={"type": "python"})
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(wrong, schema)
+
+
+def test_bundle_passes_the_official_validator(unpacked):
+    if not os.path.isdir(MCPB_NODE):
+        pytest.skip("run `npm ci --prefix tests/ts` (the CI script does)")
+    done = subprocess.run([os.path.join(HERE, "tests", "ts", "node_modules", ".bin", "mcpb"),
+                           "validate", str(unpacked / "manifest.json")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "Manifest schema validation passes!" in done.stdout, \
+        done.stdout + done.stderr
+    assert "ERROR" not in done.stdout + done.stderr
+
+
+def test_bundle_form_maps_to_settings_a_person_understands():
+    manifest = b.bundle_manifest()
+    form, env = manifest["user_config"], manifest["server"]["mcp_config"]["env"]
+    settings_ = {row.name for row in b.SETTINGS_TABLE}
+    assert set(env) <= settings_ and {"BACKLOG_BASE_URL", "BACKLOG_API_KEY"} <= set(env)
+    assert {f"${{user_config.{k}}}" for k in form} == set(env.values())
+    assert [k for k, v in form.items() if v.get("sensitive")] == ["api_key"]
+    assert [k for k, v in form.items() if v["required"]] == ["base_url", "api_key"]
+    for field in form.values():  # an optional field without a default stays ${...} in a host
+        assert field["required"] or "default" in field
+        assert field["title"] and field["description"].strip() and "BACKLOG_" not in \
+            field["title"] + field["description"]
+    assert form["read_only"]["type"] == "boolean"
+    windows = manifest["server"]["mcp_config"]["platform_overrides"]["win32"]
+    assert windows["command"] == "py" and windows["args"][0] == "-3"
+    assert windows["args"][1:] == manifest["server"]["mcp_config"]["args"]
+    assert [p["name"] for p in manifest["prompts"]] == list(b.PROMPTS)
+    for p in manifest["prompts"]:
+        assert all(f"${{arguments.{a}}}" in p["text"] for a in p["arguments"])
+
+
+@pytest.mark.parametrize("kind", ["python", "mcpb"])
+def test_bundle_installed_by_a_host_serves(unpacked, fake, kind):
+    """Unpacked, its config filled in as a host does, the command it names started: it
+    answers initialize, lists the manifest's tools and calls one against the stand-in."""
+    config = host(kind)(unpacked, {"base_url": fake.url, "api_key": KEY})
+    assert config["command"] == "python3"
+    assert config["args"] == ["-I", str(unpacked / "server" / "backlog_mcp.pyz")]
+    assert "${" not in json.dumps(config)  # every placeholder filled, the optional ones too
+    manifest = json.loads((unpacked / "manifest.json").read_text("utf-8"))
+    env = {k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ}
+    server = Process([config["command"], *config["args"]], dict(env, **config["env"]))
+    init = server.request("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                         "clientInfo": {"name": "claude-ai", "version": "1"}})
+    assert init["result"]["serverInfo"]["version"] == manifest["version"]
+    server.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    tools = server.request("tools/list", id_=2)["result"]["tools"]
+    assert [t["name"] for t in tools] == [t["name"] for t in manifest["tools"]]
+    prompts = server.request("prompts/list", id_=3)["result"]["prompts"]
+    assert [p["name"] for p in prompts] == [p["name"] for p in manifest["prompts"]]
+    called = server.request("tools/call", {"name": "issue_details_get",
+                                           "arguments": {"issue_id_or_key": "DEMO-42"}}, id_=4)
+    assert not called["result"].get("isError")
+    assert json.loads(called["result"]["content"][0]["text"])["issueKey"] == "DEMO-42"
+    code, err = server.close()
+    assert code == 0 and KEY not in err and "problem" not in err.lower()
+    assert [r.path for r in fake.requests] == ["/api/v2/issues/DEMO-42"]
+    assert {r.key for r in fake.requests} == {KEY}
+
+
+def test_bundle_windows_override_by_the_host_library(unpacked):
+    if not os.path.isdir(MCPB_NODE):
+        pytest.skip("run `npm ci --prefix tests/ts` (the CI script does)")
+    config = mcpb_host(unpacked, {"base_url": "x.backlog.com", "api_key": KEY}, "win32")
+    assert config["command"] == "py"
+    assert config["args"] == ["-3", "-I", f"{unpacked}/server/backlog_mcp.pyz"]
+    assert config["env"]["BACKLOG_API_KEY"] == KEY
+    assert mcpb_host(unpacked, {"base_url": "x.backlog.com"}) is None  # no key: not started
+
+
+FORM_TEXT = st.one_of(st.sampled_from(["", " ", "DEMO", "demo, proj", "all", "issue,wiki",
+                                       "issues", "ISSUE", "star", "${user_config.x}", ",", "Ω"]),
+                      st.text(max_size=30))
+
+
+@hypothesis_settings(max_examples=150, deadline=None,
+                     suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(url=st.sampled_from(["https://x.backlog.com", "x.backlog.com", "x.backlog.jp/",
+                            "https://x.backlog.com/projects/DEMO", "http://x.backlog.com",
+                            "x.backlog.com:443", "https://evil.com", "evil.com\\x.backlog.com",
+                            "x.backlog.com@evil.com", ""]),
+       projects=FORM_TEXT, writable=FORM_TEXT, toolsets=FORM_TEXT, read_only=st.booleans())
+def test_bundle_form_values_always_give_a_safe_server(tmp_path, url, projects, writable,
+                                                      toolsets, read_only):
+    """Whatever a person types in the form: the server starts, names what it does not
+    understand, keeps the key to a Backlog host, and Read only leaves no write tool."""
+    where = tmp_path / "b"
+    where.mkdir(exist_ok=True)
+    (where / "manifest.json").write_text(json.dumps(b.bundle_manifest()), "utf-8")
+    config = host_config(where, {"base_url": url, "api_key": KEY, "projects": projects,
+                                 "writable": writable, "toolsets": toolsets,
+                                 "read_only": read_only})
+    s = b.configure(config["env"])
+    assert urlsplit(s.base_url).hostname in ("x.backlog.com", "x.backlog.jp") \
+        or s.base_url == "" and any(p.startswith("BACKLOG_BASE_URL") for p in s.problems)
+    writes = [n for n, t in b.enabled_tools().items() if t.write]
+    if read_only or s.problems:
+        assert writes == []
+    if "$" in projects + writable + toolsets:  # a placeholder left as it is, for one
+        assert s.problems
+    assert "result" in rpc("tools/list")
+
+
+def test_bundle_base_url_may_be_the_host_alone():
+    for typed in ("x.backlog.com", "x.backlog.com/", "https://x.backlog.com/dashboard"):
+        s = b.configure(dict(ENV, BACKLOG_BASE_URL=typed))
+        assert s.base_url == "https://x.backlog.com" and not s.problems
+    s = b.configure(dict(ENV, BACKLOG_BASE_URL="evil.com"))
+    assert s.base_url == "" and "BACKLOG_ALLOW_CUSTOM_HOST" in s.problems[0]

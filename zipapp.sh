@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Build backlog_mcp.pyz: the server plus requests and its pure-Python dependencies, in one file
 # that runs with nothing but a stock CPython 3.9 to 3.13 (also on a machine without internet).
+# Beside it, backlog_mcp.mcpb: the MCP Bundle that Claude Desktop installs with a double click
+# (manifest.json from backlog_mcp.bundle_manifest(), the .pyz under server/, LICENSE, an icon).
 #
-#   bash zipapp.sh [OUTPUT]         default OUTPUT: backlog_mcp.pyz
+#   bash zipapp.sh [OUTPUT]         default OUTPUT: backlog_mcp.pyz (and backlog_mcp.mcpb)
 #
 # Needs PyPI once, to fetch the pinned wheels (or WHEELS=DIR with them already downloaded).
 # Bytecode is compiled for every CPython 3.9-3.13 found (PATH, then pyenv), so that start-up
@@ -99,4 +101,60 @@ os.chmod(tmp, 0o755)
 os.replace(tmp, out)
 tags = sorted(os.listdir(os.path.join(stage, "_pyc"))) if interpreters else []
 print(f"built {out}: {os.path.getsize(out):,} bytes; bytecode for {', '.join(tags) or 'none'}")
+
+
+def icon(size=512):
+    """A white list on a green rounded square, as a PNG (antialiased by distance to edges)."""
+    import struct
+    import zlib
+
+    def box(x0, y0, x1, y1, r):  # a rounded rectangle: its rows, and a distance function
+        cx, cy, hx, hy = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2 - r, (y1 - y0) / 2 - r
+        def distance(x, y):
+            qx, qy = abs(x - cx) - hx, abs(y - cy) - hy
+            return (max(qx, 0) ** 2 + max(qy, 0) ** 2) ** 0.5 + min(max(qx, qy), 0) - r
+        return y0 - 1, y1 + 1, x0 - 1, x1 + 1, distance
+    s = size / 512
+    square = box(16 * s, 16 * s, 496 * s, 496 * s, 104 * s)
+    marks = [box(x0 * s, (y - h) * s, x1 * s, (y + h) * s, h * s)
+             for y in (160, 256, 352) for x0, x1, h in ((112, 168, 28), (200, 400, 24))]
+    rows = []
+    for y in range(size):
+        row = bytearray(b"\0")  # filter: none
+        near = [m for m in marks if m[0] <= y + 0.5 <= m[1]]
+        for x in range(size):
+            px, py = x + 0.5, y + 0.5
+            base = min(1.0, max(0.0, 0.5 - square[4](px, py)))
+            white = max([min(1.0, max(0.0, 0.5 - m[4](px, py))) for m in near
+                         if m[2] <= px <= m[3]] or [0.0])
+            colour = [round(c + (255 - c) * white) for c in (31, 157, 116)]
+            row += bytes(colour + [round(255 * base)])
+        rows.append(bytes(row))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 6, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"".join(rows), 9)) + chunk(b"IEND", b""))
+
+
+# The bundle: its manifest comes from the module (tools and prompts from the registry).
+sys.dont_write_bytecode = True
+sys.path.insert(0, stage)  # requests and the module, as the .pyz carries them
+import json  # noqa: E402
+import backlog_mcp  # noqa: E402
+
+bundle = (out[:-4] if out.endswith(".pyz") else out) + ".mcpb"
+with open(out, "rb") as pyz, open("LICENSE", "rb") as licence:
+    files = {"LICENSE": licence.read(), "icon.png": icon(),
+             "manifest.json": (json.dumps(backlog_mcp.bundle_manifest(), indent=2,
+                                          ensure_ascii=False) + "\n").encode(),
+             backlog_mcp.BUNDLED_PYZ: pyz.read()}
+with zipfile.ZipFile(bundle + ".tmp", "w") as mcpb:
+    for name in sorted(files):
+        info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+        info.external_attr = 0o644 << 16
+        info.compress_type = zipfile.ZIP_STORED if name.endswith(".pyz") else zipfile.ZIP_DEFLATED
+        mcpb.writestr(info, files[name], compresslevel=9)
+os.replace(bundle + ".tmp", bundle)
+print(f"built {bundle}: {os.path.getsize(bundle):,} bytes")
 PY
