@@ -1,4 +1,5 @@
-"""Benchmark of mcp-backlog-server: start-up, context cost, call overhead, memory, throughput.
+"""Benchmark of mcp-backlog-server: start-up, context cost, call overhead, memory, throughput,
+the bundle.
 
     python3 benchmarks/bench.py [--pyz backlog_mcp.pyz] [--json out.json] [--runs 20] [--calls 200]
 
@@ -322,6 +323,32 @@ def stalls(command, standin, timeout=2):
     return out
 
 
+# == 7. The bundle =============================================================
+
+def bundle(pyz_path, url, runs):
+    """backlog_mcp.mcpb: its size, and start-up of the command its manifest names, run from
+    the bundle unpacked as a host unpacks it."""
+    import tempfile
+    import zipfile
+    path = pyz_path[:-len(".pyz")] + ".mcpb"
+    if not os.path.exists(path):
+        return {}
+    with zipfile.ZipFile(path) as mcpb, tempfile.TemporaryDirectory() as where:
+        sizes = {info.filename: info.file_size for info in mcpb.infolist()}
+        mcpb.extractall(where)
+        config = json.loads(mcpb.read("manifest.json"))["server"]["mcp_config"]
+        command = [config["command"]] + [a.replace("${__dirname}", where) for a in config["args"]]
+        init = []
+        for _ in range(runs):
+            server = Server(command, env_for(url))
+            server.send(line(INIT))
+            server.reply()
+            init.append(time.perf_counter() - server.started)
+            server.close()
+    return {"bytes": os.path.getsize(path), "files": sizes, "initialize": stats(init),
+            "command": " ".join(command).replace(where, "DIR")}
+
+
 # == Report ====================================================================
 
 def table(results):
@@ -359,6 +386,13 @@ def table(results):
     for label, row in results["stalls"].items():
         rows.append(f"stall     {label:17} with BACKLOG_TIMEOUT=2: the call ends after "
                     f"{row['seconds']:.2f} s (isError {row['isError']})")
+    if results["bundle"]:
+        row = results["bundle"]
+        rows.append(f"bundle    backlog_mcp.mcpb {row['bytes']:,} bytes ("
+                    + ", ".join(f"{n} {size:,}" for n, size in row["files"].items()) + ")")
+        init = row["initialize"]
+        rows.append(f"bundle    {row['command']}: initialize {init['median'] * 1000:.1f} ms "
+                    f"({init['min'] * 1000:.1f}-{init['max'] * 1000:.1f})")
     return "\n".join(rows)
 
 
@@ -388,6 +422,7 @@ def main(argv=None):
             "memory": memory(pyz, standin, args.calls, 7 * 1024 * 1024),
             "burst": burst(pyz, standin.url, args.burst),
             "stalls": stalls(pyz, standin),
+            "bundle": bundle(args.pyz, standin.url, args.runs),
         }
     finally:
         standin.close()
