@@ -75,10 +75,11 @@ def loopback(host):
 
 
 # -- Settings, declared once: each row is a name, a parser, a default, a line of help. -----
-# A parser takes the text (stripped, never empty) and the settings read so far, and returns
-# the value or raises ValueError with words for a person. A value the server does not
-# understand is a problem, named in --check, on stderr at start and in every tool result;
-# until it is fixed no tool reaches Backlog, and the tool list offers only read tools.
+# A parser takes the text (half-width but for VERBATIM ones, stripped, never empty) and
+# the settings read so far, and returns the value or raises ValueError with words for a
+# person. A value the server does not understand is a problem, named in --check, on stderr at
+# start and in every tool result; until it is fixed no tool reaches Backlog, and the tool
+# list offers only read tools.
 
 FLAG_WORDS = {"1": True, "true": True, "yes": True, "on": True,
               "0": False, "false": False, "no": False, "off": False}
@@ -181,14 +182,16 @@ def domain(text, s):
     return base_url(text.strip("/"), s)
 
 
-def base_url(raw, s):
-    """scheme://host[:port] of the space; a host alone (what a person types in the bundle's
-    form) is https. The host is held to the characters of a DNS name, so that every parser
-    (ours, requests', urllib3's, a proxy's) reads the same host; Backlog.session() checks
-    what requests prepares once more."""
+def base_url(typed, s):
+    """scheme://host[:port] of the space: a host alone (what a person types in the bundle's
+    form) is https, and a path, query or fragment after it (a page's address pasted whole) is
+    dropped. The host is held to the characters of a DNS name, so that every parser (ours,
+    requests', urllib3's, a proxy's) reads the same host; Backlog.session() checks what
+    requests prepares once more."""
     from urllib.parse import urlsplit
     example = "a URL like https://your-space.backlog.com"
-    raw = raw if "://" in raw else "https://" + raw
+    raw = typed if "://" in typed else "https://" + typed
+    said = "" if "@" in typed else f"'{typed}' "  # never a password, however short
     if not re.match(r"[!-~]+\Z", raw):  # urlsplit drops tabs and newlines silently
         raise ValueError(f"holds white space or characters outside ASCII: it must be {example}")
     try:
@@ -196,17 +199,18 @@ def base_url(raw, s):
         if url.password and len(url.password) >= MIN_SECRET:
             s.secrets.append(url.password)  # refused below; redacted wherever it shows
         host = (url.hostname or "").lower()
-        url.port  # noqa: B018 (raises ValueError for a bad port)
+        if url.port == 0:  # (raises ValueError for a port that is not one)
+            raise ValueError
     except ValueError:
-        raise ValueError(f"is not {example}") from None
+        raise ValueError(f"{said}is not {example}") from None
     if "@" in url.netloc:
         raise ValueError("must not hold a user name or password; the API key goes in "
                          "BACKLOG_API_KEY")
     netloc = url.netloc.lower()
     literal = host == "::1" and netloc.startswith("[::1]")
-    if not (HOST.match(host) or literal) or url.query or url.fragment \
+    if not (HOST.match(host) or literal) \
             or not re.match(r"(\[::1\]|[a-z0-9.-]+)(:[0-9]{1,5})?\Z", netloc):
-        raise ValueError(f"'{raw}' is not {example} (letters, digits, '.' and '-' in the host)")
+        raise ValueError(f"{said}is not {example} (letters, digits, '.' and '-' in the host)")
     if url.scheme not in ("http", "https"):
         raise ValueError("must start with https://")
     if url.scheme == "http" and not loopback(host):
@@ -252,6 +256,9 @@ SETTINGS_TABLE = (  # in the order they are read: a later parser may use an earl
     Setting("BACKLOG_UPLOAD_DIRS", folders, [],
             f"folders ('{os.pathsep}'-separated) files may be uploaded from (default: none)"),
 )
+VERBATIM = ("BACKLOG_API_KEY", "BACKLOG_UPLOAD_DIRS")  # the others are read HALF_WIDTH
+HALF_WIDTH = {**{0xFF01 + i: 0x21 + i for i in range(94)},  # ！ to ～: ! to ~
+              0x3000: " ", 0x3001: ",", 0x3002: "."}  # the ideographic space, 、 and 。
 MIN_SECRET = 8  # shorter ones are refused (never sent); redacting them would garble messages
 SAFE = {"BACKLOG_READ_ONLY": True, "BACKLOG_WRITABLE": set()}  # read-only wins on a bad value
 # What each space has of its own, as BACKLOG_<NAME>_<REST> (BACKLOG_WORK_API_KEY); Nulab's
@@ -346,7 +353,10 @@ class Settings:
         overrides = {"BACKLOG_TOOLSETS": toolsets, "BACKLOG_READ_ONLY": "1" if read_only else None}
         for row in SETTINGS_TABLE:
             text = overrides.get(row.name) or env.get(row.name)
-            text = text.strip() if isinstance(text, str) else ""
+            text = text if isinstance(text, str) else ""
+            if row.name not in VERBATIM:  # ＤＥＭＯ、ＰＲＯＪ typed with a Japanese IME
+                text = text.translate(HALF_WIDTH)
+            text = text.strip()
             value = row.default
             if text:
                 self.explicit.add(row.name)
@@ -4152,21 +4162,20 @@ BUNDLE_FORM = (
      "The address you open Backlog at, e.g. https://your-space.backlog.com", True),
     ("api_key", "BACKLOG_API_KEY", "string", "API key",
      "In Backlog, open your picture > Personal Settings > API, register a key and paste it "
-     "here. It is kept in your computer's keychain, not in a file.", True),
+     "here. It is stored encrypted by your computer's keychain, not as plain text.", True),
     ("projects", "BACKLOG_PROJECTS", "string", "Projects (optional)",
      "The keys of the projects the assistant may use, separated by commas, e.g. DEMO,SUPPORT. "
      "Leave empty for every project you can see.", False),
     ("read_only", "BACKLOG_READ_ONLY", "boolean", "Read only",
      "On: the assistant can read, but never add, change or delete anything in Backlog.", False),
-    ("writable", "BACKLOG_WRITABLE", "string", "What the assistant may change",
-     f"Separated by commas, from: {', '.join(WRITE_GROUPS)}. Leave it as it is to allow all "
-     f"but {', '.join(g for g in WRITE_GROUPS if g not in DEFAULT_WRITABLE)}. Read only "
-     "turns them all off.", False),
+    ("writable", "BACKLOG_WRITABLE", "string", "What the assistant may change (optional)",
+     f"Separated by commas, from: {', '.join(WRITE_GROUPS)}. Leave empty for all but "
+     f"{', '.join(g for g in WRITE_GROUPS if g not in DEFAULT_WRITABLE)}; to allow no change "
+     "at all, turn on Read only.", False),
     ("toolsets", "BACKLOG_TOOLSETS", "string", "Kinds of tools (optional)",
      f"Separated by commas, from: {', '.join(CATEGORIES)}; or all, which adds rarely needed "
      "tools. Leave empty for the usual set.", False),
 )
-BUNDLE_DEFAULTS = {"writable": ",".join(DEFAULT_WRITABLE)}  # what the form shows filled in
 
 
 def bundle_manifest():
@@ -4175,7 +4184,7 @@ def bundle_manifest():
     rows = {row.name: row for row in SETTINGS_TABLE}
     form = {}
     for field, name, kind, title, description, required in BUNDLE_FORM:
-        default = rows[name].default if kind == "boolean" else BUNDLE_DEFAULTS.get(field, "")
+        default = rows[name].default if kind == "boolean" else ""  # the server's own default
         form[field] = dict(type=kind, title=title, description=description, required=required,
                            **({"sensitive": True} if name == "BACKLOG_API_KEY" else {}),
                            **({} if required else {"default": default}))
@@ -4210,6 +4219,7 @@ def bundle_manifest():
             "or newer (python.org); nothing else is installed."),
         "author": {"name": "mcp-backlog-server contributors"},
         "license": "MIT",
+        "privacy_policies": ["https://nulab.com/privacy/"],  # Backlog's (Nulab's) own
         "keywords": ["backlog", "nulab", "issues", "wiki", "git", "pull requests",
                      "project management"],
         "icon": "icon.png",

@@ -1969,8 +1969,7 @@ def test_write_tools_unreachable_with_prefix_in_read_only_mode(variant):
 def test_official_typescript_sdk_1_client(pyz, fake):
     """The TypeScript SDK 1.x client (most desktop hosts) connects at once and calls a tool."""
     script = os.path.join(HERE, "tests", "ts", "client.mjs")
-    if not os.path.isdir(os.path.join(HERE, "tests", "ts", "node_modules")):
-        pytest.skip("run `npm ci --prefix tests/ts` (the CI script does)")
+    need_node()
     done = subprocess.run(["node", script, sys.executable, pyz], capture_output=True, text=True,
                           env=child_env(fake.url), timeout=60)
     assert done.returncode == 0, done.stderr
@@ -1989,7 +1988,8 @@ OTHER_KEY_HOSTS = [  # spellings that once sent the key to another host, and the
     "https://evil.com%5C.backlog.com", "https://evil.com#.backlog.com",
     "https://evil.com?.backlog.com", "https://evil.com/.backlog.com",
     "https://x.backlog.com@evil.com", "https://evil.com\t.backlog.com",
-    "https://evil.com%00.backlog.com", "https://ｅvil.backlog.com",
+    "https://evil.com%00.backlog.com", "https://evil.com／.backlog.com",
+    "https://x.backlog.com．evil.com", "https://evil.com＠x.backlog.com", "https://evil。com",
     "http://127.evil.com", "https://127.evil.com", "http://127.0.0.1.evil.com",
     "http://localhost.evil.com", "http://[::ffff:7f00:1]", "http://0x7f000001",
     "http://2130706433",
@@ -2005,6 +2005,17 @@ def test_base_url_spellings_that_leave_backlog_are_refused(url):
     with responses.RequestsMock() as mock:  # any request at all fails the test
         assert "not configured" in error(call("space_details_get"))
         assert not mock.calls
+
+
+def test_full_width_host_is_read_as_the_host_it_sends_to():
+    """Full-width letters become ASCII before the host check: the host checked is the host
+    sent to."""
+    s = b.configure(dict(ENV, BACKLOG_BASE_URL="https://ｅｖｉｌ.backlog.com"))
+    assert s.base_url == "https://evil.backlog.com" and not s.problems
+    with responses.RequestsMock() as mock:
+        mock.get("https://evil.backlog.com/api/v2/space", json=load("space"))
+        assert not call("space_details_get").get("isError")
+        assert [urlsplit(c.request.url).hostname for c in mock.calls] == ["evil.backlog.com"]
 
 
 @pytest.mark.parametrize("url", ["http://localhost:8080", "http://127.0.0.2:9", "http://[::1]:80",
@@ -3428,9 +3439,19 @@ MCPB_SCHEMA = os.path.join(HERE, "tests", "mcpb-manifest-v0.3.schema.json")
 def bundle(pyz):
     """The built backlog_mcp.mcpb (zipapp.sh builds it beside the .pyz)."""
     path = pyz[:-len(".pyz")] + ".mcpb"
-    if not os.path.exists(path) or os.path.getmtime(path) < os.path.getmtime(pyz):
+    sources = (pyz, b.__file__, os.path.join(HERE, "zipapp.sh"))
+    if not os.path.exists(path) or os.path.getmtime(path) < max(map(os.path.getmtime, sources)):
         subprocess.run(["bash", os.path.join(HERE, "zipapp.sh"), pyz], check=True)
     return path
+
+
+def need_node(what="tests/ts/node_modules"):
+    """Skip where npm has not installed the Node side; on CI with npm there, fail instead."""
+    if not os.path.isdir(MCPB_NODE):
+        import shutil
+        if os.environ.get("CI") and shutil.which("npm"):
+            pytest.fail(f"npm is here but {what} is not: .ci/run runs `npm ci --prefix tests/ts`")
+        pytest.skip("run `npm ci --prefix tests/ts` (the CI script does)")
 
 
 @pytest.fixture
@@ -3481,8 +3502,8 @@ HOSTS = {"python": host_config, "mcpb": mcpb_host}
 
 
 def host(kind):
-    if kind == "mcpb" and not os.path.isdir(MCPB_NODE):
-        pytest.skip("run `npm ci --prefix tests/ts` (the CI script does)")
+    if kind == "mcpb":
+        need_node()
     return HOSTS[kind]
 
 
@@ -3517,8 +3538,7 @@ def test_bundle_manifest_matches_the_mcpb_schema():
 
 
 def test_bundle_passes_the_official_validator(unpacked):
-    if not os.path.isdir(MCPB_NODE):
-        pytest.skip("run `npm ci --prefix tests/ts` (the CI script does)")
+    need_node()
     done = subprocess.run([os.path.join(HERE, "tests", "ts", "node_modules", ".bin", "mcpb"),
                            "validate", str(unpacked / "manifest.json")],
                           capture_output=True, text=True, timeout=60)
@@ -3578,8 +3598,7 @@ def test_bundle_installed_by_a_host_serves(unpacked, fake, kind):
 
 
 def test_bundle_windows_override_by_the_host_library(unpacked):
-    if not os.path.isdir(MCPB_NODE):
-        pytest.skip("run `npm ci --prefix tests/ts` (the CI script does)")
+    need_node()
     config = mcpb_host(unpacked, {"base_url": "x.backlog.com", "api_key": KEY}, "win32")
     assert config["command"] == "py"
     assert config["args"] == ["-3", "-I", f"{unpacked}/server/backlog_mcp.pyz"]
@@ -3615,14 +3634,63 @@ def test_bundle_form_values_always_give_a_safe_server(tmp_path, url, projects, w
     writes = [n for n, t in b.enabled_tools().items() if t.write]
     if read_only or s.problems:
         assert writes == []
-    if "$" in projects + writable + toolsets:  # a placeholder left as it is, for one
+    if "$" in projects + writable + toolsets:  # e.g. a placeholder a one-pass host left
         assert s.problems
     assert "result" in rpc("tools/list")
 
 
-def test_bundle_base_url_may_be_the_host_alone():
-    for typed in ("x.backlog.com", "x.backlog.com/", "https://x.backlog.com/dashboard"):
-        s = b.configure(dict(ENV, BACKLOG_BASE_URL=typed))
-        assert s.base_url == "https://x.backlog.com" and not s.problems
-    s = b.configure(dict(ENV, BACKLOG_BASE_URL="evil.com"))
-    assert s.base_url == "" and "BACKLOG_ALLOW_CUSTOM_HOST" in s.problems[0]
+@pytest.mark.parametrize("typed", [
+    "x.backlog.com", "x.backlog.com/", "https://x.backlog.com/dashboard", "  x.backlog.com\n",
+    "https://x.backlog.com/view/DEMO-1#comment-5", "https://x.backlog.com/find/DEMO?q=a",
+    "ｘ.ｂａｃｋｌｏｇ.ｃｏｍ", "\u3000https：／／x.backlog.com"])
+def test_bundle_base_url_as_a_person_pastes_it(typed):
+    """The host alone, a page's address pasted whole, full-width letters from an IME."""
+    s = b.configure(dict(ENV, BACKLOG_BASE_URL=typed))
+    assert s.base_url == "https://x.backlog.com" and not s.problems
+
+
+@pytest.mark.parametrize("typed, said", [
+    ("evil.com", "host 'evil.com' is not on backlog.com"),
+    ("https:/x.backlog.com", "'https:/x.backlog.com' is not a URL like"),
+    ("//evil.com", "'//evil.com' is not a URL like"),
+    ("x.backlog.com:0", "'x.backlog.com:0' is not a URL like"),
+    ("x.backlog.com:99999", "'x.backlog.com:99999' is not a URL like"),
+    ("https://me:pw@x.backlog.com:99999", "BACKLOG_BASE_URL: is not a URL like"),
+    ("evil.com\\x.backlog.com", "is not a URL like"), ("x.backlog.com@evil.com", "user name"),
+])
+def test_bundle_base_url_refused_in_the_words_typed(typed, said):
+    s = b.configure(dict(ENV, BACKLOG_BASE_URL=typed))
+    assert s.base_url == "" and said in s.problems[0] and "https://https" not in s.problems[0]
+    assert "pw" not in s.problems[0]
+
+
+def test_settings_typed_full_width_are_read():
+    s = b.configure(dict(ENV, BACKLOG_PROJECTS="ＤＥＭＯ、ｐｒｏｊ", BACKLOG_READ_ONLY="１",
+                         BACKLOG_TOOLSETS="ｉｓｓｕｅ", BACKLOG_TIMEOUT="２０"))
+    assert (s.projects, s.read_only, s.toolsets, s.timeout) == (["DEMO", "PROJ"], True,
+                                                               {"issue"}, (10.0, 20.0))
+    assert not s.problems
+    s = b.configure(dict(ENV, BACKLOG_API_KEY="ｋｅｙ" + KEY))  # a key is taken as it is
+    assert s.problems and s.problems[0].startswith("BACKLOG_API_KEY")
+
+
+TRICKY_FORMS = [  # what the toolchain's own substitution does with odd text: chains, $&, $'
+    {"base_url": "${user_config.api_key}"}, {"base_url": "$&.backlog.com"},
+    {"projects": "A$&B"}, {"projects": "$'"}, {"writable": "${user_config.read_only}"},
+    {"toolsets": "${__dirname}"}, {"projects": "${user_config.nothing}"},
+    {"base_url": "https://x.backlog.com", "api_key": "$`" + KEY},
+]
+
+
+def test_bundle_form_quirks_of_the_host_library(unpacked):
+    """Values passed through getMcpConfigForManifest itself: the key never becomes a URL
+    that is used, nothing crashes, and a value not understood is named."""
+    need_node()
+    for form in TRICKY_FORMS:
+        config = mcpb_host(unpacked, dict({"base_url": "x.backlog.com", "api_key": KEY}, **form))
+        s = b.configure(config["env"])
+        assert s.base_url in ("", "https://x.backlog.com"), form
+        assert KEY not in s.base_url and KEY not in b.redact(" ".join(s.problems))
+        reply = rpc("tools/call", {"name": "issue_details_get",
+                                   "arguments": {"issue_id_or_key": "DEMO-42"}})
+        assert KEY not in json.dumps(reply) and "error" not in reply, form
