@@ -338,15 +338,22 @@ def bundle(pyz_path, url, runs):
         mcpb.extractall(where)
         config = json.loads(mcpb.read("manifest.json"))["server"]["mcp_config"]
         command = [config["command"]] + [a.replace("${__dirname}", where) for a in config["args"]]
-        init = []
-        for _ in range(runs):
-            server = Server(command, env_for(url))
-            server.send(line(INIT))
-            server.reply()
-            init.append(time.perf_counter() - server.started)
-            server.close()
-    return {"bytes": os.path.getsize(path), "files": sizes, "initialize": stats(init),
-            "command": " ".join(command).replace(where, "DIR")}
+        # The command as PATH finds it (here it may be a shim, pyenv's), and the interpreter
+        # that it runs in the end.
+        real = subprocess.run([command[0], "-c", "import sys; print(sys.executable)"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        init = {}
+        for label, argv in (("as named", command), ("interpreter", [real, *command[1:]])):
+            init[label] = []
+            for _ in range(runs):
+                server = Server(argv, env_for(url))
+                server.send(line(INIT))
+                server.reply()
+                init[label].append(time.perf_counter() - server.started)
+                server.close()
+    return {"bytes": os.path.getsize(path), "files": sizes,
+            "initialize": {k: stats(v) for k, v in init.items()},
+            "command": " ".join(command).replace(where, "DIR"), "interpreter": real}
 
 
 # == Report ====================================================================
@@ -390,9 +397,11 @@ def table(results):
         row = results["bundle"]
         rows.append(f"bundle    backlog_mcp.mcpb {row['bytes']:,} bytes ("
                     + ", ".join(f"{n} {size:,}" for n, size in row["files"].items()) + ")")
-        init = row["initialize"]
-        rows.append(f"bundle    {row['command']}: initialize {init['median'] * 1000:.1f} ms "
-                    f"({init['min'] * 1000:.1f}-{init['max'] * 1000:.1f})")
+        named, real = row["initialize"]["as named"], row["initialize"]["interpreter"]
+        rows.append(f"bundle    {row['command']}: initialize {named['median'] * 1000:.1f} ms "
+                    f"({named['min'] * 1000:.1f}-{named['max'] * 1000:.1f}); with "
+                    f"{row['interpreter']} itself {real['median'] * 1000:.1f} ms "
+                    f"({real['min'] * 1000:.1f}-{real['max'] * 1000:.1f})")
     return "\n".join(rows)
 
 
