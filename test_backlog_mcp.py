@@ -1970,7 +1970,8 @@ def test_official_typescript_sdk_1_client(pyz, fake):
     """The TypeScript SDK 1.x client (most desktop hosts) connects at once and calls a tool."""
     script = os.path.join(HERE, "tests", "ts", "client.mjs")
     need_node()
-    done = subprocess.run(["node", script, sys.executable, pyz], capture_output=True, text=True,
+    done = subprocess.run(["node", script, sys.executable, "-I", pyz], capture_output=True,
+                          text=True,
                           env=child_env(fake.url), timeout=60)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -3594,6 +3595,24 @@ def test_bundle_installed_by_a_host_serves(unpacked, fake, kind):
     code, err = server.close()
     assert code == 0 and KEY not in err and "problem" not in err.lower()
     assert [r.path for r in fake.requests] == ["/api/v2/issues/DEMO-42"]
+    assert {r.key for r in fake.requests} == {KEY}
+
+
+def test_bundle_with_the_typescript_sdk_client(unpacked, fake):
+    """What Claude Desktop does end to end: the toolchain resolves the config, the SDK client
+    it embeds spawns that command and talks to it."""
+    need_node()
+    config = mcpb_host(unpacked, {"base_url": fake.url, "api_key": KEY, "projects": "DEMO"})
+    env = {k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ}
+    done = subprocess.run(["node", os.path.join(HERE, "tests", "ts", "client.mjs"),
+                           config["command"], *config["args"]], capture_output=True, text=True,
+                          env=dict(env, **config["env"]), timeout=60)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    manifest = json.loads((unpacked / "manifest.json").read_text("utf-8"))
+    assert report["tools"] == [t["name"] for t in manifest["tools"]]
+    assert report["prompts"] == [p["name"] for p in manifest["prompts"]]
+    assert json.loads(report["result"]["content"][0]["text"])["issueKey"] == "DEMO-42"
     assert {r.key for r in fake.requests} == {KEY}
 
 

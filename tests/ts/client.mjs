@@ -1,14 +1,12 @@
 // Connect to the server with the official TypeScript SDK 1.x client, list tools, call one,
 // list prompts and resource templates.
-// usage: node client.mjs PYTHON PYZ   (BACKLOG_* come from the environment); prints JSON.
+// usage: node client.mjs COMMAND [ARG ...]   (BACKLOG_* come from the environment); prints JSON.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 
-const [python, pyz] = process.argv.slice(2);
+const [command, ...args] = process.argv.slice(2);
 const started = Date.now();
-const transport = new StdioClientTransport({
-  command: python, args: ["-I", pyz], env: process.env, stderr: "ignore",
-});
+const transport = new StdioClientTransport({ command, args, env: process.env, stderr: "ignore" });
 const client = new Client({ name: "ts-sdk-1", version: "1.0.0" });
 await client.connect(transport);
 const connectedMs = Date.now() - started;
