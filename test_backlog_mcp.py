@@ -1499,8 +1499,9 @@ def test_zipapp_build_is_reproducible(pyz, tmp_path):
             assert first.read() == second.read()
 
 
-@pytest.mark.parametrize("mode", ["auto", "legacy"])
-def test_official_python_sdk_client(pyz, fake, mode):
+def python_sdk(pyz, fake, work, **client_options):
+    """Run `await work(client, started)` in the official Python SDK client, connected to the
+    spawned .pyz (`mode` and the callbacks in client_options)."""
     mcp = pytest.importorskip("mcp")
     import asyncio
 
@@ -1511,15 +1512,22 @@ def test_official_python_sdk_client(pyz, fake, mode):
                                            env=child_env(fake.url))
         started = time.monotonic()
         with open(os.devnull, "w") as devnull:
-            async with mcp.Client(stdio_client(params, errlog=devnull), mode=mode) as client:
-                connected = time.monotonic() - started
-                tools = await client.list_tools()
-                result = await client.call_tool("issue_details_get",
-                                                {"issue_id_or_key": "DEMO-42"})
-                failed = await client.call_tool("issue_details_get", {"issue_id_or_key": "../x"})
-                return client.protocol_version, connected, tools, result, failed
+            async with mcp.Client(stdio_client(params, errlog=devnull),
+                                  **client_options) as client:
+                return await work(client, started)
+    return asyncio.run(session())
 
-    version, connected, tools, result, failed = asyncio.run(session())
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_official_python_sdk_client(pyz, fake, mode):
+    async def work(client, started):
+        connected = time.monotonic() - started
+        tools = await client.list_tools()
+        result = await client.call_tool("issue_details_get", {"issue_id_or_key": "DEMO-42"})
+        failed = await client.call_tool("issue_details_get", {"issue_id_or_key": "../x"})
+        return client.protocol_version, connected, tools, result, failed
+
+    version, connected, tools, result, failed = python_sdk(pyz, fake, work, mode=mode)
     assert version == ("2026-07-28" if mode == "auto" else "2025-11-25")
     assert connected < 5  # no stall on a probe
     assert {t.name for t in tools.tools} == default_tools()
@@ -3121,26 +3129,18 @@ def test_logging_set_level():
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 def test_python_sdk_client_uses_prompts_resources_and_completions(pyz, fake, mode):
     mcp = pytest.importorskip("mcp")
-    import asyncio
 
-    from mcp.client.stdio import stdio_client
+    async def work(client, started):
+        prompts = await client.list_prompts()
+        got = await client.get_prompt("triage", {"issue": "DEMO-42"})
+        templates = await client.list_resource_templates()
+        host = fake.url.split("://")[1]
+        read = await client.read_resource(f"backlog://{host}/view/DEMO-42")
+        done = await client.complete(mcp.types.PromptReference(type="ref/prompt", name="triage"),
+                                     {"name": "project", "value": "DE"})
+        return prompts, got, templates, read, done
 
-    async def session():
-        params = mcp.StdioServerParameters(command=sys.executable, args=["-I", pyz],
-                                           env=child_env(fake.url))
-        with open(os.devnull, "w") as devnull:
-            async with mcp.Client(stdio_client(params, errlog=devnull), mode=mode) as client:
-                prompts = await client.list_prompts()
-                got = await client.get_prompt("triage", {"issue": "DEMO-42"})
-                templates = await client.list_resource_templates()
-                host = fake.url.split("://")[1]
-                read = await client.read_resource(f"backlog://{host}/view/DEMO-42")
-                done = await client.complete(
-                    mcp.types.PromptReference(type="ref/prompt", name="triage"),
-                    {"name": "project", "value": "DE"})
-                return prompts, got, templates, read, done
-
-    prompts, got, templates, read, done = asyncio.run(session())
+    prompts, got, templates, read, done = python_sdk(pyz, fake, work, mode=mode)
     assert "triage" in {p.name for p in prompts.prompts}
     assert "DEMO-42" in got.messages[0].content.text
     assert getattr(templates, "resource_templates", None) or templates.resourceTemplates
@@ -3346,9 +3346,6 @@ def test_no_question_without_the_capability_or_when_off(backlog):
 @pytest.mark.parametrize("action", ["accept", "decline"])
 def test_python_sdk_client_answers_a_confirmation(pyz, fake, action):
     mcp = pytest.importorskip("mcp")
-    import asyncio
-
-    from mcp.client.stdio import stdio_client
     asked = []
 
     async def elicit(context, params):
@@ -3356,15 +3353,10 @@ def test_python_sdk_client_answers_a_confirmation(pyz, fake, action):
         return mcp.types.ElicitResult(action=action, content={"confirm": True}
                                       if action == "accept" else None)
 
-    async def session():
-        params = mcp.StdioServerParameters(command=sys.executable, args=["-I", pyz],
-                                           env=child_env(fake.url))
-        with open(os.devnull, "w") as devnull:
-            async with mcp.Client(stdio_client(params, errlog=devnull), mode="legacy",
-                                  elicitation_callback=elicit) as client:
-                return await client.call_tool("issue_delete", {"issue_id_or_key": "DEMO-42"})
+    async def work(client, started):
+        return await client.call_tool("issue_delete", {"issue_id_or_key": "DEMO-42"})
 
-    result = asyncio.run(session())
+    result = python_sdk(pyz, fake, work, mode="legacy", elicitation_callback=elicit)
     assert asked and "DEMO-42" in asked[0] and not result.is_error
     deletes = [r for r in fake.requests if r.method == "DELETE"]
     assert len(deletes) == (1 if action == "accept" else 0)
