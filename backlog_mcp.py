@@ -759,7 +759,7 @@ class Backlog:
         snake = [re.sub(r"(?<!^)(?=[A-Z])", "_", n).lower().replace("_id", "") for n in names]
         seconds = seconds or s.timeout[1]
         end = time.monotonic() + seconds  # one deadline: retries, redirects and waits in it
-        attempt = hops = 0
+        attempt = hops = stale = 0
         while True:
             prepared = self.prepare(method, url, query, form, files, accept)
             self.check_host(prepared)
@@ -768,6 +768,10 @@ class Backlog:
                 raise ToolError(f"Backlog did not answer within {seconds:g} s. "
                                 "Next: retry later, or raise BACKLOG_TIMEOUT.")
             status, answer = self.exchange(prepared, cap or MAX_JSON, left, seconds)
+            if status == "stale" and method == "GET" and stale < STALE_RETRIES:
+                stale += 1  # as urllib3 does: at once, on a fresh connection, uncharged
+                continue
+            status = "reset" if status == "stale" else status
             if status in TRANSIENT and method == "GET" and attempt < len(RETRY_BACKOFF):
                 time.sleep(min(RETRY_BACKOFF[attempt], max(0.0, end - time.monotonic())))
                 attempt += 1
@@ -835,17 +839,17 @@ class Backlog:
             return response.status_code, Answer(response.status_code, response.headers, body)
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError,
                 http.client.HTTPException, OSError) as exc:
-            timeout = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError,
-                       TimeoutError)
-            if WATCHDOG.fired or isinstance(exc, timeout):
+            kind, reason = fault_of(exc)
+            if WATCHDOG.fired or kind == "timeout":
                 self.reset_connections()
                 raise ToolError(f"Backlog did not answer within {budget or seconds:g} s. "
                                 "Next: retry later, or raise BACKLOG_TIMEOUT.") from None
-            reason = _reason(exc)
-            if reason in UNREACHABLE:
+            if kind == "unreachable":
                 raise ToolError(f"Could not reach Backlog at {s.base_url}: {reason}. "
                                 "Next: check the network, a proxy (HTTPS_PROXY) and "
                                 "BACKLOG_BASE_URL, then retry.") from None
+            if stage == "reset" and getattr(WATCHDOG.connection, "sent", 0) > 1:
+                return "stale", reason  # a kept-alive connection the server had closed
             return stage, reason
         finally:
             WATCHDOG.disarm()
@@ -889,9 +893,45 @@ class Backlog:
 
 
 TRANSIENT = ("reset", "cut")
-RESETS = ("Connection reset", "RemoteDisconnected", "IncompleteRead", "Connection aborted")
-UNREACHABLE = ("Connection refused", "Name or service not known", "nodename nor servname",
-               "Temporary failure in name resolution", "CERTIFICATE_VERIFY_FAILED")
+STALE_RETRIES = 3  # GETs sent again at once after a reused connection was found closed
+
+
+def fault_of(exc):
+    """(kind, reason) of a failed exchange, read from the exception's type and the ones it
+    wraps (never from its text, which holds the URL): "timeout", "unreachable" (the host
+    cannot be reached: retrying will not help) or "reset" (the connection broke)."""
+    import http.client
+    import socket
+    import ssl
+    requests = requests_module()
+    import urllib3
+    timeouts = (socket.timeout, TimeoutError, requests.exceptions.Timeout,
+                urllib3.exceptions.TimeoutError)
+    unreachable = ((ConnectionRefusedError, "connection refused"),
+                   (socket.gaierror, "host name not found"),
+                   (ssl.SSLCertVerificationError, "certificate not trusted "
+                                                  "(CERTIFICATE_VERIFY_FAILED)"),
+                   (ssl.SSLError, "TLS handshake failed"))
+    resets = ((ConnectionResetError, "connection reset"), (BrokenPipeError, "connection reset"),
+              (http.client.RemoteDisconnected, "connection closed by the server"),
+              (http.client.IncompleteRead, "answer cut short"),
+              (ConnectionAbortedError, "connection aborted"))
+    chain, stack = [], [exc]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, BaseException) and all(e is not c for c in chain):
+            chain.append(e)
+            stack += [e.__cause__, e.__context__, getattr(e, "reason", None)] + list(e.args)
+    for kind, reason in unreachable:
+        if any(isinstance(e, kind) for e in chain):
+            return "unreachable", reason
+    # urllib3 derives its NewConnectionError from a timeout class: it is a failed connect
+    if any(isinstance(e, urllib3.exceptions.NewConnectionError) for e in chain):
+        return "unreachable", "could not connect"
+    if any(isinstance(e, timeouts) for e in chain):
+        return "timeout", "timed out"
+    return "reset", next((reason for e in chain for kind, reason in resets
+                          if isinstance(e, kind)), type(exc).__name__)
 
 
 class Watchdog:
@@ -945,8 +985,11 @@ def watched_adapter():
 
     def watched(pool):
         class Connection(pool.ConnectionCls):
+            sent = 0  # requests sent on this connection: more than one, it was reused
+
             def putrequest(self, *args, **kwargs):
                 WATCHDOG.connection = self
+                self.sent += 1
                 return super().putrequest(*args, **kwargs)
 
             def connect(self):
@@ -1108,15 +1151,6 @@ def read_body(raw, headers, cap, keep=None):
             if keep is not None:
                 return body[:keep]
             raise TooBig(cap)
-
-
-def _reason(exc):
-    """A short, key-free reason for a requests exception (its text holds the URL)."""
-    text = redact(str(exc))
-    for marker in UNREACHABLE + RESETS + ("Max retries exceeded",):
-        if marker.lower() in text.lower():
-            return marker
-    return type(exc).__name__
 
 
 def _retry_wait(status, headers, attempt):

@@ -1925,7 +1925,7 @@ def test_writes_are_sent_once_whatever_the_fault(fake, kind, arg):
 
 
 @pytest.mark.parametrize("url, text", [
-    ("http://127.0.0.1:9", "Connection refused"),
+    ("http://127.0.0.1:9", "connection refused"),
     ("https://backlog.invalid", "Could not reach Backlog"),
 ])
 def test_unreachable_backlog(url, text):
@@ -3705,3 +3705,13 @@ def test_bundle_form_quirks_of_the_host_library(unpacked):
         reply = rpc("tools/call", {"name": "issue_details_get",
                                    "arguments": {"issue_id_or_key": "DEMO-42"}})
         assert KEY not in json.dumps(reply) and "error" not in reply, form
+
+
+def test_a_reused_connection_closed_by_the_server_is_retried_at_once(fake):
+    """A server that drops an idle keep-alive connection just as we reuse it (the reset comes
+    before any answer): the GET goes again on a fresh connection, at once and uncharged."""
+    b.configure(fault_env(fake))
+    for _ in range(3):
+        fake.fault("raw_idle_close", (301, {"Location": fake.url + "/api/v2/space"}, b"", 0.05))
+        fake.fault("reset", times=len(b.RETRY_BACKOFF))  # real faults still get every retry
+        assert data(call("space_details_get"))["spaceKey"] == "example"

@@ -895,7 +895,8 @@ class OtherHost:
         self.port = self.server.server_address[1]
         self.hostport = f"{host}:{self.port}"
         self.url = f"http://{self.hostport}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01},
+                         daemon=True).start()
 
     def stop(self):
         self.server.shutdown()

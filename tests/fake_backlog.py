@@ -341,7 +341,10 @@ class FakeBacklog(Backlog):
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # A short poll: shutdown() waits for the loop to notice (0.5 s by default, paid by
+        # every test that starts a stand-in).
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01},
+                         daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         return self
 
@@ -464,6 +467,9 @@ class FakeBacklog(Backlog):
                                  [bytes([c]) for c in b"Content-Type: application/json\r\n"])
         if kind == "raw":
             return self.send_raw(h, *arg)
+        if kind == "raw_idle_close":  # keep-alive said, then closed after `delay` seconds
+            *answer, delay = arg
+            return self.send_raw(h, *answer, close_after=delay)
         raise ValueError(kind)
 
     TRICKLE_SECONDS = 30.0  # the longest a trickle lasts
@@ -487,10 +493,12 @@ class FakeBacklog(Backlog):
             pass
         return None
 
-    def send_raw(self, h, status, headers, body):
+    def send_raw(self, h, status, headers, body, close_after=None):
         """Exactly this status line, these headers (a dict, or (name, value) pairs; str or
         bytes) and body bytes; a Content-Length of the body is added unless the headers have
-        Content-Length or Transfer-Encoding. The connection is closed afterwards."""
+        Content-Length or Transfer-Encoding. The connection is closed afterwards, and says so
+        (Connection: close) unless `close_after` is given: then it is closed that many seconds
+        later without a word, as a server that drops idle keep-alive connections does."""
         from http import HTTPStatus
         try:
             phrase = HTTPStatus(status).phrase
@@ -500,6 +508,8 @@ class FakeBacklog(Backlog):
         names = {(k.decode("latin-1") if isinstance(k, bytes) else k).lower() for k, _ in pairs}
         if not names & {"content-length", "transfer-encoding"}:
             pairs.append(("Content-Length", str(len(body))))
+        if close_after is None and "connection" not in names:
+            pairs.append(("Connection", "close"))
 
         def raw(text):
             if isinstance(text, bytes):
@@ -514,6 +524,8 @@ class FakeBacklog(Backlog):
         try:
             h.wfile.write(head + (body or b""))
             h.wfile.flush()
+            if close_after is not None:
+                self.stopping.wait(close_after)
         except OSError:
             pass
         return None
