@@ -17,6 +17,7 @@ isError true and a text that says what to do next.
 """
 
 import contextlib
+import contextvars
 import json
 import os
 import re
@@ -36,14 +37,6 @@ CATEGORIES = ("document", "git", "issue", "project", "file", "user", "wiki", "sp
 WRITE_GROUPS = ("issue", "git", "wiki", "document", "project", "notification", "star")
 DEFAULT_WRITABLE = ("issue", "git", "wiki", "document", "notification", "star")
 
-# Module-level flags, set by configure() and read on every request.
-WRITABLE = {group: group in DEFAULT_WRITABLE for group in WRITE_GROUPS}
-TOOLSETS = set(CATEGORIES)
-SETTINGS = None  # the current space's Settings, made by configure() on first use
-CURRENT = None   # the current Space
-SECRETS = []     # every space's secrets: the redactor hides them all
-IGNORED = []     # BACKLOG_* variables the server does not read (said on stderr at start)
-
 BACKLOG_HOSTS = ("backlog.com", "backlog.jp", "backlogtool.com")
 PROJECT_KEY = re.compile(r"[_A-Z0-9]{1,25}\Z")
 CONNECT_TIMEOUT = 10.0
@@ -54,9 +47,11 @@ RATE_LIMIT_MAX_WAIT = 10.0   # seconds a GET may wait on a 429 before its one re
 RETRY_BACKOFF = (0.5, 1.0)   # waits before the retries of a GET after a 5xx or a reset
 CACHE_TTL = 300.0
 TOOLS_PAGE_SIZE = 200        # tools/list page size; every tool fits in one page by default
-
+MIN_SECRET = 8  # shorter ones are refused (never sent); redacting them would garble messages
 
 HOST = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}\.)*[a-z0-9-]{1,63}\Z")  # a DNS name, no more
+SPACE_NAME = re.compile(r"[a-z][a-z0-9_]{0,19}\Z")
+READ, WRITE = "read", "write"  # the levels of a project in BACKLOG_PROJECTS (DEMO, OPS:read)
 
 
 def _split(value):
@@ -74,12 +69,11 @@ def loopback(host):
         return False
 
 
-# -- Settings, declared once: each row is a name, a parser, a default, a line of help. -----
-# A parser takes the text (half-width but for VERBATIM ones, stripped, never empty) and
-# the settings read so far, and returns the value or raises ValueError with words for a
-# person. A value the server does not understand is a problem, named in --check, on stderr at
-# start and in every tool result; until it is fixed no tool reaches Backlog, and the tool
-# list offers only read tools.
+# -- Parsers: each takes a setting's text (half-width unless the row is verbatim, stripped,
+# never empty) and the Settings read so far, and returns the value or raises ValueError with
+# words for a person. A value the server does not understand is a problem, named in --check,
+# on stderr at start and in every tool result; until it is fixed no tool reaches Backlog, and
+# the tool list offers only read tools.
 
 FLAG_WORDS = {"1": True, "true": True, "yes": True, "on": True,
               "0": False, "false": False, "no": False, "off": False}
@@ -92,8 +86,9 @@ def flag(text, s):
 
 
 def choice(*words):
+    """One of `words`, in any case; with no words, any word (checked elsewhere)."""
     def parse(text, s):
-        if text.lower() not in words:
+        if words and text.lower() not in words:
             raise ValueError(f"'{text}' is not one of {', '.join(words)}")
         return text.lower()
     return parse
@@ -140,12 +135,18 @@ def timeout(text, s):
 
 
 def projects(text, s):
-    keys = [key.upper() for key in _split(text)]
-    bad = [key for key in keys if not PROJECT_KEY.match(key)]
-    if bad or not keys:
-        raise ValueError(f"'{', '.join(bad) or text}' is not a list of project keys "
-                         "(letters, digits and _, e.g. DEMO,PROJ)")
-    return keys
+    """{KEY: level}: DEMO,OPS:read reads and writes DEMO, only reads OPS."""
+    found = {}
+    for part in _split(text):
+        key, _, level = part.partition(":")
+        key, level = key.strip().upper(), level.strip().lower() or WRITE
+        if not PROJECT_KEY.match(key) or level not in (READ, WRITE):
+            raise ValueError(f"'{part}' is not a project key (letters, digits and _), "
+                             "optionally with :read, e.g. DEMO,OPS:read")
+        found[key] = min(found.get(key, WRITE), level, key=(READ, WRITE).index)
+    if not found:
+        raise ValueError(f"'{text}' is not a list of project keys (e.g. DEMO,PROJ)")
+    return found
 
 
 def prefix(text, s):
@@ -157,6 +158,8 @@ def prefix(text, s):
 def api_key(text, s):
     """Backlog's keys are 64 letters and digits; a key is taken if it is 8 to 256 of them
     (and of - _ . ~, which no JSON or URL escapes), else refused and never sent."""
+    if len(text) >= MIN_SECRET:
+        s.secrets.append(text)  # redacted wherever it shows, taken or not
     if not re.match(r"[A-Za-z0-9._~-]{8,256}\Z", text):
         raise ValueError("is not an API key (8 or more letters and digits, no spaces or "
                          "quotes): paste the key alone, from Personal Settings > API")
@@ -176,6 +179,18 @@ def folders(text, s):
                 raise ValueError(f"'{folder}' is not a folder")
             found.append(real)
     return found
+
+
+def log_file(text, s):
+    """A file the audit log is appended to; its folder must exist."""
+    try:
+        path = os.path.realpath(os.path.expanduser(text))
+        folder_ok = os.path.isdir(os.path.dirname(path)) and not os.path.isdir(path)
+    except (ValueError, OSError):
+        folder_ok = False
+    if not folder_ok:
+        raise ValueError(f"'{text}' is not a file in an existing folder")
+    return path
 
 
 def domain(text, s):
@@ -223,117 +238,279 @@ def base_url(typed, s):
     return f"{url.scheme}://{netloc}"
 
 
+def space_list(text, s):
+    names = [n.lower() for n in _split(text)]
+    bad = [n for n in names if not SPACE_NAME.match(n)]
+    if bad:
+        raise ValueError(f"'{bad[0]}' is not a space name (a letter, then letters, digits or _; "
+                         "at most 20)")
+    if len(set(names)) != len(names):
+        raise ValueError("names a space twice")
+    return names
+
+
+# -- How a space's own value (BACKLOG_<NAME>_PROJECTS) meets the shared one (BACKLOG_PROJECTS):
+# a space may only narrow what is shared. Each takes the shared value (None when unset) and
+# the space's own (None when unset or empty: an empty own value inherits, never widens).
+
+def own_only(shared, own):
+    """Where the space's requests go and with which key: its own, never a shared one."""
+    return own
+
+
+def own_or_shared(shared, own):
+    return shared if own is None else own
+
+
+def either(shared, own):
+    """Read-only wins: on when the shared or the space's own value is on."""
+    return bool(shared) or bool(own)
+
+
+def both_groups(shared, own):
+    """Writable groups: those both allow."""
+    return own if shared is None else shared if own is None else shared & own
+
+
+def both_projects(shared, own):
+    """Projects both list, at the lower of the two levels (OPS:read in either: read)."""
+    if shared is None or own is None:
+        return own if shared is None else shared
+    return {k: min(shared[k], own[k], key=(READ, WRITE).index) for k in own if k in shared}
+
+
 class Setting:
-    def __init__(self, name, parse, default, help, attribute=None):
+    """One row of SETTINGS_TABLE: every property of a setting in one place.
+
+    scope: "server" (one value for the process), "shared" (one value, every space) or
+    "space" (each space reads BACKLOG_<NAME>_<REST> too; `merge` joins the two). `verbatim`:
+    read as typed (else full-width letters become ASCII, as a Japanese IME types them);
+    `secret`: redacted everywhere, `safe`: the value while the text is not understood; `cli`:
+    the command-line flag that sets it; `form`: its field in the bundle's form, as (field,
+    type, title, description, required). parse None: read by requests, listed for people."""
+
+    def __init__(self, name, parse, default, help, scope="shared", merge=own_or_shared,
+                 verbatim=False, secret=False, safe=None, cli=None, form=None, attribute=None):
         self.name, self.parse, self.default, self.help = name, parse, default, help
+        self.scope, self.merge, self.verbatim, self.secret = scope, merge, verbatim, secret
+        self.safe = default if safe is None else safe
+        self.cli, self.form = cli, form
         self.attribute = attribute or name[len("BACKLOG_"):].lower()
 
 
 SETTINGS_TABLE = (  # in the order they are read: a later parser may use an earlier value
+    Setting("BACKLOG_SPACES", space_list, [], "names of several spaces, e.g. work,client (each "
+            "then has BACKLOG_<NAME>_BASE_URL, _API_KEY, ...)", scope="server"),
+    Setting("BACKLOG_DEFAULT_SPACE", choice(), "", "the space a call uses when it names none "
+            "(default: the first)", scope="server"),
     Setting("BACKLOG_ALLOW_CUSTOM_HOST", flag, False,
-            "1 allows an https host outside backlog.com, backlog.jp, backlogtool.com"),
+            "1 allows an https host outside backlog.com, backlog.jp, backlogtool.com",
+            scope="space"),
     Setting("BACKLOG_BASE_URL", base_url, "",
-            "your space's URL, e.g. https://your-space.backlog.com"),
-    Setting("BACKLOG_DOMAIN", domain, "", "or the host alone, e.g. your-space.backlog.com"),
-    Setting("BACKLOG_API_KEY", api_key, "", "your personal API key (Personal Settings > API)"),
-    Setting("BACKLOG_PROJECTS", projects, [], "allow-list of project keys, e.g. DEMO,PROJ "
-            "(default: every project the key sees)"),
+            "your space's URL, e.g. https://your-space.backlog.com", scope="space",
+            merge=own_only, form=("base_url", "string", "Backlog address",
+                                  "The address you open Backlog at, e.g. "
+                                  "https://your-space.backlog.com", True)),
+    Setting("BACKLOG_DOMAIN", domain, "", "or the host alone, e.g. your-space.backlog.com",
+            scope="space", merge=own_only),
+    Setting("BACKLOG_API_KEY", api_key, "", "your personal API key (Personal Settings > API)",
+            scope="space", merge=own_only, verbatim=True, secret=True,
+            form=("api_key", "string", "API key",
+                  "In Backlog, open your picture > Personal Settings > API, register a key and "
+                  "paste it here. It is stored encrypted by your computer's keychain, not as "
+                  "plain text.", True)),
+    Setting("BACKLOG_PROJECTS", projects, None, "allow-list of project keys, e.g. DEMO,PROJ; "
+            "KEY:read only reads one (default: every project the key sees)", scope="space",
+            merge=both_projects,
+            form=("projects", "string", "Projects (optional)",
+                  "The keys of the projects the assistant may use, separated by commas, e.g. "
+                  "DEMO,SUPPORT; add :read to a key to let it only read there (OPS:read). "
+                  "Leave empty for every project you can see.", False)),
+    Setting("BACKLOG_READ_ONLY", flag, False, "1 turns every write tool off (also --read-only)",
+            scope="space", merge=either, safe=True, cli="--read-only",
+            form=("read_only", "boolean", "Read only",
+                  "On: the assistant can read, but never add, change or delete anything in "
+                  "Backlog.", False)),
     Setting("BACKLOG_WRITABLE", groups(WRITE_GROUPS), set(DEFAULT_WRITABLE),
-            f"writable groups (default {','.join(DEFAULT_WRITABLE)}; also project)"),
-    Setting("BACKLOG_READ_ONLY", flag, False, "1 turns every write tool off (also --read-only)"),
+            f"writable groups (default {','.join(DEFAULT_WRITABLE)}; also project)",
+            scope="space", merge=both_groups, safe=set(),
+            form=("writable", "string", "What the assistant may change (optional)",
+                  f"Separated by commas, from: {', '.join(WRITE_GROUPS)}. Leave empty for "
+                  f"all but {', '.join(g for g in WRITE_GROUPS if g not in DEFAULT_WRITABLE)}; "
+                  "to allow no change at all, turn on Read only.", False)),
     Setting("BACKLOG_TOOLSETS", toolsets, set(CATEGORIES),
-            "categories to list, or all (with the extra tools); also --toolsets"),
+            "categories to list, or all (with the extra tools); also --toolsets",
+            cli="--toolsets",
+            form=("toolsets", "string", "Kinds of tools (optional)",
+                  f"Separated by commas, from: {', '.join(CATEGORIES)}; or all, which adds "
+                  "rarely needed tools. Leave empty for the usual set.", False)),
     Setting("BACKLOG_PREFIX", prefix, "", "prefix for every tool name (default none)"),
     Setting("BACKLOG_OUTPUT", choice("lean", "full"), "lean", "lean (default) or full answers"),
     Setting("BACKLOG_TIMEOUT", timeout, (CONNECT_TIMEOUT, READ_TIMEOUT),
             f"seconds a request may take, retries included, or connect,total "
             f"(default {READ_TIMEOUT:g})"),
     Setting("BACKLOG_MAX_DOWNLOAD_BYTES", number(1, 1 << 30, integer=True), MAX_DOWNLOAD,
-            f"download cap in bytes (default {MAX_DOWNLOAD})", "max_download"),
+            f"download cap in bytes (default {MAX_DOWNLOAD})", attribute="max_download"),
     Setting("BACKLOG_CONFIRM", choice("destructive", "writes", "off"), "destructive",
-            "ask the person before destructive tools (default), every write, or off; only "
+            "ask the person before what destroys (default), every write, or off; only "
             "where the client can ask"),
     Setting("BACKLOG_UPLOAD_DIRS", folders, [],
-            f"folders ('{os.pathsep}'-separated) files may be uploaded from (default: none)"),
+            f"folders ('{os.pathsep}'-separated) files may be uploaded from (default: none)",
+            verbatim=True),
+    Setting("BACKLOG_AUDIT_LOG", log_file, "", "file that gets one JSON line per write and per "
+            "refusal (default: none)", verbatim=True),
+    Setting("HTTPS_PROXY", None, "", "proxy for https (also NO_PROXY; as requests reads them)",
+            scope="server"),
+    Setting("REQUESTS_CA_BUNDLE", None, "", "file of the certificate authorities to trust "
+            "(e.g. a company's own)", scope="server"),
 )
-VERBATIM = ("BACKLOG_API_KEY", "BACKLOG_UPLOAD_DIRS")  # the others are read HALF_WIDTH
+ROWS = {row.name: row for row in SETTINGS_TABLE}
 HALF_WIDTH = {**{0xFF01 + i: 0x21 + i for i in range(94)},  # ！ to ～: ! to ~
               0x3000: " ", 0x3001: ",", 0x3002: "."}  # the ideographic space, 、 and 。
-MIN_SECRET = 8  # shorter ones are refused (never sent); redacting them would garble messages
-SAFE = {"BACKLOG_READ_ONLY": True, "BACKLOG_WRITABLE": set()}  # read-only wins on a bad value
-# What each space has of its own, as BACKLOG_<NAME>_<REST> (BACKLOG_WORK_API_KEY); Nulab's
-# server names two of them BACKLOG_ORG_<NAME>_DOMAIN and BACKLOG_ORG_<NAME>_API_KEY.
-PER_SPACE = ("BACKLOG_ALLOW_CUSTOM_HOST", "BACKLOG_BASE_URL", "BACKLOG_DOMAIN", "BACKLOG_API_KEY",
-             "BACKLOG_PROJECTS", "BACKLOG_WRITABLE", "BACKLOG_READ_ONLY")
-SPACE_NAME = re.compile(r"[a-z][a-z0-9_]{0,19}\Z")
+NULAB = ("BACKLOG_BASE_URL", "BACKLOG_DOMAIN", "BACKLOG_API_KEY")  # BACKLOG_ORG_<NAME>_DOMAIN
 
 
-def space_names(env):
-    """(names, default, Nulab's form?, problems) of BACKLOG_SPACES (or, without it, Nulab's
-    BACKLOG_ORG_<NAME>_* names) and BACKLOG_DEFAULT_SPACE (or BACKLOG_DEFAULT_ORG). No names:
-    one space, as always."""
-    text = (env.get("BACKLOG_SPACES") or "").strip()
-    nulab = not text
-    names = [n.lower() for n in _split(text)] if text else sorted(
-        {m.group(1).lower() for k in env
-         for m in [re.match(r"BACKLOG_ORG_([A-Za-z0-9_]+?)_(?:DOMAIN|API_KEY)\Z", k)] if m})
-    problems = [f"BACKLOG_SPACES: '{n}' is not a space name (a letter, then letters, digits "
-                "or _; at most 20)." for n in names if not SPACE_NAME.match(n)]
-    if len(set(names)) != len(names):
-        problems.append("BACKLOG_SPACES names a space twice.")
-    asked = (env.get("BACKLOG_DEFAULT_SPACE") or env.get("BACKLOG_DEFAULT_ORG") or "").strip()
-    default = asked.lower() or (names[0] if names else "")
+def setting_text(row, env, variable=None):
+    """The text of a setting as every reader sees it: half-width unless the row is verbatim,
+    stripped; "" when unset, empty or not text."""
+    text = env.get(variable or row.name)
+    text = text if isinstance(text, str) else ""
+    return (text if row.verbatim else text.translate(HALF_WIDTH)).strip()
+
+
+def spellings(row, name, nulab):
+    """The variables that hold space `name`'s own value of a row."""
+    rest = row.name[len("BACKLOG_"):]
+    return [f"BACKLOG_{name.upper()}_{rest}"] + (
+        [f"BACKLOG_ORG_{name.upper()}_{rest}"] if nulab and row.name in NULAB + (
+            "BACKLOG_PROJECTS", "BACKLOG_WRITABLE", "BACKLOG_READ_ONLY",
+            "BACKLOG_ALLOW_CUSTOM_HOST") else [])
+
+
+class Settings:
+    """One space's settings (or, name None, the only space's), read through SETTINGS_TABLE;
+    `problems` lists what is wrong, one sentence each, in words for a person."""
+
+    def __init__(self, name=None):
+        self.name = name
+        self.problems, self.secrets, self.explicit = [], [], set()
+
+    def parse(self, row, text, where=None):
+        """(value, understood?) of one text; a refusal is a problem named after `where`."""
+        try:
+            return row.parse(text, self), True
+        except ValueError as exc:
+            self.problems.append(f"{where or row.name}: {exc}.")
+            return row.safe, False
+
+    def finish(self):
+        if sys.version_info < (3, 9):
+            self.problems.insert(0, "mcp-backlog-server needs Python 3.9 or newer (this is "
+                                    f"{'.'.join(map(str, sys.version_info[:3]))}).")
+        self.base_url = self.base_url or self.domain
+        where = f"space {self.name}: BACKLOG_{self.name.upper()}_" if self.name else "BACKLOG_"
+        if not self.base_url and not {"BACKLOG_BASE_URL", "BACKLOG_DOMAIN"} & self.explicit:
+            self.problems.append(f"{where}BASE_URL is not set: use your space's URL, "
+                                 "e.g. https://your-space.backlog.com")
+        if not self.api_key and "BACKLOG_API_KEY" not in self.explicit:
+            self.problems.append(f"{where}API_KEY is not set: create a key in Backlog under "
+                                 "Personal Settings > API and set it in the server's env.")
+        if self.read_only or self.problems:
+            self.writable = set()  # until a problem is fixed, no write tool is offered
+        # The rarely used tools (extra=True) come with a toolset that is named, or with all.
+        self.extras = set(self.toolsets) if "BACKLOG_TOOLSETS" in self.explicit else set()
+        return self
+
+    def level(self, key):
+        """READ or WRITE for an allowed project key, None for one outside the allow-list;
+        WRITE for every project when there is no allow-list."""
+        return WRITE if self.projects is None else self.projects.get(str(key).upper())
+
+    def allowed(self):
+        """The allow-list as written (DEMO, OPS:read), or None when there is none."""
+        return None if self.projects is None else [
+            key if level == WRITE else f"{key}:{level}" for key, level in self.projects.items()]
+
+    def __repr__(self):
+        return f"<Settings {self.base_url or 'unset'} key={'set' if self.api_key else 'unset'}>"
+
+
+def read_settings(env, read_only=False, toolsets=None):
+    """Every setting read once, through one reader per row: ({space name: Settings}, default
+    space name, notes). A space's own value is parsed as the shared one is, then merged with
+    it by its row's rule; a problem of a shared value is said once, a space's own under the
+    variable that holds it."""
+    env = dict(env)
+    if read_only:
+        env["BACKLOG_READ_ONLY"] = "1"  # --read-only and --toolsets win over the variables
+    if toolsets:
+        env["BACKLOG_TOOLSETS"] = toolsets
+    server = Settings()
+    for row in SETTINGS_TABLE:
+        if row.scope == "server" and row.parse is not None:
+            text = setting_text(row, env)
+            setattr(server, row.attribute, server.parse(row, text)[0] if text else row.default)
+    names, nulab = server.spaces, "BACKLOG_SPACES" not in env
+    if not names and nulab:  # Nulab's form: BACKLOG_ORG_<NAME>_DOMAIN / _API_KEY
+        names = sorted({m.group(1).lower() for k in env for m in [re.match(
+            r"BACKLOG_ORG_([A-Za-z0-9_]+?)_(?:DOMAIN|API_KEY)\Z", k)] if m})
+        names = [n for n in names if SPACE_NAME.match(n)]
+    nulab = nulab and bool(names)
+    asked = server.default_space or setting_text(ROWS["BACKLOG_DEFAULT_SPACE"], env,
+                                                 "BACKLOG_DEFAULT_ORG").lower()
+    default = asked or (names[0] if names else None)
     if asked and default not in names:
-        problems.append(f"BACKLOG_DEFAULT_SPACE: '{asked}' is not one of the spaces "
-                        f"({', '.join(names) or 'none: BACKLOG_SPACES is not set'}).")
-        default = names[0] if names else ""
-    return names, default, nulab, problems
-
-
-def space_env(env, name, nulab=False):
-    """The environment as one space sees it. Its URL, domain and key are its own only
-    (BACKLOG_<NAME>_BASE_URL ...; BACKLOG_ORG_<NAME>_* in Nulab's form), never a shared one
-    (a key goes to its own host). Its allow-list and groups are its own, or else the shared
-    ones; a shared BACKLOG_READ_ONLY holds for every space, and a space's BACKLOG_<NAME>_WRITABLE
-    cannot add a group that a shared BACKLOG_WRITABLE leaves out."""
-    view = {k: v for k, v in env.items() if k not in PER_SPACE or k in INHERITED}
-    for variable in PER_SPACE:
-        rest = variable[len("BACKLOG_"):]
-        spellings = [f"BACKLOG_{name.upper()}_{rest}"]
-        if nulab:
-            spellings.append(f"BACKLOG_ORG_{name.upper()}_{rest}")
-        own = next((env[s] for s in spellings if s in env), None)
-        if own is None:
-            continue
-        shared = (env.get(variable) or "").strip()
-        if variable == "BACKLOG_READ_ONLY" and shared and flag_or_none(shared) is not False:
-            continue  # read-only wins (and a shared value not understood stays a problem)
-        if variable == "BACKLOG_WRITABLE" and shared:
-            allowed = {g.lower() for g in _split(shared)}
-            own = ",".join(g for g in _split(own) if g.lower() in allowed)
-            if not own:  # nothing left that both allow
-                view["BACKLOG_READ_ONLY"], own = "1", shared
-        view[variable] = own
-    return view
-
-
-def flag_or_none(text):
-    return FLAG_WORDS.get((text or "").strip().lower())
-
-
-INHERITED = ("BACKLOG_PROJECTS", "BACKLOG_WRITABLE", "BACKLOG_READ_ONLY",
-             "BACKLOG_ALLOW_CUSTOM_HOST")
+        server.problems.append(f"BACKLOG_DEFAULT_SPACE: '{asked}' is not one of the spaces "
+                               f"({', '.join(names) or 'none: BACKLOG_SPACES is not set'}).")
+        default = names[0] if names else None
+    misspelt, notes = unknown_settings(env, names, nulab)
+    shared = Settings()  # the shared texts, each parsed once
+    shared.problems = server.problems + misspelt
+    values = {}
+    for row in SETTINGS_TABLE:
+        if row.scope != "server":
+            text = setting_text(row, env)
+            if text:
+                shared.explicit.add(row.name)
+            values[row.name] = shared.parse(row, text)[0] if text else None
+            setattr(shared, row.attribute, row.default if values[row.name] is None
+                    else values[row.name])
+    spaces = {}
+    for name in names or [None]:
+        s = Settings(name)
+        s.problems, s.secrets = list(shared.problems), list(shared.secrets)
+        for row in SETTINGS_TABLE:
+            if row.scope == "server":
+                continue
+            value, explicit = values[row.name], row.name in shared.explicit
+            if row.scope == "space" and name:
+                variable = spellings(row, name, nulab)[0]
+                own_text = next((t for t in (setting_text(row, env, v) for v in
+                                             spellings(row, name, nulab)) if t), "")
+                own = s.parse(row, own_text, f"space {name}: {variable}")[0] \
+                    if own_text else None
+                explicit = bool(own_text) or (explicit and row.merge is not own_only)
+                if row.merge is both_projects and own is not None and value is not None \
+                        and not set(own) & set(value):
+                    s.problems.append(f"space {name}: {variable}: none of {', '.join(own)} is "
+                                      f"in BACKLOG_PROJECTS ({', '.join(value)}).")
+                value = row.merge(value, own)
+            if explicit:
+                s.explicit.add(row.name)
+            setattr(s, row.attribute, row.default if value is None else value)
+        spaces[name] = s.finish()
+    return spaces, default, notes
 
 
 def unknown_settings(env, names, nulab):
     """BACKLOG_* variables the server does not read: a near miss of a known name is a problem
     (BACKLOG_READONLY), any other one a line on stderr."""
-    known = {row.name for row in SETTINGS_TABLE} | {"BACKLOG_SPACES", "BACKLOG_DEFAULT_SPACE",
-                                                    "BACKLOG_DEFAULT_ORG"}
+    known = {row.name for row in SETTINGS_TABLE} | {"BACKLOG_DEFAULT_ORG"}
     for name in names:
-        known |= {f"BACKLOG_{name.upper()}_{v[len('BACKLOG_'):]}" for v in PER_SPACE}
-        if nulab:
-            known |= {f"BACKLOG_ORG_{name.upper()}_{v[len('BACKLOG_'):]}" for v in PER_SPACE}
+        known |= {v for row in SETTINGS_TABLE if row.scope == "space"
+                  for v in spellings(row, name, nulab)}
+    if nulab:
+        known |= {k for k in env if re.match(r"BACKLOG_ORG_[A-Za-z0-9_]+?_(?:DOMAIN|API_KEY)\Z", k)}
     problems, others = [], []
     for variable in sorted(k for k in env if k.startswith("BACKLOG_") and k not in known):
         near = min(known, key=lambda k: distance(variable, k))
@@ -341,118 +518,92 @@ def unknown_settings(env, names, nulab):
             problems.append(f"{variable} is not a setting: did you mean {near}?")
         else:
             others.append(variable)
+    if names and {"BACKLOG_BASE_URL", "BACKLOG_DOMAIN", "BACKLOG_API_KEY"} & set(env):
+        others += [v for v in NULAB if v in env]  # each space has its own
     return problems, others
 
 
-class Settings:
-    """The environment, read once through SETTINGS_TABLE; `problems` lists what is wrong, one
-    sentence each, in words for a person."""
-
-    def __init__(self, env, read_only=False, toolsets=None):
-        self.problems, self.secrets, self.explicit = [], [], set()
-        overrides = {"BACKLOG_TOOLSETS": toolsets, "BACKLOG_READ_ONLY": "1" if read_only else None}
-        for row in SETTINGS_TABLE:
-            text = overrides.get(row.name) or env.get(row.name)
-            text = text if isinstance(text, str) else ""
-            if row.name not in VERBATIM:  # ＤＥＭＯ、ＰＲＯＪ typed with a Japanese IME
-                text = text.translate(HALF_WIDTH)
-            text = text.strip()
-            value = row.default
-            if text:
-                self.explicit.add(row.name)
-                if row.name == "BACKLOG_API_KEY" and len(text) >= MIN_SECRET:
-                    self.secrets.append(text)
-                try:
-                    value = row.parse(text, self)
-                except ValueError as exc:
-                    self.problems.append(f"{row.name}: {exc}.")
-                    value = SAFE.get(row.name, row.default)
-            setattr(self, row.attribute, value)
-        if sys.version_info < (3, 9):
-            self.problems.insert(0, "mcp-backlog-server needs Python 3.9 or newer (this is "
-                                    f"{'.'.join(map(str, sys.version_info[:3]))}).")
-        self.base_url = self.base_url or self.domain
-        if not self.base_url and not {"BACKLOG_BASE_URL", "BACKLOG_DOMAIN"} & self.explicit:
-            self.problems.append("BACKLOG_BASE_URL is not set: use your space's URL, "
-                                 "e.g. https://your-space.backlog.com")
-        if not self.api_key and "BACKLOG_API_KEY" not in self.explicit:
-            self.problems.append("BACKLOG_API_KEY is not set: create a key in Backlog under "
-                                 "Personal Settings > API and set it in the server's env.")
-        if self.read_only or self.problems:
-            self.writable = set()  # until a problem is fixed, no write tool is offered
-        # The rarely used tools (extra=True) come with a toolset that is named, or with all.
-        self.extras = set(self.toolsets) if "BACKLOG_TOOLSETS" in self.explicit else set()
-
-    def __repr__(self):
-        return f"<Settings {self.base_url or 'unset'} key={'set' if self.api_key else 'unset'}>"
-
+# == Spaces and the request being answered =====================================
+# Every entry point (tools/call, prompts/get, resources, completions, the command line) binds
+# the space a request runs in once, for the whole request (`within`); `here()` is that space,
+# and `api` and `CACHE` are its client and cache. Nothing is copied into module globals, and
+# a request answered while another waits (a ping during a confirmation) binds its own.
 
 class Space:
     """One Backlog space: its settings, its client (one HTTP session) and its cache. Nothing
     of one space is ever used in another's call."""
 
     def __init__(self, name, settings_):
-        self.name, self.settings, self.api, self.cache = name, settings_, Backlog(), Cache()
+        self.name, self.settings = name, settings_
+        self.api, self.cache = Backlog(self), Cache(self)
 
 
 SPACES = {}          # name -> Space; one space: {None: Space}
 DEFAULT_SPACE = None
+SECRETS = []         # every space's secrets: the redactor hides them all
+IGNORED = []         # BACKLOG_* variables the server does not read (said on stderr at start)
 CONFIGURED = ()      # what configure() was last given
+BOUND = contextvars.ContextVar("space", default=None)  # the space of the request answered
 
 
 def configure(env=None, read_only=False, toolsets=None):
-    """Read the settings from `env` (default os.environ) into the spaces and the module-level
-    flags (those of the default space; a call in another space swaps them, see in_space)."""
+    """Read the settings from `env` (default os.environ) into the spaces; returns the default
+    space's Settings."""
     global DEFAULT_SPACE, SECRETS, IGNORED, CONFIGURED
     env = os.environ if env is None else env
     CONFIGURED = (env, read_only, toolsets)
-    names, default, nulab, problems = space_names(env)
-    misspelt, IGNORED = unknown_settings(env, names, nulab)
+    found, default, IGNORED = read_settings(env, read_only, toolsets)
     for space in SPACES.values():
         space.api.reset()
     SPACES.clear()
-    for name in names or [None]:
-        s = Settings(space_env(env, name, nulab) if name else env, read_only, toolsets)
-        s.problems = problems + misspelt + s.problems
-        if name:
-            s.problems = [f"space {name}: {p}" for p in s.problems]
-        SPACES[name] = Space(name, s)
-    DEFAULT_SPACE = default or None
+    SPACES.update((name, Space(name, s)) for name, s in found.items())
+    DEFAULT_SPACE = default
     SECRETS = sorted({x for space in SPACES.values() for x in space.settings.secrets})
     for t in TOOLS.values():
         t._definition = None  # the space parameter comes and goes with the spaces
-    enter(SPACES[DEFAULT_SPACE])
-    return SETTINGS
+    return SPACES[DEFAULT_SPACE].settings
 
 
-def enter(space):
-    """Make `space` the one the module-level names (SETTINGS, api, CACHE, the flags) mean."""
-    global SETTINGS, api, CACHE, CURRENT
-    CURRENT, SETTINGS, api, CACHE = space, space.settings, space.api, space.cache
-    for group in WRITE_GROUPS:
-        WRITABLE[group] = group in SETTINGS.writable
-    TOOLSETS.clear()
-    TOOLSETS.update(SETTINGS.toolsets)
+def here():
+    """The space the request being answered runs in (the default one outside a request)."""
+    space = BOUND.get()
+    if space is None:
+        if not SPACES:
+            configure()
+        space = SPACES[DEFAULT_SPACE]
+    return space
 
 
-class in_space:
-    """Run a block in a named space (None: the default one), then come back."""
+def space_named(name):
+    """The Space of a name (None: the default one); a tool error for a name not configured."""
+    if name is not None and name not in SPACES:
+        raise ToolError(f"Unknown space {shown(name, 40)}.",
+                        f"use one of {', '.join(n for n in SPACES if n)}.")
+    return SPACES[DEFAULT_SPACE if name is None else name] if SPACES else here()
 
-    def __init__(self, name):
-        if name is not None and name not in SPACES:
-            raise ToolError(f"Unknown space '{clip(name, 40)}'. Spaces: "
-                            f"{', '.join(n for n in SPACES if n)}.")
-        self.space = SPACES[DEFAULT_SPACE if name is None else name]
 
-    def __enter__(self):
-        self.before = CURRENT
-        if self.space is not CURRENT:  # one space: nothing to swap, on every call
-            enter(self.space)
-        return self.space
+@contextlib.contextmanager
+def within(space):
+    """Run a block in `space` (a Space, a name, or None for the default one), then come back."""
+    space = space if isinstance(space, Space) else space_named(space)
+    token = BOUND.set(space)
+    try:
+        yield space
+    finally:
+        BOUND.reset(token)
 
-    def __exit__(self, *exc):
-        if self.before is not CURRENT:
-            enter(self.before)
+
+class _Bound:
+    """`api` and `CACHE`: the client and the cache of the space bound for this request."""
+
+    def __init__(self, attribute):
+        self.attribute = attribute
+
+    def __getattr__(self, name):
+        return getattr(getattr(here(), self.attribute), name)
+
+
+api, CACHE = _Bound("api"), _Bound("cache")
 
 
 def several():
@@ -460,7 +611,7 @@ def several():
 
 
 def settings():
-    return SETTINGS or configure()
+    return here().settings
 
 
 def log(message):
@@ -482,6 +633,16 @@ def redact(text):
         if form in text:
             text = text.replace(form, "***")
     return text
+
+
+def redact_bytes(data):
+    """The redactor for bytes about to be encoded (base64 content): the same spellings, as
+    UTF-8, each replaced by ***."""
+    for form in secret_forms():
+        encoded = form.encode("utf-8", "replace")
+        if encoded in data:
+            data = data.replace(encoded, b"***")
+    return data
 
 
 def clip(text, size):
@@ -643,13 +804,14 @@ class Backlog:
     session, one host check on the URL that requests prepares, one deadline per exchange,
     one reader of bodies (size cap after decoding), one strict JSON parser."""
 
-    def __init__(self):
+    def __init__(self, space):
+        self.space = space
         self._session = None
         self.answers = 0  # Backlog answers read; run_tool tells odd shapes from our bugs
 
     def reset(self):
         self.reset_connections()
-        CACHE.clear()
+        self.space.cache.clear()
 
     @property
     def session(self):
@@ -662,7 +824,7 @@ class Backlog:
             # Every call goes to one host: read HTTPS_PROXY, NO_PROXY and the CA bundle once
             # here, not again on every request as requests does by default.
             session.trust_env = False
-            session.proxies = requests.utils.get_environ_proxies(settings().base_url)
+            session.proxies = requests.utils.get_environ_proxies(self.space.settings.base_url)
             session.verify = os.environ.get("REQUESTS_CA_BUNDLE") \
                 or os.environ.get("CURL_CA_BUNDLE") or True
             for scheme in ("http://", "https://"):
@@ -681,13 +843,13 @@ class Backlog:
         from urllib3.util import parse_url
         got = parse_url(prepared.url)
         if (got.scheme, got.host, got.port, got.auth) != self.origin() \
-                or not prepared.url.startswith(settings().base_url + "/api/v2/"):
+                or not prepared.url.startswith(self.space.settings.base_url + "/api/v2/"):
             raise ToolError("The request would not go to BACKLOG_BASE_URL's host; it was not "
                             "sent. Next: check BACKLOG_BASE_URL.")
 
     def origin(self):
         """(scheme, host, port, None) of BACKLOG_BASE_URL, as urllib3 reads it; parsed once."""
-        base = settings().base_url
+        base = self.space.settings.base_url
         if self.__dict__.get("_origin", (None,))[0] != base:
             from urllib3.util import parse_url
             want = parse_url(base)
@@ -696,7 +858,7 @@ class Backlog:
 
     def url(self, path):
         parts = [path] if isinstance(path, str) else path
-        return f"{settings().base_url}/api/v2/" + "/".join(
+        return f"{self.space.settings.base_url}/api/v2/" + "/".join(
             "" if p is SLASH else segment(p) for p in parts)
 
     def get(self, path, params=None):
@@ -750,7 +912,7 @@ class Backlog:
         status, headers, body), under `cap` bytes after decoding. A GET is retried on 429,
         502-504, a reset or a body cut off (never a write); a redirect is followed only to the
         same scheme, host and port, without the key."""
-        s = settings()
+        s = self.space.settings
         if s.problems:
             raise ToolError("The server is not configured: " + "; ".join(s.problems))
         url = self.url(path)
@@ -812,7 +974,7 @@ class Backlog:
         import http.client
         import urllib3
         requests = requests_module()
-        s = settings()
+        s = self.space.settings
         stage = "reset"
         WATCHDOG.arm(seconds)
         try:
@@ -873,7 +1035,7 @@ class Backlog:
         except ValueError:
             return None
         same = (got.scheme, got.host, got.port, got.auth) == self.origin()
-        if not same or not target.startswith(settings().base_url + "/api/v2/"):
+        if not same or not target.startswith(self.space.settings.base_url + "/api/v2/"):
             return None
         from urllib.parse import parse_qsl, urlencode, urlsplit
         parts = urlsplit(target)
@@ -1178,13 +1340,13 @@ def _retry_wait(status, headers, attempt):
 class Cache:
     """A small dict with a time to live, for project keys, issue owners, field definitions."""
 
-    def __init__(self, ttl=CACHE_TTL, size=1000):
-        self.ttl, self.size, self.data = ttl, size, {}
+    def __init__(self, space, ttl=CACHE_TTL, size=1000):
+        self.space, self.ttl, self.size, self.data = space, ttl, size, {}
 
     def get(self, key, make):
         hit = self.data.get(key)
         if hit and hit[0] > time.monotonic():
-            api.answers += 1  # Backlog's data, as much as a fresh answer is
+            self.space.api.answers += 1  # Backlog's data, as much as a fresh answer is
             return hit[1]
         value = make()
         if len(self.data) >= self.size:
@@ -1196,14 +1358,11 @@ class Cache:
         self.data.clear()
 
 
-api = Backlog()
-CACHE = Cache()
-
 
 # == Access control ============================================================
 
 def restricted():
-    return bool(settings().projects)
+    return settings().projects is not None
 
 
 def denied(label, kind=None):
@@ -1312,7 +1471,7 @@ def allowed_items(items):
 
 
 def allowed_project_ids():
-    return [project_info(key)["id"] for key in settings().projects]
+    return [project_info(key)["id"] for key in settings().projects or ()]
 
 
 # == Tool registry =============================================================
@@ -1445,14 +1604,14 @@ class Tool:
         return dict(name=prefix + self.name, **self._definition)
 
     def disabled_because(self):
-        if self.category not in TOOLSETS:
+        if self.category not in settings().toolsets:
             return f"toolset '{self.category}' is off (BACKLOG_TOOLSETS)"
         if self.extra and self.category not in settings().extras:
             return (f"a rarely used tool, off by default: BACKLOG_TOOLSETS=all (or naming "
                     f"'{self.category}') turns it on")
         if self.write and settings().problems:
             return "writes are off until the configuration problems are fixed (see --check)"
-        if self.write and not WRITABLE.get(self.write):
+        if self.write and self.write not in settings().writable:
             return f"group '{self.write}' is not writable (BACKLOG_WRITABLE / read-only)"
         if self.requires and not getattr(settings(), self.requires[0]):
             return f"{self.requires[1]} is not set"
@@ -1511,7 +1670,7 @@ def enabled_tools():
     """The tools to list: with several spaces, those on in any of them."""
     found = {}
     for name in SPACES or [None]:
-        with in_space(name) if SPACES else contextlib.nullcontext():
+        with within(name):
             found.update((n, t) for n, t in TOOLS.items() if t.disabled_because() is None)
     return {n: TOOLS[n] for n in TOOLS if n in found}
 
@@ -1770,7 +1929,7 @@ def call_tool(name, arguments, confirm=None):
         find_tool(name)
         return {"content": [{"type": "text", "text": f"Unknown space '{clip(space, 40)}'. "
                              f"Next: use one of {', '.join(SPACES)}."}], "isError": True}
-    with in_space(space):
+    with within(space):
         tool_ = find_tool(name)
         try:
             if confirm is not None and needs_confirmation(tool_):
@@ -1780,7 +1939,7 @@ def call_tool(name, arguments, confirm=None):
                     return refusal
             args, value = run_tool(tool_, arguments)
         except ToolError as exc:
-            where = f"In space '{CURRENT.name}': " if several() else ""
+            where = f"In space '{here().name}': " if several() else ""
             return {"content": [{"type": "text", "text": where + redact(exc)}], "isError": True}
         return result_of(tool_, args, value)
 
@@ -3274,7 +3433,7 @@ def space_list_get():
     """List the Backlog spaces this server reaches: name, host, projects, writes, your user."""
     out = []
     for name, space in SPACES.items():
-        with in_space(name):
+        with within(name):
             s = settings()
             try:
                 me = checked(api.get(("users", "myself")), {"userId": str})
@@ -3282,8 +3441,8 @@ def space_list_get():
             except ToolError as exc:
                 user = f"unknown: {str(exc).split(' Next:')[0]}"
             out.append({"space": name, "default": name == DEFAULT_SPACE,
-                        "host": s.base_url or None, "projects": s.projects or "all",
-                        "writable": sorted(g for g in WRITE_GROUPS if WRITABLE[g]),
+                        "host": s.base_url or None, "projects": s.allowed() or "all",
+                        "writable": sorted(s.writable),
                         "user": user, "problems": s.problems or None})
     return out
 
@@ -3435,7 +3594,7 @@ def get_prompt(name, arguments):
     bare = name[len(prefix):] if name.startswith(prefix) else ""
     space = next((s for s in SPACES if several() and s != DEFAULT_SPACE
                   and bare.startswith(f"{s}_") and bare[len(s) + 1:] in PROMPTS), None)
-    with in_space(space):
+    with within(space):
         return _get_prompt(name, PROMPTS.get(bare[len(space) + 1:] if space else bare),
                            arguments)
 
@@ -3588,13 +3747,13 @@ def resource_space(uri):
         if match and host_of(space) and match.group(1).lower() == host_of(space):
             return name, match.group(2)
     raise RpcError(-32002, f"Resource not found: {clip(uri, 120)}. URIs look like "
-                           f"backlog://{host_of(CURRENT) or 'your-space.backlog.com'}/view/DEMO-42.",
+                           f"backlog://{host_of(here()) or 'your-space.backlog.com'}/view/DEMO-42.",
                    {"uri": clip(uri, 200) if isinstance(uri, str) else None})
 
 
 def read_resource(uri):
     name, path = resource_space(uri)
-    with in_space(name):
+    with within(name):
         for template, label, _, pattern in RESOURCE_TEMPLATES:
             match = re.match(pattern + r"\Z", path)
             if match:
@@ -3687,7 +3846,7 @@ def list_resources(cursor):
     """Concrete things to attach: the issues and wiki pages you viewed last, the projects."""
     items = []
     for name, space in SPACES.items():
-        with in_space(name):
+        with within(name):
             host = host_of(space)
             label = f" ({name})" if several() else ""
             for kind, make in (("issues", lambda i: (f"view/{i['issue']['issueKey']}",
@@ -4190,35 +4349,16 @@ def clean(value):
 # the MCPB specification calls current (github.com/modelcontextprotocol/mcpb, MANIFEST.md).
 
 BUNDLED_PYZ = "server/backlog_mcp.pyz"
-# The form, in words for a person: (field, setting, type, title, description, required).
-BUNDLE_FORM = (
-    ("base_url", "BACKLOG_BASE_URL", "string", "Backlog address",
-     "The address you open Backlog at, e.g. https://your-space.backlog.com", True),
-    ("api_key", "BACKLOG_API_KEY", "string", "API key",
-     "In Backlog, open your picture > Personal Settings > API, register a key and paste it "
-     "here. It is stored encrypted by your computer's keychain, not as plain text.", True),
-    ("projects", "BACKLOG_PROJECTS", "string", "Projects (optional)",
-     "The keys of the projects the assistant may use, separated by commas, e.g. DEMO,SUPPORT. "
-     "Leave empty for every project you can see.", False),
-    ("read_only", "BACKLOG_READ_ONLY", "boolean", "Read only",
-     "On: the assistant can read, but never add, change or delete anything in Backlog.", False),
-    ("writable", "BACKLOG_WRITABLE", "string", "What the assistant may change (optional)",
-     f"Separated by commas, from: {', '.join(WRITE_GROUPS)}. Leave empty for all but "
-     f"{', '.join(g for g in WRITE_GROUPS if g not in DEFAULT_WRITABLE)}; to allow no change "
-     "at all, turn on Read only.", False),
-    ("toolsets", "BACKLOG_TOOLSETS", "string", "Kinds of tools (optional)",
-     f"Separated by commas, from: {', '.join(CATEGORIES)}; or all, which adds rarely needed "
-     "tools. Leave empty for the usual set.", False),
-)
+# The form, in words for a person: the rows of SETTINGS_TABLE that have a `form`.
+BUNDLE_FORM = tuple((row.form[0], row.name) + row.form[1:] for row in SETTINGS_TABLE if row.form)
 
 
 def bundle_manifest():
     """manifest.json of the bundle. Its tools and prompts are those a server started from
     the form left at its defaults lists (for display; the settings can add tools)."""
-    rows = {row.name: row for row in SETTINGS_TABLE}
     form = {}
     for field, name, kind, title, description, required in BUNDLE_FORM:
-        default = rows[name].default if kind == "boolean" else ""  # the server's own default
+        default = ROWS[name].default if kind == "boolean" else ""  # the server's own default
         form[field] = dict(type=kind, title=title, description=description, required=required,
                            **({"sensitive": True} if name == "BACKLOG_API_KEY" else {}),
                            **({} if required else {"default": default}))
@@ -4308,7 +4448,7 @@ def list_tools_lines():
 
 
 def all_problems():
-    return [p for space in SPACES.values() for p in space.settings.problems]
+    return list(dict.fromkeys(p for space in SPACES.values() for p in space.settings.problems))
 
 
 def problems(after=None):
@@ -4341,7 +4481,7 @@ def check():
     except ToolError as exc:
         raise SystemExit("error: " + redact(str(exc)).split(" Next:")[0]) from None
     missing = []
-    for key in s.projects:
+    for key in s.projects or ():
         try:
             project_info(key)
         except ToolError:
@@ -4357,10 +4497,10 @@ def check():
     enabled = enabled_tools()
     out = [f"space: {space.get('name')} ({space.get('spaceKey')}) at {s.base_url}",
            f"user: {me.get('name')} ({me.get('userId')}, id {me.get('id')})",
-           f"projects: {', '.join(s.projects) or 'all the key can see'}",
+           f"projects: {', '.join(s.allowed() or ['all the key can see'])}",
            "writable groups: "
-           + (", ".join(g for g in WRITE_GROUPS if WRITABLE[g]) or "none (read-only)"),
-           f"toolsets: {', '.join(c for c in CATEGORIES if c in TOOLSETS)}",
+           + (", ".join(g for g in WRITE_GROUPS if g in s.writable) or "none (read-only)"),
+           f"toolsets: {', '.join(c for c in CATEGORIES if c in s.toolsets)}",
            f"uploads from: {os.pathsep.join(s.upload_dirs) or 'none (BACKLOG_UPLOAD_DIRS unset)'}",
            f"tools: {len(enabled)} enabled of {len(TOOLS)}", "ok"]
     emit("\n".join(out))
@@ -4443,7 +4583,7 @@ def cli_call(argv):
     if space is not None and space not in SPACES:
         usage(f"--space: no space '{clip(space, 40)}'; spaces: "
               f"{', '.join(n for n in SPACES if n) or 'only one (BACKLOG_SPACES unset)'}")
-    with in_space(space):
+    with within(space):
         cli_run(rest[0], rest[1:], json_arg, output, pretty)
 
 
@@ -4578,14 +4718,14 @@ def main(argv=None):
         emit(help_text())
     elif command in ("--list-tools", "tools"):
         for name in SPACES:
-            with in_space(name):
+            with within(name):
                 emit((f"space {name}:\n" if several() else "") + "\n".join(list_tools_lines()))
         if all_problems():
             problems("the tool list above is what the server offers until they are fixed")
     elif command == "--check":
         failed = False
         for name in SPACES:  # one block a space; a bad one does not stop the others
-            with in_space(name):
+            with within(name):
                 if several():
                     emit(f"space {name}{' (default)' if name == DEFAULT_SPACE else ''}:")
                 try:

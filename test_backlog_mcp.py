@@ -397,7 +397,7 @@ def test_writable_groups_and_toolsets():
     assert "wiki_update" in enabled and "issue_add" not in enabled
     assert "issue_details_get" in enabled
     b.configure({k: v for k, v in ENV.items() if k != "BACKLOG_WRITABLE"})
-    assert not b.WRITABLE["project"] and b.WRITABLE["issue"]
+    assert "project" not in b.settings().writable and "issue" in b.settings().writable
     assert "project_add" not in b.enabled_tools()
     b.configure(dict(ENV, BACKLOG_TOOLSETS="wiki,user", BACKLOG_PREFIX="backlog_"))
     names = [t["name"] for t in rpc("tools/list")["result"]["tools"]]
@@ -1653,7 +1653,7 @@ def test_readme_lists_exactly_the_tools():
         readme = fh.read()
     listed = re.findall(r"^\| `([a-z_]+)` \|", readme, re.M)
     assert sorted(listed) == sorted(b.TOOLS)
-    settings_rows = re.findall(r"^\| `(BACKLOG_[A-Z_]+)` \| (.*) \|$", readme, re.M)
+    settings_rows = re.findall(r"^\| `([A-Z_]+)` \| (.*) \|$", readme, re.M)
     assert settings_rows == [(row.name, row.help) for row in b.SETTINGS_TABLE]
     assert "bash zipapp.sh" in readme and ".venv/bin/python -m pytest" in readme
 
@@ -2053,7 +2053,7 @@ def test_generated_base_urls_reach_only_the_host_urllib3_reads(tail):
 
 def test_the_prepared_url_is_checked_before_sending(backlog, monkeypatch):
     b.configure(ENV)
-    monkeypatch.setattr(b.SETTINGS, "base_url", "https://evil.com\\x.backlog.com")
+    monkeypatch.setattr(b.settings(), "base_url", "https://evil.com\\x.backlog.com")
     assert "not sent" in error(call("space_details_get"))
     assert backlog.requests == []
 
@@ -2955,7 +2955,7 @@ def test_space_settings_and_nulab_names(two):
                      BACKLOG_CLIENT_BASE_URL="http://evil.example"))
     assert b.SPACES["client"].settings.problems and not b.SPACES["work"].settings.problems
     text = error(call("space_details_get", space="client"))
-    assert text.startswith("In space 'client':") and "space client: BACKLOG_BASE_URL" in text
+    assert text.startswith("In space 'client':") and "space client: BACKLOG_CLIENT_BASE_URL" in text
     assert data(call("space_details_get", space="work"))["spaceKey"] == "example"
     assert "Unknown space 'nope'" in error(call("space_details_get", space="nope"))
 
@@ -3195,7 +3195,7 @@ def test_shared_limits_hold_in_every_space(fake, spaces):
     reply = rpc("tools/call", {"name": "issue_delete", "arguments": {"issue_id_or_key": "OTHER-1"}})
     assert "error" in reply and not [r for r in fake.requests if r.method != "GET"]
     b.configure(dict(env, BACKLOG_PROJECTS="DEMO", BACKLOG_WRITABLE="wiki", BACKLOG_TOOLSETS="all"))
-    assert b.SETTINGS.projects == ["DEMO"] and b.SETTINGS.writable == {"wiki"}
+    assert b.settings().allowed() == ["DEMO"] and b.settings().writable == {"wiki"}
     assert "Access denied" in error(call("issue_details_get", issue_id_or_key="OTHER-1"))
 
 
@@ -3203,11 +3203,11 @@ def test_a_space_cannot_widen_the_shared_groups(fake):
     b.configure({"BACKLOG_SPACES": "work", "BACKLOG_WORK_BASE_URL": fake.url,
                  "BACKLOG_WORK_API_KEY": KEY, "BACKLOG_WRITABLE": "wiki",
                  "BACKLOG_WORK_WRITABLE": "issue,wiki,project"})
-    assert b.SETTINGS.writable == {"wiki"}
+    assert b.settings().writable == {"wiki"}
     b.configure({"BACKLOG_SPACES": "work", "BACKLOG_WORK_BASE_URL": fake.url,
                  "BACKLOG_WORK_API_KEY": KEY, "BACKLOG_WRITABLE": "wiki",
                  "BACKLOG_WORK_WRITABLE": "issue"})
-    assert b.SETTINGS.writable == set()
+    assert b.settings().writable == set()
 
 
 @pytest.mark.parametrize("variable", ["BACKLOG_READONLY", "BACKLOG_PROJECT", "BACKLOG_TOOLSET"])
@@ -3678,7 +3678,7 @@ def test_bundle_base_url_refused_in_the_words_typed(typed, said):
 def test_settings_typed_full_width_are_read():
     s = b.configure(dict(ENV, BACKLOG_PROJECTS="ＤＥＭＯ、ｐｒｏｊ", BACKLOG_READ_ONLY="１",
                          BACKLOG_TOOLSETS="ｉｓｓｕｅ", BACKLOG_TIMEOUT="２０"))
-    assert (s.projects, s.read_only, s.toolsets, s.timeout) == (["DEMO", "PROJ"], True,
+    assert (s.allowed(), s.read_only, s.toolsets, s.timeout) == (["DEMO", "PROJ"], True,
                                                                {"issue"}, (10.0, 20.0))
     assert not s.problems
     s = b.configure(dict(ENV, BACKLOG_API_KEY="ｋｅｙ" + KEY))  # a key is taken as it is
@@ -3715,3 +3715,37 @@ def test_a_reused_connection_closed_by_the_server_is_retried_at_once(fake):
         fake.fault("raw_idle_close", (301, {"Location": fake.url + "/api/v2/space"}, b"", 0.05))
         fake.fault("reset", times=len(b.RETRY_BACKOFF))  # real faults still get every retry
         assert data(call("space_details_get"))["spaceKey"] == "example"
+
+
+# == Trust by construction (issue 19) ==========================================
+
+@pytest.mark.parametrize("shared", ["０", "ｆａｌｓｅ", "ｏｆｆ", "0", " no "])
+def test_a_space_read_only_stays_read_only_whatever_the_shared_spelling(two, shared):
+    work, client = two
+    b.configure(two_env(work, client, BACKLOG_CLIENT_READ_ONLY="1", BACKLOG_READ_ONLY=shared))
+    assert b.SPACES["client"].settings.writable == set()
+    reply = rpc("tools/call", {"name": "issue_delete",
+                               "arguments": {"issue_id_or_key": "DEMO-1", "space": "client"}})
+    assert "error" in reply or reply["result"]["isError"]
+    assert [r for r in client.requests if r.method != "GET"] == []
+    assert b.SPACES["work"].settings.writable  # the shared 'no' holds where nothing narrows it
+
+
+@pytest.mark.parametrize("own", ["", "   ", "　"])
+def test_an_empty_space_allow_list_inherits_the_shared_one(two, own):
+    work, client = two
+    b.configure(two_env(work, client, BACKLOG_PROJECTS="DEMO", BACKLOG_CLIENT_PROJECTS=own))
+    assert b.SPACES["client"].settings.allowed() == ["DEMO"]
+    result = call("issue_details_get", issue_id_or_key="OTHER-1", space="client")
+    assert result["isError"] and "OTHER-1" in error(result) and "Example" not in error(result)
+
+
+def test_a_space_allow_list_narrows_the_shared_one(two):
+    work, client = two
+    b.configure(two_env(work, client, BACKLOG_PROJECTS="DEMO,OPS:read",
+                        BACKLOG_CLIENT_PROJECTS="ops,acme"))
+    assert b.SPACES["client"].settings.allowed() == ["OPS:read"]
+    b.configure(two_env(work, client, BACKLOG_PROJECTS="DEMO", BACKLOG_CLIENT_PROJECTS="ACME"))
+    assert any("none of ACME is in BACKLOG_PROJECTS" in p
+               for p in b.SPACES["client"].settings.problems)
+    assert call("space_details_get", space="client")["isError"] and client.requests == []
