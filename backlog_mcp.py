@@ -536,6 +536,7 @@ class Space:
     def __init__(self, name, settings_):
         self.name, self.settings = name, settings_
         self.api, self.cache = Backlog(self), Cache(self)
+        self.allowed_ids = None  # {id: key} of BACKLOG_PROJECTS, resolved on first need
 
 
 SPACES = {}          # name -> Space; one space: {None: Space}
@@ -680,7 +681,33 @@ class RpcError(Exception):
 
 
 class ToolError(Exception):
-    """A tool failed; the model gets this text in a result with isError true."""
+    """A tool failed: `what` failed, and `next`, what to do about it (the model reads both in
+    a result with isError true; --check and space_list_get read `what` alone)."""
+
+    def __init__(self, what, next=None):
+        super().__init__(what)
+        self.what, self.next = what, next
+
+    def __str__(self):
+        return self.what + (f" Next: {self.next}" if self.next else "")
+
+
+class NotFound(ToolError):
+    """Nothing by that identifier: it does not exist, or lies outside BACKLOG_PROJECTS (one
+    wording for both, so that calls cannot map what exists elsewhere)."""
+
+
+class Refused(ToolError):
+    """The settings forbid the call (a project that may only be read)."""
+
+
+class OddAnswer(ToolError):
+    """Backlog's answer lacks what the server reads in it."""
+
+    def __init__(self, where=""):
+        super().__init__(f"Backlog's answer{' to ' + where if where else ''} does not have the "
+                         "documented shape.", "retry; if it recurs, check that BACKLOG_BASE_URL "
+                         "is your space's URL.")
 
 
 BACKLOG_CODES = {1: "InternalError", 2: "LicenceError", 3: "LicenceExpiredError",
@@ -712,6 +739,8 @@ class BacklogError(ToolError):
     def __init__(self, status, body, content_type="", args=()):
         self.status = status
         errors = body.get("errors") if isinstance(body, dict) else None
+        self.backlog = isinstance(errors, list) and bool(errors)  # Backlog's own error body
+        self.said = ""  # Backlog's messages
         if isinstance(errors, list) and errors:
             parts = []
             for error in errors[:10]:
@@ -725,7 +754,7 @@ class BacklogError(ToolError):
                 message = error.get("message", "")
                 message = message if isinstance(message, str) else shown(message, 200)
                 parts.append(f"{clip(message, 500)}{label}{info}".strip())
-            detail = "; ".join(parts)
+            detail = self.said = "; ".join(parts)
         else:
             snippet = clip(re.sub(r"<[^>]*>|\s+", " ", str(body or "")).strip(), 200)
             kind = content_type.split(";")[0] or "no content type"
@@ -1340,10 +1369,12 @@ def _retry_wait(status, headers, attempt):
 class Cache:
     """A small dict with a time to live, for project keys, issue owners, field definitions."""
 
-    def __init__(self, space, ttl=CACHE_TTL, size=1000):
-        self.space, self.ttl, self.size, self.data = space, ttl, size, {}
+    def __init__(self, space, size=1000):
+        self.space, self.size, self.data = space, size, {}
 
-    def get(self, key, make):
+    def get(self, key, make, ttl=CACHE_TTL):
+        """The value under `key`, made (and kept `ttl` seconds; None: for the session) when
+        missing or stale."""
         hit = self.data.get(key)
         if hit and hit[0] > time.monotonic():
             self.space.api.answers += 1  # Backlog's data, as much as a fresh answer is
@@ -1351,7 +1382,7 @@ class Cache:
         value = make()
         if len(self.data) >= self.size:
             self.data.pop(next(iter(self.data)))
-        self.data[key] = (time.monotonic() + self.ttl, value)
+        self.data[key] = (float("inf") if ttl is None else time.monotonic() + ttl, value)
         return value
 
     def clear(self):
@@ -1360,16 +1391,19 @@ class Cache:
 
 
 # == Access control ============================================================
+# BACKLOG_PROJECTS is held by construction. Every parameter that names something of a project
+# declares its owner (P(..., owner="issue")); before a tool runs (before a confirmation is
+# asked, before any request names it) the pipeline finds the project of each such value and
+# refuses one outside the allow-list, or only readable, with the words it uses for one that
+# does not exist. On the way out, `hold` drops the records of other projects from lists and
+# reduces those embedded in an allowed record (a pull request's linked issue) to a marker.
+
+OUTSIDE = "(outside BACKLOG_PROJECTS)"
+STAR_URL = re.compile(r"/(?:view|wiki|git|file|document)/([_A-Z0-9]{1,25})(?:[-/]|\Z)")
+
 
 def restricted():
     return settings().projects is not None
-
-
-def denied(label, kind=None):
-    """The refusal; names what was asked for, never the other project's data."""
-    what = f"project of {kind} '{label}'" if kind else f"project '{label}'"
-    return ToolError(f"Access denied to {what}. Allowed projects: "
-                     f"{', '.join(settings().projects)}. Next: use one of those projects.")
 
 
 def project_info(project_id_or_key):
@@ -1387,71 +1421,75 @@ def checked(value, shape):
     (and nothing odd is cached)."""
     if not isinstance(value, dict) or not all(isinstance(value.get(k), t) for k, t in
                                               shape.items()):
-        raise ToolError("Backlog's answer does not have the documented shape. Next: retry; "
-                        "if it recurs, check that BACKLOG_BASE_URL is your space's URL.")
+        raise OddAnswer()
     return value
 
 
-def project_allowed(project_id):
-    if not restricted():
-        return True
-    try:
-        return project_info(project_id)["projectKey"].upper() in settings().projects
-    except ToolError:
-        return False
-
-
-def guard_project(project_id_or_key):
-    """Raise unless the project (key or numeric id) is allowed; returns the argument."""
-    if restricted():
-        text = str(project_id_or_key)
-        allowed = text.upper() in settings().projects if not DIGITS.match(text) \
-            else project_allowed(text)
-        if not allowed:
-            raise denied(text)
-    return project_id_or_key
-
-
-def guard_owner(kind, ident, path):
-    """Fetch the resource at `path` when the allow-list is on, and check its project."""
-    if not restricted():
-        return None
-    item = api.get(path)
-    if not project_allowed(item.get("projectId") or (item.get("issue") or {}).get("projectId")):
-        raise denied(ident, kind)
-    return item
-
-
-def guard_issue(issue_id_or_key):
-    return guard_owner("issue", issue_id_or_key, ("issues", issue_id_or_key))
-
-
-def issue_owned(issue_id_or_key, *rest):
-    """The path of an issue (or below it), its project checked under the allow-list."""
-    guard_issue(issue_id_or_key)
-    return ("issues", issue_id_or_key) + rest
-
-
-def guard_repo(project_id_or_key, repo):
-    guard_project(project_id_or_key)
-    guard_owner("repository", repo, ("projects", project_id_or_key, "git", "repositories", repo))
-
-
 def project_id(project_id_or_key):
-    """The numeric id that Backlog's forms want, from a key or id (checked)."""
-    guard_project(project_id_or_key)
+    """The numeric id that Backlog's forms want, from a key or an id."""
     text = str(project_id_or_key)
     return int(text) if DIGITS.match(text) else project_info(text)["id"]
 
 
-def item_project(item):
-    """The project id an item of a space-wide list belongs to, or None."""
+def allowed_ids():
+    """{numeric id: key} of the allowed projects, resolved once for the space (a key that no
+    project has is left out; --check names it)."""
+    space = here()
+    if space.allowed_ids is None:
+        found = {}
+        for key in settings().projects:
+            try:
+                found[project_info(key)["id"]] = key
+            except BacklogError as exc:
+                if exc.status != 404:
+                    raise
+        space.allowed_ids = found
+    return space.allowed_ids
+
+
+def level_of(project):
+    """READ, WRITE, or None (outside the allow-list) for a project given by key or id."""
+    s = settings()
+    if s.projects is None:
+        return WRITE
+    if isinstance(project, int) or DIGITS.match(str(project)):
+        project = allowed_ids().get(int(project))
+        if project is None:
+            return None
+    return s.level(project)
+
+
+def record_project(item):
+    """The project a record of Backlog's answers belongs to (an id or a key), or None: its
+    projectId, its project, a project's own key, the issue of a watching, the page of a
+    recently viewed wiki, the URL of a star."""
     if not isinstance(item, dict):
         return None
-    candidates = (item.get("projectId"), (item.get("project") or {}).get("id"),
-                  (item.get("issue") or {}).get("projectId"),
-                  (item.get("page") or {}).get("projectId"))  # a recently viewed wiki page
-    return next((c for c in candidates if isinstance(c, int) and not isinstance(c, bool)), None)
+    found = item.get("projectId")
+    if isinstance(found, int) and not isinstance(found, bool):
+        return found
+    project = item.get("project")
+    if isinstance(project, dict):
+        key = project.get("projectKey")
+        return key if isinstance(key, str) else _int(project.get("id"))
+    if isinstance(item.get("projectKey"), str):
+        return item["projectKey"]
+    for inner in ("issue", "page"):
+        if isinstance(item.get(inner), dict) and record_project(item[inner]) is not None:
+            return record_project(item[inner])
+    url = item.get("url") if "presenter" in item else None
+    match = STAR_URL.search(url) if isinstance(url, str) else None
+    return match.group(1) if match else (OUTSIDE if "presenter" in item else None)
+
+
+def _int(value):
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def shown_record(item):
+    """May a record be shown here? Those of no known project may (users, priorities)."""
+    project = record_project(item)
+    return project is None or (project != OUTSIDE and level_of(project) is not None)
 
 
 class Listing(list):
@@ -1461,17 +1499,186 @@ class Listing(list):
     fetched = total = None
 
 
-def allowed_items(items):
-    """Keep the items whose project is allowed (space-wide lists under BACKLOG_PROJECTS)."""
-    if restricted():
-        items = [i for i in items if item_project(i) is None or project_allowed(item_project(i))]
-    result = Listing(items)
-    result.fetched = len(items)
-    return result
+def hold(value, tool_=None, args=None):
+    """An answer as it may leave under BACKLOG_PROJECTS: a record of another project at the
+    top is refused as not found, dropped from a list, and replaced by OUTSIDE inside an
+    allowed record. A list keeps how many items Backlog returned (`fetched`)."""
+    if not restricted():
+        return value
+    if isinstance(value, dict) and not shown_record(value):
+        raise not_found(tool_, args or {})
+
+    def walk(item):
+        if isinstance(item, list):
+            return [walk(i) for i in item if shown_record(i)]
+        if isinstance(item, dict):
+            return {k: walk(v) if shown_record(v) else OUTSIDE for k, v in item.items()}
+        return item
+    if isinstance(value, list):
+        listing = Listing(walk(value))
+        listing.fetched = getattr(value, "fetched", None) or len(value)
+        listing.total = getattr(value, "total", None)
+        return listing
+    return walk(value)
 
 
-def allowed_project_ids():
-    return [project_info(key)["id"] for key in settings().projects or ()]
+def held(items):
+    """How many of a page of items may be shown (counting under the allow-list)."""
+    return sum(1 for item in items if shown_record(item)) if restricted() else len(items)
+
+
+# -- Owners: for each kind of identifier, the project of a value (a key or an id). A lookup
+# that Backlog answers 404 is refused exactly as an identifier outside the allow-list.
+
+OWNERS = {}
+
+
+def owner(kind, label, lookup):
+    """Register how the project of a `kind` is found; `label` names it for a person and
+    `lookup` is the tool that lists valid ones."""
+    def register(fn):
+        OWNERS[kind] = (fn, label, lookup)
+        return fn
+    return register
+
+
+def looked_up(kind, value, path, find):
+    """The project of a value found by fetching it once per session (ids never move)."""
+    return CACHE.get(("owner", kind, str(value).lower()), lambda: find(api.get(path)),
+                     ttl=None)
+
+
+@owner("project", "project", "project_list_get")
+def _project_owner(value, args):
+    return str(value).upper()
+
+
+@owner("issue", "issue", "issue_list_get")
+def _issue_owner(value, args):
+    text = str(value)
+    if not DIGITS.match(text):
+        return text.rsplit("-", 1)[0].upper()  # DEMO-3 is an issue of DEMO: no request
+    return looked_up("issue", text, ("issues", text), lambda i: checked(i, {"projectId": int})[
+        "projectId"])
+
+
+@owner("wiki", "wiki page", "wiki_list_get")
+def _wiki_owner(value, args):
+    return looked_up("wiki", value, ("wikis", value),
+                     lambda w: checked(w, {"projectId": int})["projectId"])
+
+
+@owner("document", "document", "document_list_get")
+def _document_owner(value, args):
+    return looked_up("document", value, ("documents", str(value).lower()),
+                     lambda d: checked(d, {"projectId": int})["projectId"])
+
+
+@owner("watching", "watching", "user_watching_list_get")
+def _watching_owner(value, args):
+    return looked_up("watching", value, ("watchings", value), lambda w: checked(
+        checked(w, {"issue": dict})["issue"], {"projectId": int})["projectId"])
+
+
+@owner("repo", "repository", "git_repository_list_get")
+def _repo_owner(value, args):
+    project = args["project_id_or_key"]
+    return looked_up("repo", f"{project}/{value}", ("projects", project, "git", "repositories",
+                                                     value),
+                     lambda r: checked(r, {"projectId": int})["projectId"])
+
+
+@owner("comment", "comment", "issue_comment_list_get")
+def _comment_owner(value, args):
+    issue = args.get("issue_id_or_key")
+    if issue is None:
+        raise ToolError("Under BACKLOG_PROJECTS a comment is starred with its issue_id_or_key.",
+                        "call again with the comment's issue_id_or_key.")
+    api.get(("issues", issue, "comments", value))  # the comment must be this issue's
+    return _issue_owner(issue, args)
+
+
+@owner("star", "star", "user_star_list_get")
+def _star_owner(value, args):
+    me = checked(api.get(("users", "myself")), {"id": int})["id"]
+    stars = api.get(("users", me, "stars"), {"count": 100})
+    star = next((s for s in stars if isinstance(s, dict) and s.get("id") == value), None)
+    return record_project(star) if star is not None else OUTSIDE
+
+
+@owner("notification", "notification", "notification_list_get")
+def _notification_owner(value, args):
+    max_id = None
+    for _ in range(10):
+        items = api.get("notifications", {"count": 100, "maxId": max_id})
+        found = next((n for n in items if isinstance(n, dict) and n.get("id") == value), None)
+        if found is not None:
+            return record_project(found) or OUTSIDE
+        if len(items) < 100:
+            break
+        max_id = checked(items[-1], {"id": int})["id"]  # exclusive, as page_note tells
+    return OUTSIDE
+
+
+@owner("unscoped", "pull request", "git_pr_list_get")
+def _unscoped_owner(value, args):
+    raise ToolError("Under BACKLOG_PROJECTS pull requests and their comments cannot be starred "
+                    "here (Backlog does not say their project).",
+                    "star an issue, a comment or a wiki page instead.")
+
+
+def identifiers(tool_, args, only=None):
+    """'issue DEMO-1, comment 5': the identifiers a call names, in words for a person (`only`:
+    the one (name, value) of a list that is meant)."""
+    parts = []
+    for name, param in tool_.params.items():
+        value = only[1] if only and name == only[0] else None if only else args.get(name)
+        if value is not None and not isinstance(value, list) and (param.owner or param.ident):
+            parts.append(f"{OWNERS[param.owner][1] if param.owner else param.ident} "
+                         f"{clip(value, 40)}")
+    return ", ".join(parts)
+
+
+def not_found(tool_, args, only=None, said=None):
+    """One wording for an identifier that does not exist and one outside the allow-list."""
+    if tool_ is None:
+        return NotFound("Not found among the projects this server may use.")
+    lookups = sorted({OWNERS[p.owner][2] for n, p in tool_.params.items()
+                      if p.owner and args.get(n) is not None})
+    where = f"among the projects this server may use ({', '.join(settings().allowed())})" \
+        if restricted() else "in this space" + (f" (Backlog: {clip(said, 120)})" if said else "")
+    named = identifiers(tool_, args, only)
+    return NotFound(f"No {named} {where}." if named else f"Nothing found for {tool_.name} {where}.",
+                    "check the identifier" + (f"; {', '.join(lookups)} lists valid ones."
+                                              if lookups else "."))
+
+
+def check_access(tool_, args):
+    """Under BACKLOG_PROJECTS: the project of every owned identifier of a call, each held to
+    the allow-list (and, for a write, to projects it may write), before anything else."""
+    if not restricted():
+        return
+    for name, param in tool_.params.items():
+        value = args.get(name)
+        if param.owner is None or value is None:
+            continue
+        for one in value if isinstance(value, list) else [value]:
+            try:
+                project = OWNERS[param.owner][0](one, args)
+            except BacklogError as exc:
+                if exc.status == 404:
+                    raise not_found(tool_, args, (name, one) if isinstance(value, list)
+                                    else None) from None
+                raise
+            level = None if project == OUTSIDE else level_of(project)
+            if level is None:
+                raise not_found(tool_, args, (name, one) if isinstance(value, list) else None)
+            if tool_.write and level == READ:
+                key = project if not DIGITS.match(str(project)) else allowed_ids()[int(project)]
+                raise Refused(f"Project {key} may only be read here (BACKLOG_PROJECTS lists "
+                              f"it as {key}:read): {tool_.name} was not run.",
+                              "ask the person who configures this server, or work in a "
+                              "project you may change.")
 
 
 # == Tool registry =============================================================
@@ -1480,10 +1687,18 @@ class P:
     """A tool parameter: JSON type, one-line description, constraints, and how to check it."""
 
     def __init__(self, type, doc, items=None, enum=None, minimum=None, maximum=None,
-                 pattern=None, check=None, alias=None):
+                 pattern=None, check=None, alias=None, owner=None, ident=None):
         self.type, self.doc, self.items, self.enum = type, doc, items, enum
         self.minimum, self.maximum, self.pattern = minimum, maximum, pattern
         self.check, self.alias = check, alias
+        self.owner = owner  # a kind of OWNERS: the pipeline holds its project to the allow-list
+        self.ident = ident  # what it names under its owner (comment, attachment), for messages
+
+    def like(self, **changes):
+        """The same parameter with some properties changed."""
+        new = P.__new__(P)
+        new.__dict__.update(self.__dict__, **changes)
+        return new
 
     def schema(self):
         """The JSON Schema, lean: ranges are checked here and told in the description.
@@ -1680,26 +1895,26 @@ ID = P("integer", "Numeric id", minimum=0)
 ISSUE_KEY_RE = r"(?:[_A-Za-z0-9]{1,25}-[1-9][0-9]{0,9}|[1-9][0-9]{0,17})\Z"
 ProjectIdOrKey = P("string", "Project key or id",
                    pattern=r"(?:[_A-Za-z0-9]{1,25}|[1-9][0-9]{0,17})\Z",
-                   check="is not a project key like DEMO or a numeric id")
-OptProject = P("string", ProjectIdOrKey.doc, pattern=ProjectIdOrKey.pattern,
-               check=ProjectIdOrKey.check)
+                   check="is not a project key like DEMO or a numeric id", owner="project")
+OptProject = ProjectIdOrKey.like()
 IssueIdOrKey = P("string", "Key (DEMO-42) or id", pattern=ISSUE_KEY_RE,
-                 check="is not an issue key like DEMO-42 or a numeric id")
-IssueArg = P("string", IssueIdOrKey.doc, pattern=ISSUE_KEY_RE, check=IssueIdOrKey.check,
-             alias="issue_key")
+                 check="is not an issue key like DEMO-42 or a numeric id", owner="issue")
+IssueArg = IssueIdOrKey.like(alias="issue_key")
+IssueId = P("integer", "Issue id", minimum=1, owner="issue")
+IssueIds = P("array", "Issue ids", items="integer", owner="issue")
 RepoIdOrName = P("string", "Name or id",
                  pattern=r"(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,99})\Z",
-                 check="is not a repository name or id")
-PrNumber = P("integer", "PR number", minimum=1)
+                 check="is not a repository name or id", owner="repo")
+PrNumber = P("integer", "PR number", minimum=1, ident="pull request")
 DocumentId = P("string", "Document id (32 hex)", pattern=r"[0-9a-fA-F]{32}\Z",
-               check="is not a 32-character document id")
-AttachmentId = P("integer", "Attachment id", minimum=1)
-SharedFileId = P("integer", "Shared file id", minimum=1)
+               check="is not a 32-character document id", owner="document")
+AttachmentId = P("integer", "Attachment id", minimum=1, ident="attachment")
+SharedFileId = P("integer", "Shared file id", minimum=1, ident="shared file")
 SharedFileIds = P("array", "Shared file ids (file_shared_list_get)", items="integer")
-WikiId = P("integer", "Wiki page id", minimum=1)
-CommentId = P("integer", "Comment id", minimum=1)
-UserId = P("integer", "User id", minimum=1)
-WatchingId = P("integer", "Watching id", minimum=1)
+WikiId = P("integer", "Wiki page id", minimum=1, owner="wiki")
+CommentId = P("integer", "Comment id", minimum=1, ident="comment")
+UserId = P("integer", "User id", minimum=1, ident="user")
+WatchingId = P("integer", "Watching id", minimum=1, owner="watching")
 Format = P("string", "Default: detected", enum=["image", "text", "raw"])
 Count = P("integer", "Page size 1-100", minimum=1, maximum=100)
 Offset = P("integer", "Items to skip", minimum=0)
@@ -1857,20 +2072,45 @@ def find_tool(name):
     return tool_
 
 
-def run_tool(tool_, arguments):
-    """Check the arguments, run the tool, keep the asked-for fields; raises ToolError."""
+def admit(tool_, arguments):
+    """The pipeline's first steps, the same for every entry point: the arguments checked
+    against the schema, then every identifier held to the allow-list (nothing has been asked
+    or sent yet). Returns the checked arguments; raises ToolError."""
     if too_deep(arguments, 32):
         raise ToolError("The arguments are nested too deep to be a tool's arguments.")
     args = tool_.bind(scrub(arguments))  # no lone surrogate reaches a URL or a form
+    with odd_answers(tool_.name):
+        check_access(tool_, args)
+    return args
+
+
+def run_admitted(tool_, args):
+    """Run a tool whose arguments were admitted; its answer held to the allow-list and cut to
+    the asked-for fields. Backlog's 'not found' is said as for an identifier outside the
+    allow-list."""
+    args = dict(args)
     fields = args.pop("fields", None)
     with odd_answers(tool_.name):
-        value = tool_.fn(**args)
+        try:
+            value = tool_.fn(**args)
+        except BacklogError as exc:
+            if exc.status == 404 and exc.backlog:
+                raise not_found(tool_, args, said=exc.said) from None
+            raise
+        value = hold(value, tool_, args)
         if fields is not None and isinstance(value, list):
             listing = Listing(select(value, fields))
             listing.fetched, listing.total = (getattr(value, "fetched", None),
                                               getattr(value, "total", None))
             value = listing
-    return args, value
+    return value
+
+
+def run_tool(tool_, arguments):
+    """A tool run as every entry point but tools/call runs one (prompts, resources,
+    completions, the command line): admitted, then run. Returns (args, value)."""
+    args = admit(tool_, arguments)
+    return args, run_admitted(tool_, args)
 
 
 class odd_answers:
@@ -1932,12 +2172,12 @@ def call_tool(name, arguments, confirm=None):
     with within(space):
         tool_ = find_tool(name)
         try:
+            args = admit(tool_, arguments)  # a bad or forbidden call is refused unasked
             if confirm is not None and needs_confirmation(tool_):
-                checked_args = tool_.bind(scrub(arguments))  # a bad call is refused unasked
-                refusal = confirm(tool_, checked_args)
+                refusal = confirm(tool_, args)
                 if refusal is not None:
                     return refusal
-            args, value = run_tool(tool_, arguments)
+            value = run_admitted(tool_, args)
         except ToolError as exc:
             where = f"In space '{here().name}': " if several() else ""
             return {"content": [{"type": "text", "text": where + redact(exc)}], "isError": True}
@@ -2202,10 +2442,7 @@ def find_milestone(project, milestone_name):
 @tool("Get document")
 def document_details_get(document_id: DocumentId):
     """Get a document: title, Markdown ('plain') and ProseMirror JSON content, metadata."""
-    doc = api.get(("documents", document_id.lower()))
-    if restricted() and not project_allowed(doc.get("projectId")):
-        raise denied(document_id, "document")
-    return doc
+    return api.get(("documents", document_id.lower()))
 
 
 @tool("List documents")
@@ -2223,7 +2460,7 @@ def document_list_get(project_id_or_key: ProjectIdOrKey, keyword: Keyword = None
 def document_tree_get(project_id_or_key: ProjectIdOrKey,
                       include_trash: P("boolean", "Also return the trash tree") = False):
     """Get a project's document tree (the trash only when asked)."""
-    tree = api.get(("documents", "tree"), {"projectIdOrKey": guard_project(project_id_or_key)})
+    tree = api.get(("documents", "tree"), {"projectIdOrKey": project_id_or_key})
     if include_trash:
         return {"activeTree": tree.get("activeTree"), "trashTree": tree.get("trashTree")}
     return tree.get("activeTree", tree)
@@ -2233,17 +2470,14 @@ def document_tree_get(project_id_or_key: ProjectIdOrKey,
 def document_attachment_download(document_id: DocumentId, attachment_id: AttachmentId,
                                  format: Format = None):
     """Download a document attachment as image, text or base64."""
-    guard_owner("document", document_id, ("documents", document_id.lower()))
     return download(("documents", document_id.lower(), "attachments", attachment_id), format)
 
 
 @tool("Add document", write="document")
-def document_add(project_id_or_key: P("string", ProjectIdOrKey.doc, pattern=ProjectIdOrKey.pattern,
-                                      check=ProjectIdOrKey.check, alias="project_id"),
+def document_add(project_id_or_key: ProjectIdOrKey.like(alias="project_id"),
                  title: P("string", "Title") = None, content: Content = None,
                  emoji: P("string", "Emoji shown with the title") = None,
-                 parent_id: P("string", "Parent document id", pattern=DocumentId.pattern,
-                              check=DocumentId.check) = None,
+                 parent_id: DocumentId.like(doc="Parent document id") = None,
                  add_last: P("boolean", "Place it last among its siblings") = None):
     """Add a document to a project, optionally under a parent document."""
     return api.post("documents", {"projectId": project_id(project_id_or_key), "title": title,
@@ -2255,14 +2489,12 @@ def document_add(project_id_or_key: P("string", ProjectIdOrKey.doc, pattern=Proj
 @tool("Delete document", write="document", destructive=True, idempotent=True)
 def document_delete(document_id: DocumentId):
     """Delete a document; returns the deleted document."""
-    guard_owner("document", document_id, ("documents", document_id.lower()))
     return api.delete(("documents", document_id.lower()))
 
 
 # == Tools: git ================================================================
 
 def repo_path(project_id_or_key, repo, *rest):
-    guard_repo(project_id_or_key, repo)
     return ("projects", project_id_or_key, "git", "repositories", repo) + rest
 
 
@@ -2281,23 +2513,20 @@ PrStatus = P("array", "Open, Closed, Merged (or 1, 2, 3)", items=["integer", "st
 @tool("List Git repositories")
 def git_repository_list_get(project_id_or_key: ProjectIdOrKey, fields: Fields = None):
     """List a project's Git repositories."""
-    return api.get(("projects", guard_project(project_id_or_key), "git", "repositories"))
+    return api.get(("projects", project_id_or_key, "git", "repositories"))
 
 
 @tool("Get Git repository")
 def git_repository_details_get(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName):
     """Get a Git repository: URLs, description, last push."""
-    guard_project(project_id_or_key)
-    repo = api.get(("projects", project_id_or_key, "git", "repositories", repo_id_or_name))
-    if restricted() and not project_allowed(repo.get("projectId")):
-        raise denied(repo_id_or_name, "repository")
-    return repo
+    return api.get(repo_path(project_id_or_key, repo_id_or_name))
 
 
 @tool("List pull requests")
 def git_pr_list_get(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
-                    status_ids: PrStatus = None, assignee_ids: Ids = None, issue_ids: Ids = None,
-                    created_user_ids: Ids = None, offset: Offset = 0, count: Count = 20,
+                    status_ids: PrStatus = None, assignee_ids: Ids = None,
+                    issue_ids: IssueIds = None, created_user_ids: Ids = None, offset: Offset = 0,
+                    count: Count = 20,
                     fields: Fields = None):
     """List a repository's pull requests, newest first, with optional filters."""
     return api.get(repo_path(project_id_or_key, repo_id_or_name, "pullRequests"),
@@ -2307,8 +2536,8 @@ def git_pr_list_get(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOr
 
 @tool("Count pull requests", extra=True)
 def git_pr_count_get(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
-                     status_ids: PrStatus = None, assignee_ids: Ids = None, issue_ids: Ids = None,
-                     created_user_ids: Ids = None):
+                     status_ids: PrStatus = None, assignee_ids: Ids = None,
+                     issue_ids: IssueIds = None, created_user_ids: Ids = None):
     """Count a repository's pull requests matching the filters."""
     return api.get(repo_path(project_id_or_key, repo_id_or_name, "pullRequests", "count"),
                    pr_filters(status_ids, assignee_ids, issue_ids, created_user_ids))
@@ -2360,7 +2589,7 @@ def git_pr_comment_count_get(project_id_or_key: ProjectIdOrKey, repo_id_or_name:
 def git_pr_add(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
                summary: Summary, description: Description,
                base: P("string", "Branch to merge into"), branch: P("string", "Branch to merge"),
-               issue_id: P("integer", "Linked issue id", minimum=1) = None,
+               issue_id: IssueId.like(doc="Linked issue id") = None,
                assignee_id: UserId = None, notified_user_ids: UserIds = None,
                attachment_ids: AttachmentIds = None):
     """Open a pull request from branch into base."""
@@ -2373,7 +2602,7 @@ def git_pr_add(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
 @tool("Update pull request", write="git", idempotent=True)
 def git_pr_update(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
                   pr_number: PrNumber, summary: Summary = None, description: Description = None,
-                  issue_id: P("integer", "Linked issue id", minimum=1) = None,
+                  issue_id: IssueId.like(doc="Linked issue id") = None,
                   assignee_id: Assignee = None, notified_user_ids: UserIds = None,
                   comment: P("string", "Comment to add with the change") = None,
                   attachment_ids: AttachmentIds = None):
@@ -2409,6 +2638,10 @@ def git_pr_comment_update(project_id_or_key: ProjectIdOrKey, repo_id_or_name: Re
 
 
 # == Tools: issues =============================================================
+
+def issue_path(issue_id_or_key, *rest):
+    return ("issues", issue_id_or_key) + rest
+
 
 def listed(what, project=None):
     """A project's statuses, issue types, categories, versions or users (or, project None,
@@ -2451,7 +2684,7 @@ def issue_filters(a):
     """Backlog's issue-list filters from our snake_case arguments, names resolved to ids."""
     projects = [project_id(p) for p in a.get("project_ids") or []]
     if restricted() and not projects:
-        projects = allowed_project_ids()
+        projects = sorted(allowed_ids())
     one = str(projects[0]) if len(projects) == 1 else None
 
     def per_project(what, lookup):
@@ -2535,11 +2768,13 @@ FieldFilters = P("object", '{field: text, items or {"min","max"}}')
 
 
 ISSUE_FILTERS = {  # issue_list_get and issue_count_get; each optional
-    "project_ids": P("array", "Project keys or ids", items=["integer", "string"]),
+    "project_ids": P("array", "Project keys or ids", items=["integer", "string"],
+                     owner="project"),
     "issue_type_ids": NamesOrIds, "category_ids": NamesOrIds, "version_ids": NamesOrIds,
     "milestone_ids": NamesOrIds, "status_ids": NamesOrIds, "priority_ids": NamesOrIds,
     "assignee_ids": NamesOrIds, "created_user_ids": NamesOrIds, "resolution_ids": NamesOrIds,
-    "parent_issue_ids": Ids, "ids": Ids, "parent_child": ParentChild, "keyword": Keyword,
+    "parent_issue_ids": IssueIds, "ids": IssueIds, "parent_child": ParentChild,
+    "keyword": Keyword,
     "attachment": P("boolean", "Only issues with attachments"),
     "shared_file": P("boolean", "Only issues with shared files"),
     "has_due_date": P("boolean", "Only issues with a due date"),
@@ -2574,18 +2809,15 @@ def issue_details_get(issue_id_or_key: IssueArg,
                       child_summary: P("boolean", "Add childIssueSummary {total, closed}")
                       = None):
     """Get an issue: status, assignee, dates, custom fields, attachments."""
-    issue = api.get(("issues", issue_id_or_key),
-                    {"expand": ["childIssueSummary"] if child_summary else None})
-    if restricted() and not project_allowed(issue.get("projectId")):
-        raise denied(issue_id_or_key, "issue")
-    return issue_view(issue)
+    return issue_view(api.get(("issues", issue_id_or_key),
+                              {"expand": ["childIssueSummary"] if child_summary else None}))
 
 
 @tool("List milestones")
 def issue_milestone_list_get(project_id_or_key: ProjectIdOrKey,
                              archived: P("boolean", "Include archived milestones") = True):
     """List a project's milestones (versions) with their dates."""
-    items = api.get(("projects", guard_project(project_id_or_key), "versions"))
+    items = api.get(("projects", project_id_or_key, "versions"))
     return items if archived else [m for m in items if not m.get("archived")]
 
 
@@ -2597,7 +2829,7 @@ def issue_list_by_milestone_get(project_id_or_key: ProjectIdOrKey,
                                          maximum=100) = 100,
                                 fields: Fields = None):
     """List the issues of a milestone, found by name."""
-    milestone = find_milestone(guard_project(project_id_or_key), milestone_name)
+    milestone = find_milestone(project_id_or_key, milestone_name)
     return issue_view(api.get("issues", {"projectId": [milestone["projectId"]],
                                          "milestoneId": [milestone["id"]],
                                          "statusId": status_ids, "offset": offset,
@@ -2609,39 +2841,39 @@ def issue_comment_list_get(issue_id_or_key: IssueIdOrKey, min_id: MinId = None,
                            max_id: MaxId = None, count: Count = 20, order: Order = None,
                            fields: Fields = None):
     """List an issue's comments (newest first unless order is asc)."""
-    return api.get(issue_owned(issue_id_or_key, "comments"),
+    return api.get(issue_path(issue_id_or_key, "comments"),
                    {"minId": min_id, "maxId": max_id, "count": count, "order": order})
 
 
 @tool("Get issue comment")
 def issue_comment_details_get(issue_id_or_key: IssueIdOrKey, comment_id: CommentId):
     """Get one comment of an issue, with its change log."""
-    return api.get(issue_owned(issue_id_or_key, "comments", comment_id))
+    return api.get(issue_path(issue_id_or_key, "comments", comment_id))
 
 
 @tool("Count issue comments", extra=True)
 def issue_comment_count_get(issue_id_or_key: IssueIdOrKey):
     """Count an issue's comments."""
-    return api.get(issue_owned(issue_id_or_key, "comments", "count"))
+    return api.get(issue_path(issue_id_or_key, "comments", "count"))
 
 
 @tool("List comment notifications", extra=True)
 def issue_comment_notification_list_get(issue_id_or_key: IssueIdOrKey, comment_id: CommentId):
     """List who was notified of an issue comment."""
-    return api.get(issue_owned(issue_id_or_key, "comments", comment_id, "notifications"))
+    return api.get(issue_path(issue_id_or_key, "comments", comment_id, "notifications"))
 
 
 @tool("List issue attachments")
 def issue_attachment_list_get(issue_id_or_key: IssueIdOrKey):
     """List an issue's attachments: ids, names, sizes."""
-    return api.get(issue_owned(issue_id_or_key, "attachments"))
+    return api.get(issue_path(issue_id_or_key, "attachments"))
 
 
 @tool("Download issue attachment")
 def issue_attachment_download(issue_id_or_key: IssueIdOrKey, attachment_id: AttachmentId,
                               format: Format = None):
     """Download an issue attachment as image, text or base64."""
-    return download(issue_owned(issue_id_or_key, "attachments", attachment_id), format)
+    return download(issue_path(issue_id_or_key, "attachments", attachment_id), format)
 
 
 def open_upload(file_path):
@@ -2702,32 +2934,32 @@ def issue_attachment_upload(file_path: P("string", "Path of a local file under "
 @tool("Delete issue attachment", write="issue", destructive=True, idempotent=True)
 def issue_attachment_delete(issue_id_or_key: IssueIdOrKey, attachment_id: AttachmentId):
     """Delete an attachment from an issue; returns it."""
-    return api.delete(issue_owned(issue_id_or_key, "attachments", attachment_id))
+    return api.delete(issue_path(issue_id_or_key, "attachments", attachment_id))
 
 
 @tool("List issue shared files")
 def issue_shared_file_list_get(issue_id_or_key: IssueIdOrKey):
     """List the shared files linked to an issue."""
-    return api.get(issue_owned(issue_id_or_key, "sharedFiles"))
+    return api.get(issue_path(issue_id_or_key, "sharedFiles"))
 
 
 @tool("Link shared files to issue", write="issue", idempotent=True, extra=True)
 def issue_shared_file_link(issue_id_or_key: IssueIdOrKey, file_ids: SharedFileIds):
     """Link shared files of the issue's project to the issue."""
-    return api.post(issue_owned(issue_id_or_key, "sharedFiles"), {"fileId": file_ids})
+    return api.post(issue_path(issue_id_or_key, "sharedFiles"), {"fileId": file_ids})
 
 
 @tool("Unlink shared file from issue", write="issue", destructive=True, idempotent=True,
       extra=True)
 def issue_shared_file_unlink(issue_id_or_key: IssueIdOrKey, shared_file_id: SharedFileId):
     """Unlink a shared file from an issue (the file stays)."""
-    return api.delete(issue_owned(issue_id_or_key, "sharedFiles", shared_file_id))
+    return api.delete(issue_path(issue_id_or_key, "sharedFiles", shared_file_id))
 
 
 @tool("List issue participants")
 def issue_participant_list_get(issue_id_or_key: IssueIdOrKey):
     """List the users who took part in an issue."""
-    return api.get(issue_owned(issue_id_or_key, "participants"))
+    return api.get(issue_path(issue_id_or_key, "participants"))
 
 
 @tool("List priorities")
@@ -2739,10 +2971,10 @@ def issue_priority_list_get():
 @tool("List related issues")
 def issue_related_list_get(issue_id_or_key: IssueIdOrKey):
     """List the issues related to an issue."""
-    return allowed_items(issue_view(api.get(issue_owned(issue_id_or_key, "relatedIssues"))))
+    return issue_view(api.get(issue_path(issue_id_or_key, "relatedIssues")))
 
 
-ParentIssue = P("integer", "Parent issue id", minimum=1)
+ParentIssue = IssueId.like(doc="Parent issue id")
 Categories = P("array", "Category names or ids (project_category_list_get)",
                items=["integer", "string"])
 Milestones = P("array", "Milestone names or ids (issue_milestone_list_get)",
@@ -2822,7 +3054,7 @@ def issue_update(issue_id_or_key: IssueIdOrKey, summary: Summary = None,
            if k not in ("issue_id_or_key", "notified_user_ids", "clear")):
         raise ToolError("Nothing to update: give at least one field such as summary, status_id "
                         "or custom_fields.")
-    issue = guard_issue(issue_id_or_key)
+    issue = None
 
     def project():  # the issue's project, fetched only when a name or custom field needs it
         nonlocal issue
@@ -2835,14 +3067,14 @@ def issue_update(issue_id_or_key: IssueIdOrKey, summary: Summary = None,
 @tool("Delete issue", write="issue", destructive=True, idempotent=True)
 def issue_delete(issue_id_or_key: IssueIdOrKey):
     """Delete an issue and its comments for good; returns the deleted issue."""
-    return issue_view(api.delete(issue_owned(issue_id_or_key)))
+    return issue_view(api.delete(issue_path(issue_id_or_key)))
 
 
 @tool("Add issue comment", write="issue")
 def issue_comment_add(issue_id_or_key: IssueIdOrKey, content: Content,
                       notified_user_ids: UserIds = None, attachment_ids: AttachmentIds = None):
     """Add a comment to an issue."""
-    return api.post(issue_owned(issue_id_or_key, "comments"),
+    return api.post(issue_path(issue_id_or_key, "comments"),
                     {"content": content, "notifiedUserId": notified_user_ids,
                      "attachmentId": attachment_ids})
 
@@ -2850,39 +3082,35 @@ def issue_comment_add(issue_id_or_key: IssueIdOrKey, content: Content,
 @tool("Update issue comment", write="issue", idempotent=True)
 def issue_comment_update(issue_id_or_key: IssueIdOrKey, comment_id: CommentId, content: Content):
     """Replace the text of an issue comment (only its author may)."""
-    return api.patch(issue_owned(issue_id_or_key, "comments", comment_id), {"content": content})
+    return api.patch(issue_path(issue_id_or_key, "comments", comment_id), {"content": content})
 
 
 @tool("Delete issue comment", write="issue", destructive=True, idempotent=True)
 def issue_comment_delete(issue_id_or_key: IssueIdOrKey, comment_id: CommentId):
     """Delete an issue comment (its author only); returns it."""
-    return api.delete(issue_owned(issue_id_or_key, "comments", comment_id))
+    return api.delete(issue_path(issue_id_or_key, "comments", comment_id))
 
 
 @tool("Notify about comment", write="issue")
 def issue_comment_notify(issue_id_or_key: IssueIdOrKey, comment_id: CommentId,
                          notified_user_ids: P("array", "Users to notify", items="integer")):
     """Notify users of an existing comment (only its author may)."""
-    return api.post(issue_owned(issue_id_or_key, "comments", comment_id, "notifications"),
+    return api.post(issue_path(issue_id_or_key, "comments", comment_id, "notifications"),
                     {"notifiedUserId": notified_user_ids})
 
 
 @tool("Relate issues", write="issue", idempotent=True)
 def issue_related_add(issue_id_or_key: IssueIdOrKey,
-                      target_issue_id: P("integer", "Id of the issue to relate", minimum=1)):
+                      target_issue_id: IssueId.like(doc="Id of the issue to relate")):
     """Mark another issue as related to this one."""
-    guard_issue(issue_id_or_key)
-    guard_issue(target_issue_id)
     return api.post(("issues", issue_id_or_key, "relatedIssues"),
                     {"targetIssueId": target_issue_id})
 
 
 @tool("Unrelate issues", write="issue", destructive=True, idempotent=True)
 def issue_related_delete(issue_id_or_key: IssueIdOrKey,
-                         related_issue_id: P("integer", "Id of the related issue", minimum=1)):
+                         related_issue_id: IssueId.like(doc="Id of the related issue")):
     """Remove the relation between two issues."""
-    guard_issue(issue_id_or_key)
-    guard_issue(related_issue_id)
     return api.delete(("issues", issue_id_or_key, "relatedIssues", related_issue_id))
 
 
@@ -2892,35 +3120,30 @@ Note = P("string", "Note")
 @tool("Watch issue", write="issue")
 def issue_watching_add(issue_id_or_key: IssueIdOrKey, note: Note = None):
     """Start watching an issue."""
-    guard_issue(issue_id_or_key)
     return api.post("watchings", {"issueIdOrKey": issue_id_or_key, "note": note})
 
 
 @tool("Get watching", extra=True)
 def issue_watching_details_get(watching_id: WatchingId):
     """Get a watching: its issue, note and read state."""
-    return guard_owner("watching", watching_id, ("watchings", watching_id)) \
-        or api.get(("watchings", watching_id))
+    return api.get(("watchings", watching_id))
 
 
 @tool("Update watching", write="issue", idempotent=True, extra=True)
 def issue_watching_update(watching_id: WatchingId, note: Note):
     """Change the note of a watching."""
-    guard_owner("watching", watching_id, ("watchings", watching_id))
     return api.patch(("watchings", watching_id), {"note": note})
 
 
 @tool("Stop watching", write="issue", destructive=True, idempotent=True)
 def issue_watching_delete(watching_id: WatchingId):
     """Stop watching: delete a watching."""
-    guard_owner("watching", watching_id, ("watchings", watching_id))
     return api.delete(("watchings", watching_id))
 
 
 @tool("Mark watching read", write="issue", idempotent=True, extra=True)
 def issue_watching_mark_read(watching_id: WatchingId):
     """Mark a watched issue as read."""
-    guard_owner("watching", watching_id, ("watchings", watching_id))
     api.post(("watchings", watching_id, "markAsRead"))
     return f"Watching {watching_id} marked as read."
 
@@ -2928,24 +3151,20 @@ def issue_watching_mark_read(watching_id: WatchingId):
 # == Tools: projects ===========================================================
 
 def project_list(project_id_or_key, what):
-    return api.get(("projects", guard_project(project_id_or_key), what))
+    return api.get(("projects", project_id_or_key, what))
 
 
 @tool("List projects")
 def project_list_get(archived: P("boolean", "true: archived only; false: active only") = None,
                      fields: Fields = None):
     """List the projects you can see (only BACKLOG_PROJECTS when set)."""
-    projects = api.get("projects", {"archived": archived})
-    listing = Listing(p for p in projects
-                      if not restricted() or p.get("projectKey", "").upper() in settings().projects)
-    listing.fetched = len(listing)
-    return listing
+    return api.get("projects", {"archived": archived})
 
 
 @tool("Get project")
 def project_details_get(project_id_or_key: ProjectIdOrKey):
     """Get a project's settings: key, name, enabled features, formatting rule."""
-    return api.get(("projects", guard_project(project_id_or_key)))
+    return api.get(("projects", project_id_or_key))
 
 
 @tool("List statuses")
@@ -3003,8 +3222,8 @@ def project_resolution_list_get():
 
 
 def activities(path, activity_type_ids, min_id, max_id, count, order):
-    return allowed_items(api.get(path, {"activityTypeId": activity_type_ids, "minId": min_id,
-                                        "maxId": max_id, "count": count, "order": order}))
+    return api.get(path, {"activityTypeId": activity_type_ids, "minId": min_id,
+                          "maxId": max_id, "count": count, "order": order})
 
 
 @tool("List project activity")
@@ -3013,28 +3232,22 @@ def project_activity_list_get(project_id_or_key: ProjectIdOrKey,
                               max_id: MaxId = None, count: Count = 20, order: Order = None,
                               fields: Fields = None):
     """List a project's recent activity (issue, wiki, git, file events)."""
-    return activities(("projects", guard_project(project_id_or_key), "activities"),
+    return activities(("projects", project_id_or_key, "activities"),
                       activity_type_ids, min_id, max_id, count, order)
 
 
 TextRule = P("string", "Text formatting", enum=["markdown", "backlog"])
 
 
-def new_project_key(key):
-    if restricted() and key.upper() not in settings().projects:
-        raise denied(key)
-    return key
-
-
 @tool("Add project", write="project")
 def project_add(name: P("string", "Project name"),
                 key: P("string", "Project key (A-Z, 0-9, _)", pattern=r"[_A-Z0-9]{1,25}\Z",
-                       check="is not a project key in capitals like DEMO"),
+                       check="is not a project key in capitals like DEMO", owner="project"),
                 chart_enabled: P("boolean", "Enable charts") = False,
                 subtasking_enabled: P("boolean", "Enable subtasks") = False,
                 text_formatting_rule: TextRule = "markdown"):
     """Create a project (space administrators only)."""
-    return api.post("projects", {"name": name, "key": new_project_key(key),
+    return api.post("projects", {"name": name, "key": key,
                                  "chartEnabled": chart_enabled,
                                  "subtaskingEnabled": subtasking_enabled,
                                  "textFormattingRule": text_formatting_rule})
@@ -3043,29 +3256,30 @@ def project_add(name: P("string", "Project name"),
 @tool("Update project", write="project", idempotent=True)
 def project_update(project_id_or_key: ProjectIdOrKey, name: P("string", "Project name") = None,
                    key: P("string", "New project key", pattern=r"[_A-Z0-9]{1,25}\Z",
-                          check="is not a project key in capitals like DEMO") = None,
+                          check="is not a project key in capitals like DEMO",
+                          owner="project") = None,
                    chart_enabled: Bool = None, subtasking_enabled: Bool = None,
                    text_formatting_rule: TextRule = None,
                    archived: P("boolean", "Archive or unarchive") = None):
     """Change a project's name, key, features or archived state."""
-    form = {"name": name, "key": key and new_project_key(key), "chartEnabled": chart_enabled,
+    form = {"name": name, "key": key, "chartEnabled": chart_enabled,
             "subtaskingEnabled": subtasking_enabled, "textFormattingRule": text_formatting_rule,
             "archived": archived}
     if all(v is None for v in form.values()):
         raise ToolError("Nothing to update: give name, key, archived or another setting.")
-    return api.patch(("projects", guard_project(project_id_or_key)), form)
+    return api.patch(("projects", project_id_or_key), form)
 
 
 @tool("Delete project", write="project", destructive=True, idempotent=True)
 def project_delete(project_id_or_key: ProjectIdOrKey):
     """Delete a project with all its issues, wikis and files (space administrators only)."""
-    return api.delete(("projects", guard_project(project_id_or_key)))
+    return api.delete(("projects", project_id_or_key))
 
 
 @tool("Add category", write="project")
 def project_category_add(project_id_or_key: ProjectIdOrKey, name: P("string", "Category name")):
     """Add a category to a project."""
-    return api.post(("projects", guard_project(project_id_or_key), "categories"), {"name": name})
+    return api.post(("projects", project_id_or_key, "categories"), {"name": name})
 
 
 VersionName = P("string", "Milestone name")
@@ -3076,7 +3290,7 @@ def project_version_add(project_id_or_key: ProjectIdOrKey, name: VersionName,
                         description: Description = None, start_date: Date = None,
                         release_due_date: Date = None):
     """Add a milestone (version) to a project."""
-    return api.post(("projects", guard_project(project_id_or_key), "versions"),
+    return api.post(("projects", project_id_or_key, "versions"),
                     {"name": name, "description": description, "startDate": start_date,
                      "releaseDueDate": release_due_date})
 
@@ -3088,7 +3302,7 @@ def project_version_update(project_id_or_key: ProjectIdOrKey,
                            release_due_date: Date = None,
                            archived: P("boolean", "Archive or unarchive") = None):
     """Update a milestone (version): name, dates, description, archived."""
-    return api.patch(("projects", guard_project(project_id_or_key), "versions", version_id),
+    return api.patch(("projects", project_id_or_key, "versions", version_id),
                      {"name": name, "description": description, "startDate": start_date,
                       "releaseDueDate": release_due_date, "archived": archived})
 
@@ -3097,7 +3311,7 @@ def project_version_update(project_id_or_key: ProjectIdOrKey,
 def project_version_delete(project_id_or_key: ProjectIdOrKey,
                            version_id: P("integer", "Milestone id", minimum=1)):
     """Delete a milestone (version) from a project."""
-    return api.delete(("projects", guard_project(project_id_or_key), "versions", version_id))
+    return api.delete(("projects", project_id_or_key, "versions", version_id))
 
 
 # == Tools: shared files =======================================================
@@ -3116,7 +3330,7 @@ def file_shared_list_get(project_id_or_key: ProjectIdOrKey,
                          fields: Fields = None):
     """List a shared-file directory of a project."""
     parts = directory(path) or (SLASH,)
-    return api.get(("projects", guard_project(project_id_or_key), "files", "metadata") + parts,
+    return api.get(("projects", project_id_or_key, "files", "metadata") + parts,
                    {"order": order, "offset": offset, "count": count})
 
 
@@ -3125,7 +3339,7 @@ def file_shared_download(project_id_or_key: ProjectIdOrKey,
                          shared_file_id: P("integer", "Shared file id", minimum=1),
                          format: Format = None):
     """Download a project's shared file as image, text or base64."""
-    return download(("projects", guard_project(project_id_or_key), "files", shared_file_id),
+    return download(("projects", project_id_or_key, "files", shared_file_id),
                     format)
 
 
@@ -3166,27 +3380,15 @@ RECENT = {"issues": "recentlyViewedIssues", "projects": "recentlyViewedProjects"
 def user_recent_list_get(kind: P("string", "What to list", enum=list(RECENT)) = "issues",
                          offset: Offset = 0, count: Count = 20):
     """List what you viewed last (issues, projects or wiki pages): your recent work."""
-    return allowed_items(api.get(("users", "myself", RECENT[kind]),
-                                 {"offset": offset, "count": count}))
-
-
-def star_allowed(star):
-    """Under BACKLOG_PROJECTS: does a star's target (named by its URL) lie in an allowed
-    project? Backlog's stars carry no project id."""
-    url = star.get("url") if isinstance(star, dict) else None
-    match = re.search(r"/(?:view|wiki|git|file)/([_A-Z0-9]{1,25})\b", url or "")
-    return bool(match) and match.group(1) in settings().projects
+    return api.get(("users", "myself", RECENT[kind]), {"offset": offset, "count": count})
 
 
 @tool("List stars received")
 def user_star_list_get(user_id: UserId, min_id: MinId = None, max_id: MaxId = None,
                        count: Count = 20, order: Order = None):
     """List the stars a user received (what was starred, by whom)."""
-    stars = api.get(("users", user_id, "stars"), {"minId": min_id, "maxId": max_id,
-                                                 "count": count, "order": order})
-    listing = Listing(s for s in stars if not restricted() or star_allowed(s))
-    listing.fetched = len(stars)
-    return listing
+    return api.get(("users", user_id, "stars"), {"minId": min_id, "maxId": max_id,
+                                                "count": count, "order": order})
 
 
 STAR_TARGETS = {"issue_id_or_key": "issueId", "comment_id": "commentId", "wiki_id": "wikiId",
@@ -3195,29 +3397,21 @@ STAR_TARGETS = {"issue_id_or_key": "issueId", "comment_id": "commentId", "wiki_i
 
 
 @tool("Add star", write="star")
-def user_star_add(issue_id_or_key: P("string", "Issue to star (or the issue of comment_id)",
-                                     pattern=ISSUE_KEY_RE, check=IssueIdOrKey.check) = None,
-                  comment_id: P("integer", "Issue comment to star", minimum=1) = None,
-                  wiki_id: P("integer", "Wiki page to star", minimum=1) = None,
-                  pull_request_id: P("integer", "Pull request id (not number)",
-                                     minimum=1) = None,
-                  pull_request_comment_id: P("integer", "PR comment id", minimum=1) = None):
+def user_star_add(issue_id_or_key: IssueIdOrKey.like(
+                      doc="Issue to star (or the issue of comment_id)") = None,
+                  comment_id: P("integer", "Issue comment to star", minimum=1,
+                                owner="comment") = None,
+                  wiki_id: WikiId.like(doc="Wiki page to star") = None,
+                  pull_request_id: P("integer", "Pull request id (not number)", minimum=1,
+                                     owner="unscoped") = None,
+                  pull_request_comment_id: P("integer", "PR comment id", minimum=1,
+                                             owner="unscoped") = None):
     """Star an issue, an issue comment, a wiki page, a PR or a PR comment."""
     given = {k: v for k, v in locals().items() if v is not None}
     target = [k for k in given if k != "issue_id_or_key" or "comment_id" not in given]
     if len(target) != 1:
         raise ToolError("Give exactly one thing to star (a comment_id may come with its "
                         "issue_id_or_key).")
-    if restricted():
-        if "issue_id_or_key" in given:
-            guard_issue(issue_id_or_key)
-            if comment_id is not None:  # the comment must be this issue's
-                api.get(("issues", issue_id_or_key, "comments", comment_id))
-        elif wiki_id is not None:
-            guard_owner("wiki", wiki_id, ("wikis", wiki_id))
-        else:
-            raise ToolError("Under BACKLOG_PROJECTS a comment is starred with its "
-                            "issue_id_or_key, and pull requests cannot be starred here.")
     name = target[0]
     value = given[name]
     if name == "issue_id_or_key" and not DIGITS.match(str(value)):
@@ -3227,13 +3421,9 @@ def user_star_add(issue_id_or_key: P("string", "Issue to star (or the issue of c
 
 
 @tool("Remove star", write="star", destructive=True, idempotent=True, extra=True)
-def user_star_delete(star_id: P("integer", "Star id (user_star_list_get)", minimum=1)):
+def user_star_delete(star_id: P("integer", "Star id (user_star_list_get)", minimum=1,
+                                owner="star")):
     """Remove one of your stars."""
-    if restricted():
-        me = api.get(("users", "myself"))["id"]
-        stars = api.get(("users", me, "stars"), {"count": 100})
-        if not any(s.get("id") == star_id and star_allowed(s) for s in stars):
-            raise denied(star_id, "star")
     api.delete(("stars", star_id))
     return f"Star {star_id} removed."
 
@@ -3253,14 +3443,12 @@ AlreadyRead = P("boolean", "true: already read only; false: unread only")
 
 @tool("List watchings")
 def user_watching_list_get(user_id: UserId, resource_already_read: AlreadyRead = None,
-                           issue_ids: Ids = None, sort: WatchSort = None, order: Order = None,
+                           issue_ids: IssueIds = None, sort: WatchSort = None, order: Order = None,
                            offset: Offset = 0, count: Count = 20, fields: Fields = None):
     """List the issues a user watches."""
-    for issue in issue_ids or ():
-        guard_issue(issue)
-    return allowed_items(api.get(("users", user_id, "watchings"), {
+    return api.get(("users", user_id, "watchings"), {
         "resourceAlreadyRead": resource_already_read, "issueId": issue_ids, "sort": sort,
-        "order": order, "offset": offset, "count": count}))
+        "order": order, "offset": offset, "count": count})
 
 
 def count_allowed(path, params):
@@ -3269,7 +3457,7 @@ def count_allowed(path, params):
     for page in range(20):
         Progress.step(f"counting page {page + 1}")
         items = api.get(path, dict(params, count=100, offset=page * 100))
-        total += len(allowed_items(items))
+        total += held(items)
         if len(items) < 100:
             return {"count": total}
     return {"count": total, "note": "counted the first 2,000 items only"}
@@ -3294,7 +3482,7 @@ def wiki_list_get(project_id_or_key: OptProject = None, keyword: Keyword = None,
                   fields: Fields = None):
     """List a project's wiki pages (every allowed or active project's if none given)."""
     if project_id_or_key is not None:
-        projects = [guard_project(project_id_or_key)]
+        projects = [project_id_or_key]
     elif restricted():
         projects = settings().projects
     else:  # Backlog lists one project's pages at a time
@@ -3307,35 +3495,31 @@ def wiki_list_get(project_id_or_key: OptProject = None, keyword: Keyword = None,
     for project in projects:
         Progress.step(f"wiki pages of {project}", total=len(projects))
         pages += api.get("wikis", {"projectIdOrKey": project, "keyword": keyword})
-    return allowed_items(pages)
+    return pages
 
 
 @tool("Count wiki pages")
 def wiki_count_get(project_id_or_key: ProjectIdOrKey):
     """Count a project's wiki pages."""
-    return api.get(("wikis", "count"), {"projectIdOrKey": guard_project(project_id_or_key)})
+    return api.get(("wikis", "count"), {"projectIdOrKey": project_id_or_key})
 
 
 @tool("List wiki tags", extra=True)
 def wiki_tag_list_get(project_id_or_key: ProjectIdOrKey):
     """List the tags used on a project's wiki pages."""
-    return api.get(("wikis", "tags"), {"projectIdOrKey": guard_project(project_id_or_key)})
+    return api.get(("wikis", "tags"), {"projectIdOrKey": project_id_or_key})
 
 
 @tool("Get wiki page")
 def wiki_details_get(wiki_id: WikiId):
     """Get a wiki page with its content, tags and attachments."""
-    page = api.get(("wikis", wiki_id))
-    if restricted() and not project_allowed(page.get("projectId")):
-        raise denied(wiki_id, "wiki")
-    return page
+    return api.get(("wikis", wiki_id))
 
 
 @tool("Get wiki history")
 def wiki_history_get(wiki_id: WikiId, min_id: MinId = None, max_id: MaxId = None,
                      count: Count = 20, order: Order = None, fields: Fields = None):
     """List the versions of a wiki page, newest first."""
-    guard_owner("wiki", wiki_id, ("wikis", wiki_id))
     return api.get(("wikis", wiki_id, "history"),
                    {"minId": min_id, "maxId": max_id, "count": count, "order": order})
 
@@ -3343,30 +3527,26 @@ def wiki_history_get(wiki_id: WikiId, min_id: MinId = None, max_id: MaxId = None
 @tool("List wiki attachments")
 def wiki_attachment_list_get(wiki_id: WikiId):
     """List a wiki page's attachments."""
-    guard_owner("wiki", wiki_id, ("wikis", wiki_id))
     return api.get(("wikis", wiki_id, "attachments"))
 
 
 @tool("Download wiki attachment")
 def wiki_attachment_download(wiki_id: WikiId, attachment_id: AttachmentId, format: Format = None):
     """Download a wiki attachment as image, text or base64."""
-    guard_owner("wiki", wiki_id, ("wikis", wiki_id))
     return download(("wikis", wiki_id, "attachments", attachment_id), format)
 
 
 MailNotify = P("boolean", "Email the change to watchers")
 
 
-def wiki_owned(wiki_id, *rest):
-    """The path of a wiki page (or below it), its project checked under the allow-list."""
-    guard_owner("wiki", wiki_id, ("wikis", wiki_id))
+def wiki_path(wiki_id, *rest):
     return ("wikis", wiki_id) + rest
 
 
 @tool("List wiki shared files", extra=True)
 def wiki_shared_file_list_get(wiki_id: WikiId):
     """List the shared files linked to a wiki page."""
-    return api.get(wiki_owned(wiki_id, "sharedFiles"))
+    return api.get(wiki_path(wiki_id, "sharedFiles"))
 
 
 @tool("Add wiki page", write="wiki")
@@ -3383,7 +3563,6 @@ def wiki_update(wiki_id: WikiId, name: P("string", "New page name") = None,
     """Update a wiki page's name or content."""
     if name is None and content is None:
         raise ToolError("Nothing to update: give name or content.")
-    guard_owner("wiki", wiki_id, ("wikis", wiki_id))
     return api.patch(("wikis", wiki_id), {"name": name, "content": content,
                                           "mailNotify": mail_notify})
 
@@ -3391,33 +3570,33 @@ def wiki_update(wiki_id: WikiId, name: P("string", "New page name") = None,
 @tool("Delete wiki page", write="wiki", destructive=True, idempotent=True)
 def wiki_delete(wiki_id: WikiId, mail_notify: MailNotify = None):
     """Delete a wiki page for good; returns the deleted page."""
-    return api.delete(wiki_owned(wiki_id), {"mailNotify": mail_notify})
+    return api.delete(wiki_path(wiki_id), {"mailNotify": mail_notify})
 
 
 @tool("Attach files to wiki page", write="wiki")
 def wiki_attachment_add(wiki_id: WikiId, attachment_ids: P(
         "array", "Ids from issue_attachment_upload", items="integer")):
     """Attach uploaded files to a wiki page."""
-    return api.post(wiki_owned(wiki_id, "attachments"), {"attachmentId": attachment_ids})
+    return api.post(wiki_path(wiki_id, "attachments"), {"attachmentId": attachment_ids})
 
 
 @tool("Delete wiki attachment", write="wiki", destructive=True, idempotent=True)
 def wiki_attachment_delete(wiki_id: WikiId, attachment_id: AttachmentId):
     """Delete an attachment from a wiki page; returns it."""
-    return api.delete(wiki_owned(wiki_id, "attachments", attachment_id))
+    return api.delete(wiki_path(wiki_id, "attachments", attachment_id))
 
 
 @tool("Link shared files to wiki page", write="wiki", idempotent=True, extra=True)
 def wiki_shared_file_link(wiki_id: WikiId, file_ids: SharedFileIds):
     """Link shared files of the page's project to a wiki page."""
-    return api.post(wiki_owned(wiki_id, "sharedFiles"), {"fileId": file_ids})
+    return api.post(wiki_path(wiki_id, "sharedFiles"), {"fileId": file_ids})
 
 
 @tool("Unlink shared file from wiki page", write="wiki", destructive=True, idempotent=True,
       extra=True)
 def wiki_shared_file_unlink(wiki_id: WikiId, shared_file_id: SharedFileId):
     """Unlink a shared file from a wiki page (the file stays)."""
-    return api.delete(wiki_owned(wiki_id, "sharedFiles", shared_file_id))
+    return api.delete(wiki_path(wiki_id, "sharedFiles", shared_file_id))
 
 
 # == Tools: space ==============================================================
@@ -3473,8 +3652,8 @@ def space_activity_list_get(activity_type_ids: ActivityTypes = None, min_id: Min
 def notification_list_get(min_id: MinId = None, max_id: MaxId = None, count: Count = 20,
                           order: Order = None, fields: Fields = None):
     """List your notifications, newest first."""
-    return allowed_items(api.get("notifications", {"minId": min_id, "maxId": max_id,
-                                                   "count": count, "order": order}))
+    return api.get("notifications", {"minId": min_id, "maxId": max_id, "count": count,
+                                     "order": order})
 
 
 @tool("Count notifications")
@@ -3494,8 +3673,8 @@ def count_allowed_notifications(params):
     for page in range(20):
         Progress.step(f"counting notifications, page {page + 1}")
         items = api.get("notifications", {"count": 100, "maxId": max_id})
-        total += sum(1 for n in allowed_items(items)
-                     if all(v is None or n.get(k) == v for k, v in params.items()))
+        total += held([n for n in items if isinstance(n, dict) and all(
+            v is None or n.get(k) == v for k, v in params.items())])
         if len(items) < 100:
             return {"count": total}
         max_id = items[-1]["id"]  # Backlog's maxId is exclusive
@@ -3503,18 +3682,9 @@ def count_allowed_notifications(params):
 
 
 @tool("Mark notification read", write="notification", idempotent=True)
-def notification_mark_read(notification_id: P("integer", "Notification id", minimum=1)):
+def notification_mark_read(notification_id: P("integer", "Notification id", minimum=1,
+                                             owner="notification")):
     """Mark one notification as read."""
-    if restricted():
-        max_id, found = None, None
-        for _ in range(10):
-            items = api.get("notifications", {"count": 100, "maxId": max_id})
-            found = next((n for n in items if n.get("id") == notification_id), None)
-            if found or len(items) < 100:
-                break
-            max_id = items[-1]["id"]  # exclusive, as page_note tells the model
-        if not found or not project_allowed(item_project(found)):
-            raise denied(notification_id, "notification")
     api.post(("notifications", notification_id, "markAsRead"))
     return f"Notification {notification_id} marked as read."
 

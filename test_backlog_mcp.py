@@ -445,10 +445,14 @@ def test_key_user_agent_and_accept(backlog):
 
 
 def test_backlog_error_message_and_next_step(backlog):
-    backlog.errors.append(("GET", "issues/DEMO-9", 404, load("error_404")))
+    backlog.errors.append(("GET", "issues/DEMO-9", 403, load("error_403")))
     text = error(call("issue_details_get", issue_id_or_key="DEMO-9"))
-    assert "HTTP 404" in text and "No issue." in text and "code 6 NoResourceError" in text
+    assert "HTTP 403" in text and "code 5 UnauthorizedOperationError" in text
     assert "Next:" in text
+    backlog.errors.append(("GET", "issues/DEMO-8", 404, load("error_404")))
+    text = error(call("issue_details_get", issue_id_or_key="DEMO-8"))
+    assert text.startswith("No issue DEMO-8 in this space (Backlog: No issue. (code 6 ")
+    assert "Next: check the identifier; issue_list_get lists valid ones." in text
 
 
 def test_400_names_the_lookup_tool(backlog):
@@ -1095,7 +1099,7 @@ DENIED = [
 def test_allow_list_denies_other_projects(backlog, name, arguments):
     b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
     text = error(call(name, **arguments))
-    assert text.startswith("Access denied to project") and "Allowed projects: DEMO" in text
+    assert text.startswith("No ") and "among the projects this server may use (DEMO)" in text
     assert "Login fails" not in text and "OTHER-1" not in text.replace(
         str(arguments.get("issue_id_or_key")), "")
     assert [r for r in backlog.requests if r.method != "GET"] == []
@@ -1133,7 +1137,7 @@ def test_allow_list_holds_for_every_identifier_form(backlog, name, arguments):
     b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
     result = call(name, **arguments)
     text = error(result)
-    assert text.startswith("Access denied to project") and "Allowed projects: DEMO" in text
+    assert text.startswith("No ") and "among the projects this server may use (DEMO)" in text
     assert [r for r in backlog.requests if r.method != "GET"] == []  # no write went out
     assert len(result["content"]) == 1 and len(text) < 300 and "Login fails" not in text
     assert not [r for r in backlog.requests if "/attachments/" in r.path or "/files/" in r.path]
@@ -1196,7 +1200,8 @@ def test_project_ids_are_resolved_once(backlog):
     b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
     call("project_status_list_get", project_id_or_key="101")
     call("project_issue_type_list_get", project_id_or_key="101")
-    assert len([r for r in backlog.requests if r.path == "/api/v2/projects/101"]) == 1
+    assert not [r for r in backlog.requests if r.path == "/api/v2/projects/101"]
+    assert [r.path for r in backlog.requests].count("/api/v2/projects/DEMO") == 1
 
 
 def test_no_resolution_call_without_allow_list(backlog):
@@ -1611,7 +1616,7 @@ def test_cli_download_to_a_file(pyz, fake, tmp_path):
     (["call", "issue_comment_add", "--json", "[1]"], 2, "takes a JSON object"),
     (["--read-only", "call", "issue_add"], 2, "disabled: group 'issue' is not writable"),
     (["call", "project_add", "name=x", "key=X"], 2, "disabled: group 'project'"),
-    (["call", "issue_details_get", "issue_id_or_key=DEMO-404"], 1, "HTTP 404"),
+    (["call", "issue_details_get", "issue_id_or_key=DEMO-404"], 1, "No issue DEMO-404 in this"),
     (["nonsense"], 2, "unknown argument 'nonsense'"),
 ])
 def test_cli_errors(pyz, fake, args, status, message):
@@ -2411,7 +2416,8 @@ def test_numbers_sent_to_backlog_are_finite(backlog, arguments):
 
 def test_watching_filters_are_held_to_the_allow_list(backlog):
     b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
-    assert "Access denied" in error(call("user_watching_list_get", user_id=1, issue_ids=[999]))
+    assert "No issue 999 among" in error(call("user_watching_list_get", user_id=1,
+                                              issue_ids=[999]))
     assert not [r for r in backlog.requests if "watchings" in r.path]
 
 
@@ -2691,7 +2697,7 @@ def test_notification_pages_meet_at_an_exclusive_bound(backlog, monkeypatch):
     monkeypatch.setattr(backlog, "list_notifications", page)
     b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
     counted = data(call("notification_count_get"))["count"]
-    demo = sum(1 for n in items if b.item_project(n) == 101)
+    demo = sum(1 for n in items if b.record_project(n) == "DEMO")
     assert counted == demo
     pages = [r.q("maxId") for r in backlog.requests if r.path == "/api/v2/notifications"]
     assert pages == [[], ["51"]]
@@ -3057,7 +3063,7 @@ def test_a_prompt_holds_the_allow_list_and_says_what_failed(backlog):
     b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
     text = rpc("prompts/get", {"name": "triage", "arguments": {"issue": "OTHER-1"}})[
         "result"]["messages"][0]["content"]["text"]
-    assert "Access denied" in text and "Login fails" not in text
+    assert "No issue OTHER-1 among the projects" in text and "Login fails" not in text
     assert not [r for r in backlog.requests if r.method != "GET"]
 
 
@@ -3094,7 +3100,8 @@ def test_unknown_resources_are_32002(backlog, uri):
 def test_forbidden_resources_are_32002_and_modern_era_32602(backlog):
     b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
     reply = rpc("resources/read", {"uri": "backlog://example.backlog.com/view/OTHER-1"})
-    assert reply["error"]["code"] == -32002 and "Access denied" in reply["error"]["message"]
+    assert reply["error"]["code"] == -32002 and "No issue OTHER-1 among" in reply["error"][
+        "message"]
     listed = rpc("resources/list")["result"]["resources"]
     assert listed and not [r for r in listed if "OTHER" in r["uri"]]
     meta = {"_meta": {b.META + "protocolVersion": "2026-07-28",
@@ -3196,7 +3203,7 @@ def test_shared_limits_hold_in_every_space(fake, spaces):
     assert "error" in reply and not [r for r in fake.requests if r.method != "GET"]
     b.configure(dict(env, BACKLOG_PROJECTS="DEMO", BACKLOG_WRITABLE="wiki", BACKLOG_TOOLSETS="all"))
     assert b.settings().allowed() == ["DEMO"] and b.settings().writable == {"wiki"}
-    assert "Access denied" in error(call("issue_details_get", issue_id_or_key="OTHER-1"))
+    assert "No issue OTHER-1 among" in error(call("issue_details_get", issue_id_or_key="OTHER-1"))
 
 
 def test_a_space_cannot_widen_the_shared_groups(fake):
@@ -3738,6 +3745,7 @@ def test_an_empty_space_allow_list_inherits_the_shared_one(two, own):
     assert b.SPACES["client"].settings.allowed() == ["DEMO"]
     result = call("issue_details_get", issue_id_or_key="OTHER-1", space="client")
     assert result["isError"] and "OTHER-1" in error(result) and "Example" not in error(result)
+    assert all("OTHER" not in r.path and "999" not in r.path for r in client.requests)
 
 
 def test_a_space_allow_list_narrows_the_shared_one(two):
