@@ -697,6 +697,14 @@ class NotFound(ToolError):
     wording for both, so that calls cannot map what exists elsewhere)."""
 
 
+class Missing(ToolError):
+    """Backlog has no `kind` (a project) by `value`; the pipeline words it as NotFound."""
+
+    def __init__(self, kind, value):
+        super().__init__(f"No {kind} {value}.")
+        self.kind, self.value = kind, value
+
+
 class Refused(ToolError):
     """The settings forbid the call (a project that may only be read)."""
 
@@ -1407,10 +1415,17 @@ def restricted():
 
 
 def project_info(project_id_or_key):
-    """{id, projectKey} of a project, fetched once and cached."""
+    """{id, projectKey} of a project, fetched once and cached; Missing when there is none."""
     key = str(project_id_or_key).upper()
-    project = CACHE.get(("project", key), lambda: checked(api.get(("projects", key)),
-                                                          {"id": int, "projectKey": str}))
+
+    def fetch():
+        try:
+            return checked(api.get(("projects", key)), {"id": int, "projectKey": str})
+        except BacklogError as exc:
+            if exc.status == 404 and exc.backlog:
+                raise Missing("project", project_id_or_key) from None
+            raise
+    project = CACHE.get(("project", key), fetch)
     CACHE.get(("project", str(project["id"])), lambda: project)
     CACHE.get(("project", project["projectKey"]), lambda: project)
     return project
@@ -1440,9 +1455,8 @@ def allowed_ids():
         for key in settings().projects:
             try:
                 found[project_info(key)["id"]] = key
-            except BacklogError as exc:
-                if exc.status != 404:
-                    raise
+            except Missing:
+                pass
         space.allowed_ids = found
     return space.allowed_ids
 
@@ -1628,15 +1642,17 @@ def _unscoped_owner(value, args):
 
 
 def identifiers(tool_, args, only=None):
-    """'issue DEMO-1, comment 5': the identifiers a call names, in words for a person (`only`:
-    the one (name, value) of a list that is meant)."""
+    """'issue DEMO-1, comment 5': the identifiers a call names, in words for a person; `only`:
+    the one (kind, value) that is meant (a value of a list)."""
+    if only is not None:
+        return f"{OWNERS[only[0]][1]} {clip(only[1], 40)}"
     parts = []
     for name, param in tool_.params.items():
-        value = only[1] if only and name == only[0] else None if only else args.get(name)
+        value = args.get(name)
         if value is not None and not isinstance(value, list) and (param.owner or param.ident):
             parts.append(f"{OWNERS[param.owner][1] if param.owner else param.ident} "
                          f"{clip(value, 40)}")
-    return ", ".join(parts)
+    return " or ".join(filter(None, [", ".join(parts[:-1]), parts[-1]])) if parts else ""
 
 
 def not_found(tool_, args, only=None, said=None):
@@ -1663,16 +1679,16 @@ def check_access(tool_, args):
         if param.owner is None or value is None:
             continue
         for one in value if isinstance(value, list) else [value]:
+            only = (param.owner, one)
             try:
                 project = OWNERS[param.owner][0](one, args)
-            except BacklogError as exc:
-                if exc.status == 404:
-                    raise not_found(tool_, args, (name, one) if isinstance(value, list)
-                                    else None) from None
+            except (Missing, BacklogError) as exc:
+                if getattr(exc, "status", 404) == 404 and getattr(exc, "backlog", True):
+                    raise not_found(tool_, args, only) from None
                 raise
             level = None if project == OUTSIDE else level_of(project)
             if level is None:
-                raise not_found(tool_, args, (name, one) if isinstance(value, list) else None)
+                raise not_found(tool_, args, only)
             if tool_.write and level == READ:
                 key = project if not DIGITS.match(str(project)) else allowed_ids()[int(project)]
                 raise Refused(f"Project {key} may only be read here (BACKLOG_PROJECTS lists "
@@ -2093,6 +2109,8 @@ def run_admitted(tool_, args):
     with odd_answers(tool_.name):
         try:
             value = tool_.fn(**args)
+        except Missing as exc:
+            raise not_found(tool_, args, (exc.kind, exc.value)) from None
         except BacklogError as exc:
             if exc.status == 404 and exc.backlog:
                 raise not_found(tool_, args, said=exc.said) from None
@@ -2108,9 +2126,18 @@ def run_admitted(tool_, args):
 
 def run_tool(tool_, arguments):
     """A tool run as every entry point but tools/call runs one (prompts, resources,
-    completions, the command line): admitted, then run. Returns (args, value)."""
+    completions, the command line): admitted, then run. Returns (args, value). A tool that
+    is off in the space (BACKLOG_TOOLSETS, groups) is off here too."""
+    why = tool_.disabled_because()
+    if why:
+        raise ToolError(f"{tool_.name} is off: {why}.")
     args = admit(tool_, arguments)
     return args, run_admitted(tool_, args)
+
+
+def shaped(value):
+    """An answer as BACKLOG_OUTPUT asks: lean (default) or Backlog's full JSON."""
+    return value if settings().output == "full" else lean(value)
 
 
 class odd_answers:
@@ -2189,8 +2216,7 @@ def result_of(tool_, args, value):
         return {"content": value.content(), "isError": False}
     if isinstance(value, str):
         return {"content": [{"type": "text", "text": value}], "isError": False}
-    shaped = value if settings().output == "full" else lean(value)
-    content = [{"type": "text", "text": dumps(shaped)}]
+    content = [{"type": "text", "text": dumps(shaped(value))}]
     if isinstance(value, list):
         content.append({"type": "text", "text": page_note(tool_, args, value)})
     return {"content": content, "isError": False}
@@ -3735,18 +3761,16 @@ def prompt(title, *arguments):
 
 def gather(parts):
     """The data of a prompt: each (label, tool, arguments) run as the model would run it;
-    a failure is said in its place."""
+    a failure is said in its place, but the first part (the prompt's subject) not found ends
+    the prompt."""
     out = []
     for label, name, arguments in parts:
         Progress.step(f"gathering {label.lower()}", total=len(parts))
         try:
-            tool_ = TOOLS[name]
-            why = tool_.disabled_because()
-            if why:
-                raise ToolError(f"{name} is off: {why}")
-            args, value = run_tool(tool_, arguments)
-            text = dumps(value if settings().output == "full" else lean(value))
+            text = dumps(shaped(run_tool(TOOLS[name], arguments)[1]))
         except ToolError as exc:
+            if isinstance(exc, NotFound) and not out:
+                raise
             text = f"(could not get it: {redact(exc)})"
         out.append(f"## {label}\n{text}")
     return "\n\n".join(out)
@@ -3759,14 +3783,20 @@ def list_prompts():
             + [p.definition(prefix, space) for space in others for p in PROMPTS.values()]}
 
 
-def get_prompt(name, arguments):
+def prompt_named(name):
+    """(space name, Prompt or None) of an exposed prompt name: SPACE_NAME names a prompt of a
+    space other than the default one."""
     prefix = settings().prefix
-    bare = name[len(prefix):] if name.startswith(prefix) else ""
+    bare = name[len(prefix):] if isinstance(name, str) and name.startswith(prefix) else ""
     space = next((s for s in SPACES if several() and s != DEFAULT_SPACE
                   and bare.startswith(f"{s}_") and bare[len(s) + 1:] in PROMPTS), None)
+    return space, PROMPTS.get(bare[len(space) + 1:] if space else bare)
+
+
+def get_prompt(name, arguments):
+    space, found = prompt_named(name)
     with within(space):
-        return _get_prompt(name, PROMPTS.get(bare[len(space) + 1:] if space else bare),
-                           arguments)
+        return _get_prompt(name, found, arguments)
 
 
 def _get_prompt(name, found, arguments):
@@ -3865,6 +3895,11 @@ PR_REF = re.compile(r"(?:.*/git/)?([_A-Za-z0-9]{1,25})/([A-Za-z0-9][A-Za-z0-9_.-
         ("number", "Pull request number (not needed with a URL)", False))
 def review_pr(repo, number=None):
     """A pull request, its comments and its linked issue, for a review."""
+    with within(url_space(repo) or here()):  # a pasted URL names its space by its host
+        return _review_pr(repo, number)
+
+
+def _review_pr(repo, number):
     match = PR_REF.match(repo)
     number = number or (match.group(3) if match else None)
     if not match or not number or not DIGITS.match(number):
@@ -3910,6 +3945,21 @@ def host_of(space):
     return urlsplit(space.settings.base_url).netloc if space.settings.base_url else ""
 
 
+def url_space(text):
+    """The space whose host a pasted URL names (None when the text is no URL); a tool error,
+    and no request, for a host that no space has."""
+    match = re.match(r"https?://([^/?#]+)", text.strip(), re.I)
+    if not match:
+        return None
+    host = match.group(1).lower()
+    for space in SPACES.values():
+        if host_of(space) and host == host_of(space):
+            return space
+    raise ToolError(f"{clip(host, 80)} is not the host of a space this server uses "
+                    f"({', '.join(host_of(s) for s in SPACES.values() if host_of(s))}).",
+                    "paste a URL of one of them.")
+
+
 def resource_space(uri):
     """(space name, path) of a backlog:// URI; -32002 when no space has its host."""
     match = re.match(r"backlog://([^/]+)/(.*)\Z", uri or "") if isinstance(uri, str) else None
@@ -3944,7 +3994,7 @@ def web_url(path):
 def as_text(uri, text, value):
     """A read's contents: Markdown for a person, then the lean JSON for the model."""
     return [{"uri": uri, "mimeType": "text/markdown", "text": text},
-            {"uri": uri, "mimeType": "application/json", "text": dumps(lean(value))}]
+            {"uri": uri, "mimeType": "application/json", "text": dumps(shaped(value))}]
 
 
 def read_issue(uri, key):
@@ -4066,12 +4116,16 @@ def complete(params):
     context = context.get("arguments") if isinstance(context.get("arguments"), dict) else {}
     if not isinstance(name, str) or not isinstance(prefix, str):
         raise RpcError(-32602, "completion/complete needs argument {name, value} strings.")
+    ref = params.get("ref") if isinstance(params.get("ref"), dict) else {}
     values = []
     try:
-        with odd_answers("completion/complete"):
+        # the space of the prompt or resource completed: its own projects, issues, repos
+        space = resource_space(ref.get("uri"))[0] if ref.get("type") == "ref/resource" \
+            else prompt_named(ref.get("name"))[0]
+        with within(space), odd_answers("completion/complete"):
             values = [v for v in COMPLETERS.get(name, lambda p, c: [])(prefix, context)
                       if isinstance(v, str)]
-    except ToolError:
+    except (ToolError, RpcError):
         values = []
     values = [v for v in values if str(v).lower().startswith(prefix.lower())]
     return {"completion": {"values": values[:100], "total": len(values),

@@ -22,7 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "tests"))
 
 import backlog_mcp as b  # noqa: E402
-from fake_backlog import PNG, Backlog, FakeBacklog, body_of, load  # noqa: E402
+from fake_backlog import MISSING, OTHER_TEXT, PNG, Backlog, FakeBacklog, body_of, load  # noqa: E402,E501
 
 KEY = "test-key-1234567890"
 BASE = "https://example.backlog.com"
@@ -3757,3 +3757,274 @@ def test_a_space_allow_list_narrows_the_shared_one(two):
     assert any("none of ACME is in BACKLOG_PROJECTS" in p
                for p in b.SPACES["client"].settings.problems)
     assert call("space_details_get", space="client")["isError"] and client.requests == []
+
+
+# Every identifier kind, as allowed (DEMO), forbidden (OTHER) and nonexistent (the stand-in's
+# MISSING, answered 404) values; a key and an id where the kind takes both.
+KINDS = {
+    "project": [("DEMO", "OTHER", "NOPE"), ("101", "202", "303")],
+    "issue": [("DEMO-42", "OTHER-1", "OTHER-99999"), ("913", "999", MISSING["issue id"])],
+    "wiki": [(5001, 6001, int(MISSING["wiki"]))],
+    "document": [(DOC, OTHER_DOC, MISSING["document"])],
+    "repo": [("webapp", "secret", MISSING["repo"])],
+    "watching": [(5, 9999, int(MISSING["watching"]))],
+}
+# The one request allowed to name a forbidden or missing id: the GET that finds its project.
+LOOKUP = {"issue": "issues/{}", "wiki": "wikis/{}", "document": "documents/{}",
+          "repo": "projects/DEMO/git/repositories/{}", "watching": "watchings/{}"}
+FORBIDDEN_DATA = (OTHER_TEXT, "OTHER-1", '"projectId":202', "OTHER")
+
+
+def owned_calls():
+    """(tool, parameter, kind, spelling, base arguments) for every owned parameter of every
+    tool, from the declarations: a new tool or parameter is covered without a new line."""
+    base = {name: arguments for name, arguments, *_ in TOOL_CALLS}
+    for name, tool_ in sorted(b.TOOLS.items()):
+        for param, p in tool_.params.items():
+            for i, values in enumerate(KINDS.get(p.owner, ())):
+                if "integer" in (p.type, p.items) and not str(values[0]).isdigit():
+                    continue  # an integer parameter takes the id spelling only
+                yield name, param, p.owner, i, dict(base[name])
+
+
+OWNED = list(owned_calls())
+
+
+def access_case(backlog, name, param, kind, spelling, arguments, which):
+    """Call with `param` set to the allowed, forbidden or missing value; (text, requests)."""
+    value = KINDS[kind][spelling][which]
+    p = b.TOOLS[name].params[param]
+    one = int(value) if "integer" in (p.type, p.items) else value
+    value = [one] if p.type == "array" else one
+    backlog.requests.clear()
+    result = call(name, **dict(arguments, **{param: value}))
+    return result, list(backlog.requests), value
+
+
+def test_the_access_table_covers_every_owned_parameter():
+    owned = {(n, param) for n, t in b.TOOLS.items() for param, p in t.params.items()
+             if p.owner in KINDS}
+    assert {(n, param) for n, param, *_ in OWNED} == owned and len(OWNED) > 150
+    print(f"access table: {len(OWNED)} (tool, parameter, spelling) rows, {3 * len(OWNED)} calls")
+
+
+@pytest.mark.parametrize("name, param, kind, spelling, arguments", OWNED,
+                         ids=[f"{n}-{p}-{s}" for n, p, _, s, _ in OWNED])
+def test_forbidden_and_missing_answer_alike_and_nothing_forbidden_is_sent(
+        backlog, name, param, kind, spelling, arguments):
+    b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
+    allowed, _, _ = access_case(backlog, name, param, kind, spelling, arguments, 0)
+    assert not (allowed["isError"] and " among the projects " in error(allowed)), allowed
+    texts = []
+    for which in (1, 2):
+        result, requests, value = access_case(backlog, name, param, kind, spelling, arguments,
+                                              which)
+        text = error(result)
+        plain = str(value[0] if isinstance(value, list) else value)
+        named, among, rest = text.partition(" among the projects")
+        texts.append(named.replace(plain, "∅") + among + rest)
+        lookup = LOOKUP.get(kind, "").format(plain)
+        for r in requests if which == 1 else ():  # only the GET that finds the owner names it
+            named = plain in r.path or plain in str(r.query) + str(r.form)
+            assert not named or (r.method == "GET" and r.path == "/api/v2/" + lookup), r
+            assert r.method == "GET", r
+        for marker in FORBIDDEN_DATA:
+            assert marker not in text.replace(plain, "∅"), text
+    assert texts[0] == texts[1], texts
+    assert texts[0].startswith("No ") and "among the projects this server may use" in texts[0]
+
+
+def seen(reply):
+    """What a client reads in a reply: the result's texts, or the error's message."""
+    if "error" in reply:
+        return reply["error"]["message"]
+    return json.dumps(reply["result"], ensure_ascii=False)
+
+
+def cli_seen(capfd, *argv):
+    try:
+        b.cli_call(list(argv))
+    except SystemExit:
+        pass
+    out, err = capfd.readouterr()
+    return out + err
+
+
+H = "backlog://example.backlog.com/"
+# (entry point, how the client reaches it with a value, (allowed, forbidden, missing) values)
+PROBES = [
+    ("resource", lambda c, v: seen(rpc("resources/read", {"uri": H + f"view/{v}"})),
+     ("DEMO-42", "OTHER-1", "OTHER-99999")),
+    ("resource", lambda c, v: seen(rpc("resources/read", {"uri": H + f"wiki/{v}"})),
+     ("5001", "6001", MISSING["wiki"])),
+    ("resource", lambda c, v: seen(rpc("resources/read", {"uri": H + f"document/{v}"})),
+     (DOC, OTHER_DOC, MISSING["document"])),
+    ("resource", lambda c, v: seen(rpc("resources/read", {"uri": H + f"projects/{v}"})),
+     ("DEMO", "OTHER", "NOPE")),
+    ("resource", lambda c, v: seen(rpc("resources/read",
+                                       {"uri": H + f"git/DEMO/{v}/pullRequests/7"})),
+     ("webapp", "secret", MISSING["repo"])),
+    ("resource", lambda c, v: seen(rpc("resources/read", {"uri": H + f"file/{v}/825952"})),
+     ("DEMO", "OTHER", "NOPE")),
+    ("prompt", lambda c, v: seen(rpc("prompts/get", {"name": "triage",
+                                                     "arguments": {"issue": v}})),
+     ("DEMO-42", "OTHER-1", "OTHER-99999")),
+    ("prompt", lambda c, v: seen(rpc("prompts/get", {"name": "draft_issue",
+                                                     "arguments": {"project": v}})),
+     ("DEMO", "OTHER", "NOPE")),
+    ("prompt", lambda c, v: seen(rpc("prompts/get", {"name": "release_notes", "arguments": {
+        "project": v, "milestone": "v1.0"}})), ("DEMO", "OTHER", "NOPE")),
+    ("prompt", lambda c, v: seen(rpc("prompts/get", {"name": "standup",
+                                                     "arguments": {"project": v}})),
+     ("DEMO", "OTHER", "NOPE")),
+    ("prompt", lambda c, v: seen(rpc("prompts/get", {"name": "review_pr",
+                                                     "arguments": {"repo": f"DEMO/{v}",
+                                                                   "number": "7"}})),
+     ("webapp", "secret", MISSING["repo"])),
+    ("prompt", lambda c, v: seen(rpc("prompts/get", {"name": "review_pr",
+                                                     "arguments": {"repo": f"{v}/webapp",
+                                                                   "number": "7"}})),
+     ("DEMO", "OTHER", "NOPE")),
+    ("completion", lambda c, v: seen(rpc("completion/complete", {
+        "ref": {"type": "ref/prompt", "name": "release_notes"},
+        "argument": {"name": "milestone", "value": ""}, "context": {"arguments": {
+            "project": v}}})), ("DEMO", "OTHER", "NOPE")),
+    ("completion", lambda c, v: seen(rpc("completion/complete", {
+        "ref": {"type": "ref/prompt", "name": "review_pr"},
+        "argument": {"name": "repo", "value": f"{v}/"}})), ("DEMO", "OTHER", "NOPE")),
+    ("completion", lambda c, v: seen(rpc("completion/complete", {
+        "ref": {"type": "ref/prompt", "name": "triage"},
+        "argument": {"name": "issue", "value": f"{v}-"}})), ("DEMO", "OTHER", "NOPE")),
+    ("cli", lambda c, v: cli_seen(c, "issue_details_get", f"issue_id_or_key={v}"),
+     ("DEMO-42", "OTHER-1", "OTHER-99999")),
+    ("cli", lambda c, v: cli_seen(c, "wiki_details_get", f"wiki_id={v}"),
+     ("5001", "6001", MISSING["wiki"])),
+    ("cli", lambda c, v: cli_seen(c, "project_status_list_get", f"project_id_or_key={v}"),
+     ("DEMO", "OTHER", "NOPE")),
+]
+
+
+@pytest.mark.parametrize("entry, reach, values", PROBES,
+                         ids=[f"{e}-{i}" for i, (e, _, _) in enumerate(PROBES)])
+def test_every_entry_point_holds_the_allow_list_alike(backlog, capfd, entry, reach, values):
+    """Resources, prompts, completions and the command line, as tools: a forbidden value and
+    a missing one are answered alike, no forbidden data shows, no request names the forbidden
+    value but the GET that finds its project."""
+    b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
+    allowed = reach(capfd, values[0])
+    assert " among the projects " not in allowed or entry == "prompt", allowed
+    texts = []
+    for which in (1, 2):
+        backlog.requests.clear()
+        text = reach(capfd, values[which])
+        texts.append(text.replace(values[which], "∅"))
+        markers = [OTHER_TEXT, '"projectId":202'] + (["OTHER"] * ("OTHER" not in values[which]))
+        for marker in markers:
+            assert marker not in text.replace(values[which], "∅"), (marker, text)
+        assert all(r.method == "GET" for r in backlog.requests)
+        if which == 1:
+            lookups = [f"/api/v2/{p.format(values[1])}" for p in LOOKUP.values()]
+            assert all(values[1] not in r.path + str(r.query) or r.path in lookups
+                       for r in backlog.requests), backlog.requests
+    assert texts[0] == texts[1], texts
+
+
+def test_a_forbidden_issue_never_shows_through_an_allowed_object(backlog):
+    """A pull request of DEMO linked to an issue of OTHER: the link is never sent, and the
+    issue never shown, in the tool, the resource or the review_pr prompt."""
+    pr = load("pull_request")
+    pr["issue"] = dict(pr["issue"], id=999, projectId=202, issueKey="OTHER-1",
+                       summary=OTHER_TEXT + "secret plan", description=OTHER_TEXT + "details")
+    backlog.fixtures["pull_request"] = pr
+    b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
+    where = {"project_id_or_key": "DEMO", "repo_id_or_name": "webapp"}
+    shown = data(call("git_pr_details_get", pr_number=7, **where))
+    assert shown["issue"] == b.OUTSIDE and shown["summary"] == pr["summary"]
+    read = seen(rpc("resources/read", {"uri": H + "git/DEMO/webapp/pullRequests/7"}))
+    prompt = seen(rpc("prompts/get", {"name": "review_pr", "arguments": {
+        "repo": "DEMO/webapp", "number": "7"}}))
+    for text in (read, prompt):
+        assert OTHER_TEXT not in text and "OTHER-1" not in text and b.OUTSIDE in text
+    assert not [r for r in backlog.requests if "999" in r.path or "OTHER" in r.path]
+    for name, extra in (("git_pr_add", {"summary": "s", "description": "d", "base": "main",
+                                        "branch": "b"}), ("git_pr_update", {"pr_number": 7})):
+        backlog.requests.clear()
+        text = error(call(name, issue_id=999, **where, **extra))
+        assert text.startswith("No issue 999 among the projects this server may use (DEMO)")
+        assert {r.method for r in backlog.requests} <= {"GET"}  # only the owner's lookup
+    for name, filters in (("issue_list_get", {"ids": [999]}),
+                          ("issue_list_get", {"parent_issue_ids": [999]}),
+                          ("git_pr_list_get", dict(where, issue_ids=[913, 999]))):
+        backlog.requests.clear()
+        assert "No issue 999 among" in error(call(name, **filters))
+        assert not [r for r in backlog.requests if r.path in ("/api/v2/issues", R + "/pulls")]
+
+
+def test_completions_prompts_and_urls_reach_their_own_space(two):
+    work, client = two
+    b.configure(two_env(work, client))
+    completed = rpc("completion/complete", {
+        "ref": {"type": "ref/prompt", "name": "client_triage"},
+        "argument": {"name": "issue", "value": "DEMO-"}})["result"]["completion"]["values"]
+    assert completed and work.requests == [] and client.requests
+    client.requests.clear()
+    url = f"{client.url}/git/DEMO/webapp/pullRequests/7"
+    text = seen(rpc("prompts/get", {"name": "review_pr", "arguments": {"repo": url}}))
+    assert "Review pull request #7" in text and work.requests == [] and client.requests
+    client.requests.clear()
+    text = seen(rpc("prompts/get", {"name": "review_pr", "arguments": {
+        "repo": "https://elsewhere.example/git/DEMO/webapp/pullRequests/7"}}))
+    assert "elsewhere.example is not the host of a space" in text
+    assert work.requests == [] and client.requests == []
+
+
+def test_resources_follow_toolsets_and_output(backlog):
+    b.configure(dict(ENV, BACKLOG_TOOLSETS="issue"))
+    reply = rpc("resources/read", {"uri": H + "wiki/5001"})
+    assert reply["error"]["code"] == -32002 and "toolset 'wiki' is off" in seen(reply)
+    assert not [r for r in backlog.requests if "wikis" in r.path]
+    b.configure(dict(ENV, BACKLOG_OUTPUT="full"))
+    contents = rpc("resources/read", {"uri": H + "view/DEMO-42"})["result"]["contents"]
+    assert "nulabAccount" in contents[-1]["text"]  # Backlog's full JSON, as asked
+
+
+@pytest.mark.parametrize("spelling", ["DEMO", "ＤＥＭＯ", " demo ", "ＤＥＭＯ、ＤＥＭＯ"])
+def test_every_entry_point_in_each_of_two_spaces(two, capfd, spelling):
+    """Tools, prompts, resources, completions and the command line, each run in each space:
+    each reaches only its own stand-in, with its own key, held to the allow-list of that
+    space however the setting was typed (the client's own list empty: the shared one holds)."""
+    work, client = two
+    b.configure(two_env(work, client, BACKLOG_PROJECTS=spelling, BACKLOG_CLIENT_PROJECTS=" "))
+    for space, mine, other in (("work", work, client), ("client", client, work)):
+        host = urlsplit(mine.url).netloc
+        prompt = "triage" if space == "work" else "client_triage"
+        reached = [
+            call("issue_details_get", issue_id_or_key="DEMO-42", space=space),
+            rpc("prompts/get", {"name": prompt, "arguments": {"issue": "DEMO-42"}}),
+            rpc("resources/read", {"uri": f"backlog://{host}/view/DEMO-42"}),
+            rpc("completion/complete", {"ref": {"type": "ref/prompt", "name": prompt},
+                                        "argument": {"name": "issue", "value": "DEMO-4"}})]
+        with b.within(space):
+            cli_text = cli_seen(capfd, "issue_details_get", "issue_id_or_key=DEMO-42")
+        assert "Login fails" in cli_text
+        assert all("error" not in r and not r.get("isError") for r in reached), reached
+        refused = [call("issue_details_get", issue_id_or_key="OTHER-1", space=space),
+                   rpc("resources/read", {"uri": f"backlog://{host}/view/OTHER-1"})]
+        assert all("among the projects this server may use (DEMO)" in seen(
+            {"result": r} if "content" in r else r) for r in refused)
+        assert {r.key for r in mine.requests} == {mine.api_key}
+        assert not [r for r in mine.requests if "OTHER" in r.path]
+    assert work.requests and client.requests
+
+
+def test_a_missing_identifier_of_an_allowed_project_says_what_was_looked_for(backlog):
+    b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
+    text = error(call("issue_comment_details_get", issue_id_or_key=MISSING["issue"],
+                      comment_id=7))
+    assert text.startswith(f"No issue {MISSING['issue']} or comment 7 among the projects this "
+                           "server may use (DEMO).")
+    b.configure(ENV)
+    text = error(call("git_pr_details_get", project_id_or_key="DEMO",
+                      repo_id_or_name=MISSING["repo"], pr_number=7))
+    assert text.startswith(f"No project DEMO, repository {MISSING['repo']} or pull request 7 in "
+                           "this space (Backlog: No resource. (code 6 NoResourceError)).")

@@ -5,9 +5,11 @@ records every request, and can be told to misbehave (stall, reset, trickle, prox
 answer of any status, headers and body).
 
 Two projects exist: DEMO (id 101), whose data are the fixtures, and OTHER (id 202), whose data
-are the same fixtures with their project rewritten; space-wide lists hold items of both.
+are the same fixtures with their project rewritten and their texts marked OTHER_TEXT;
+space-wide lists hold items of both (those of OTHER with ids 100000 higher).
 Identifiers of OTHER: project OTHER/202, issue OTHER-1/999, wiki 6001, document 'f' * 32,
-repository 'secret', watching 9999.
+repository 'secret', watching 9999, notification 100808, star 1166. Identifiers that no
+project has (answered 404, as Backlog does): MISSING.
 """
 
 import base64
@@ -26,6 +28,10 @@ PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08
        b"\x00\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\xff\xff?\x03\x00\x08\xfc\x02\xfe\xa7"
        b"\x9a\xa0\xa0\x00\x00\x00\x00IEND\xaeB`\x82")
 OTHER_MARKERS = re.compile(r"(?:^|/)(?:OTHER|202|OTHER-\d+|999|6001|f{32}|secret|9999)(?:/|$)")
+OTHER_TEXT = "⟦other⟧ "  # the start of every text of project OTHER
+MISSING = {"project": "NOPE", "project id": "303", "issue": "DEMO-9999", "issue id": "9999999",
+           "wiki": "7777", "document": "e" * 32, "repo": "nothere", "watching": "8888"}
+MISSING_MARKERS = re.compile(r"(?:^|/)(?:%s)(?:/|$)" % "|".join(map(re.escape, MISSING.values())))
 P = r"projects/[A-Za-z_0-9]+"
 ISSUE = r"(?:[A-Z_0-9]+-\d+|\d+)"
 D = r"[0-9a-f]{32}"
@@ -139,6 +145,9 @@ def to_other(value):
             item = item.replace("DEMO-", "OTHER-")
         elif key == "project" and isinstance(item, dict) and item.get("id") == 101:
             item = dict(to_other(item), id=202)
+        elif key in ("summary", "description", "content", "title", "plain") \
+                and isinstance(item, str):
+            item = OTHER_TEXT + item
         else:
             item = to_other(item)
         out[key] = item
@@ -218,6 +227,10 @@ class Backlog:
             return json_reply(401, {"errors": [{"message": "Authentication failure.",
                                                 "code": 11, "moreInfo": ""}]})
         sub = path[len("/api/v2/"):] if path.startswith("/api/v2/") else None
+        if sub is not None and (MISSING_MARKERS.search(sub) or set(MISSING.values()) & {
+                str(v) for _, v in query + form}):
+            return json_reply(404, {"errors": [{"message": "No resource.", "code": 6,
+                                                "moreInfo": ""}]})
         route = next((f for m, rx, f in COMPILED if sub is not None and m == method
                       and rx.match(sub)), "missing")
         if route == "missing":
@@ -250,7 +263,7 @@ class Backlog:
 
     def both(self, name):
         items = load(name)
-        return items + to_other(items)
+        return items + [dict(item, id=item["id"] + 100000) for item in to_other(items)]
 
     def list_activities(self, request):
         return self.both("project_activities")
