@@ -607,6 +607,27 @@ class _Bound:
 api, CACHE = _Bound("api"), _Bound("cache")
 
 
+NOTES = contextvars.ContextVar("notes", default=None)  # what the answer made says of itself
+
+
+def note(text):
+    """Say something of the answer being made (what was cut, removed, converted); the entry
+    point adds it to the answer."""
+    notes = NOTES.get()
+    if notes is not None and text not in notes:
+        notes.append(text)
+
+
+@contextlib.contextmanager
+def answering():
+    """Collect the notes of one request."""
+    token = NOTES.set([])
+    try:
+        yield NOTES.get()
+    finally:
+        NOTES.reset(token)
+
+
 def several():
     return len(SPACES) > 1
 
@@ -649,7 +670,7 @@ def redact_bytes(data):
 def clip(text, size):
     """At most `size` characters of a text from outside (Backlog, a proxy, the model),
     redacted before it is cut: a key cut in half no longer matches the redactor."""
-    text = redact(text)
+    text = visible(redact(text))
     return text if len(text) <= size else text[:size] + "…"
 
 
@@ -1341,7 +1362,7 @@ def read_body(raw, headers, cap, keep=None):
         if not chunk:
             return body
         body += chunk
-        if Progress.current is not None and len(body) // PROGRESS_BYTES > (
+        if PROGRESS.get() is not None and len(body) // PROGRESS_BYTES > (
                 len(body) - len(chunk)) // PROGRESS_BYTES:
             declared = headers.get("Content-Length", "")
             Progress.step(f"{len(body):,} bytes", at=len(body),
@@ -1697,6 +1718,94 @@ def check_access(tool_, args):
                               "project you may change.")
 
 
+# == Untrusted text ============================================================
+# Text that anyone typed into Backlog reaches the model through every channel, so on its way
+# out (strip_hidden in run_admitted, for every entry point) it loses what no reader of Backlog can see, and
+# that can only hide instructions: zero-width characters (but a joiner inside an emoji
+# sequence), direction controls, Unicode tag characters (but a flag's tag sequence), control
+# characters, and HTML comments outside code. Visible text is never touched (angle brackets,
+# code, notation stay as typed), and an answer that lost something says what, so that a
+# model writing the text back knows.
+
+EMOJI = "\u2300-\u23ff\u2600-\u27bf\u2b00-\u2bff\U0001f000-\U0001faff"
+HIDDEN = re.compile(
+    "(?P<keep>\U0001f3f4[\U000e0020-\U000e007e]{1,12}\U000e007f"  # a subdivision flag
+    f"|(?<=[{EMOJI}\ufe0f])\u200d(?=[{EMOJI}]))"                  # 👩‍💻, 🏳️‍🌈
+    "|[\u200b-\u200f\u2060-\u2064\ufeff\u180e\u034f\u115f\u1160\u3164\uffa0\u00ad"  # zero width
+    "\u061c\u202a-\u202e\u2066-\u2069"                            # direction controls
+    "\U000e0000-\U000e007f"                                       # tags
+    "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")                       # control characters
+COMMENT = re.compile(r"<!--.*?-->", re.S)
+CODE = re.compile(r"(^|\n)(`{3,}|~{3,})[^\n]*\n.*?(\n\2[^\S\n]*(?=\n|\Z)|\Z)"  # fenced
+                  r"|(`+)[^`\n]+?\4(?!`)"                                      # inline
+                  r"|\{code(?::[^}]*)?\}.*?\{/code\}", re.S)                   # notation
+
+
+def visible(text):
+    """A text without the characters no reader sees."""
+    return HIDDEN.sub(lambda m: m.group("keep") or "", text)
+
+
+def stripped(text, found):
+    """`text` as it may be shown, counting in `found` what was taken out of it."""
+    if "<!--" in text:
+        parts, last = [], 0
+        for code in CODE.finditer(text):  # comments inside code are visible: kept
+            parts += [_uncomment(text[last:code.start()], found), code.group(0)]
+            last = code.end()
+        text = "".join(parts + [_uncomment(text[last:], found)])
+    out = visible(text)
+    found["characters"] = found.get("characters", 0) + len(text) - len(out)
+    return out
+
+
+def _uncomment(text, found):
+    out = COMMENT.sub("", text)
+    found["comments"] = found.get("comments", 0) + len(COMMENT.findall(text))
+    return out
+
+
+def strip_hidden(value, found=None):
+    """A Backlog answer (any JSON value) with `stripped` strings, keys included; a note says
+    what was taken out."""
+    top = found is None
+    found = {} if top else found
+    if isinstance(value, str):
+        value = stripped(value, found) if HIDDEN.search(value) or "<!--" in value else value
+    elif isinstance(value, list):
+        value = type(value)(strip_hidden(v, found) for v in value) if not isinstance(value, Listing) \
+            else _relist(value, [strip_hidden(v, found) for v in value])
+    elif isinstance(value, dict):
+        value = {strip_hidden(k, found): strip_hidden(v, found) for k, v in value.items()}
+    if top and any(found.values()):
+        parts = [f"{found[k]} {what}{'s' if found[k] != 1 else ''}" for k, what in
+                 (("comments", "HTML comment"), ("characters", "invisible character"))
+                 if found.get(k)]
+        note(f"Hidden text removed: {' and '.join(parts)} (text no reader of Backlog sees); "
+             "a text written back from this answer will not have it.")
+    return value
+
+
+def _relist(old, items):
+    new = Listing(items)
+    new.fetched, new.total = old.fetched, old.total
+    return new
+
+
+def fenced(text):
+    """Backlog text inside a Markdown page of ours: a fence longer than any it holds, so it
+    cannot close the fence, add a heading or forge a line of ours."""
+    text = str(text)
+    longest = max((len(m) for m in re.findall(r"`{3,}", text)), default=2)
+    fence = "`" * (longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def one_line(text, size=200):
+    """A short Backlog text (a summary, a name) on one line of ours."""
+    return clip(re.sub(r"\s+", " ", str(text or "")).strip(), size)
+
+
 # == Tool registry =============================================================
 
 class P:
@@ -1815,7 +1924,11 @@ class Tool:
                              **dict(zip(names[len(names) - len(defaults):], defaults)))
         self.required = [n for n in names if n not in self.defaults]
         self.aliases = {p.alias: n for n, p in self.params.items() if p.alias}
-        self.annotations = {"readOnlyHint": write is None, "destructiveHint": destructive,
+        # destructive: True, or a test of the arguments that tells when a call destroys (a
+        # clear, a replaced text); either way MCP's destructiveHint: it may destroy.
+        self.destroys = destructive if callable(destructive) else lambda args: destructive
+        self.annotations = {"readOnlyHint": write is None,
+                            "destructiveHint": bool(destructive),
                             "idempotentHint": write is None or idempotent, "openWorldHint": True}
         self._definition = None
 
@@ -2115,7 +2228,7 @@ def run_admitted(tool_, args):
             if exc.status == 404 and exc.backlog:
                 raise not_found(tool_, args, said=exc.said) from None
             raise
-        value = hold(value, tool_, args)
+        value = strip_hidden(hold(value, tool_, args))
         if fields is not None and isinstance(value, list):
             listing = Listing(select(value, fields))
             listing.fetched, listing.total = (getattr(value, "fetched", None),
@@ -2162,32 +2275,12 @@ class odd_answers:
                         "BACKLOG_BASE_URL is your space's URL.") from None
 
 
-def describe(tool_, args):
-    """What a confirmation asks: the tool's title, what it acts on, and that it is final."""
-    named = ", ".join(f"{k.replace('_id_or_key', '').replace('_', ' ')} {clip(v, 60)}"
-                      for k, v in args.items() if k not in ("content", "space") and v is not None)
-    summary = ""
-    key = args.get("issue_id_or_key")
-    if key is not None and tool_.name == "issue_delete":
-        try:
-            issue = api.get(("issues", key))
-            summary = f" '{clip(issue.get('summary'), 80)}'"
-        except (ToolError, AttributeError):
-            pass
-    final = " This cannot be undone." if tool_.annotations["destructiveHint"] else ""
-    return f"{tool_.title}: {named}{summary}?{final}"
-
-
-def needs_confirmation(tool_):
-    mode = settings().confirm
-    return tool_.write is not None and (mode == "writes" or mode == "destructive"
-                                        and tool_.annotations["destructiveHint"])
-
-
 def call_tool(name, arguments, confirm=None):
-    """tools/call: run a tool by its exposed name, in the space it names, and answer an MCP
-    CallToolResult. `confirm(tool, args)`, when the client can ask the person, may stop a
-    destructive call before it runs."""
+    """tools/call, the pipeline in order: the space, bound once for the whole call; the tool
+    (off ones are -32602); the arguments, checked; every identifier, held to the allow-list;
+    the person's yes (`confirm(tool, args)`, where the client can ask: None to go ahead, or
+    the result to answer instead); the run; the answer, through result_of. Writes and
+    refusals go to the audit log."""
     if not isinstance(arguments, dict):
         raise RpcError(-32602, "tools/call 'arguments' must be an object.")
     arguments = dict(arguments)
@@ -2198,28 +2291,241 @@ def call_tool(name, arguments, confirm=None):
                              f"Next: use one of {', '.join(SPACES)}."}], "isError": True}
     with within(space):
         tool_ = find_tool(name)
+        answer = None
         try:
             args = admit(tool_, arguments)  # a bad or forbidden call is refused unasked
-            if confirm is not None and needs_confirmation(tool_):
-                refusal = confirm(tool_, args)
-                if refusal is not None:
-                    return refusal
+            if tool_.write:
+                audit_ready()
+            if confirm is not None and needs_confirmation(tool_, args):
+                answer, instead = confirm(tool_, args)
+                if instead is not None:
+                    audit(tool_, args, "not run", answer)
+                    return instead
             value = run_admitted(tool_, args)
         except ToolError as exc:
-            where = f"In space '{here().name}': " if several() else ""
-            return {"content": [{"type": "text", "text": where + redact(exc)}], "isError": True}
+            outcome = "refused" if isinstance(exc, (NotFound, Refused)) else "failed"
+            audit(tool_, locals().get("args", arguments), outcome, answer, exc)
+            return failure(exc)
+        audit(tool_, args, "done", answer)
         return result_of(tool_, args, value)
 
 
+def failure(exc):
+    """A tool error as the model reads it: in which space (with several), what failed, what
+    to do next."""
+    where = f"In space '{here().name}': " if several() else ""
+    return {"content": [{"type": "text", "text": where + redact(exc)}], "isError": True}
+
+
 def result_of(tool_, args, value):
+    """The one exit of a tool's answer: its content (a file, a sentence, or the JSON as
+    BACKLOG_OUTPUT asks), how many items came and how to get more, and the notes."""
     if isinstance(value, Download):
-        return {"content": value.content(), "isError": False}
-    if isinstance(value, str):
-        return {"content": [{"type": "text", "text": value}], "isError": False}
-    content = [{"type": "text", "text": dumps(shaped(value))}]
-    if isinstance(value, list):
-        content.append({"type": "text", "text": page_note(tool_, args, value)})
+        content = value.content()
+    elif isinstance(value, str):
+        content = [{"type": "text", "text": value}]
+    else:
+        content = [{"type": "text", "text": dumps(shaped(value))}]
+        if isinstance(value, list):
+            content.append({"type": "text", "text": page_note(tool_, args, value)})
+    notes = NOTES.get() or []
+    if notes:
+        content.append({"type": "text", "text": " ".join(notes)})
     return {"content": content, "isError": False}
+
+
+# == Confirmation ==============================================================
+# Before a call destroys (a delete, an unlink, a clear, a replaced text, a key change; with
+# BACKLOG_CONFIRM=writes, before every write) the person is asked, where the client can ask:
+# through elicitation/create in the legacy era (2025-06-18, 2025-11-25), and through the
+# 2026-07-28 era's input-required result, which the client answers by calling again with
+# inputResponses and the requestState it was handed. The question is built after every
+# refusal check, so it never shows what the call may not, and it names the space.
+
+CONFIRM_WAIT = 600.0  # seconds a question stays open (legacy) or answerable (2026-07-28)
+CONFIRM_SCHEMA = {"type": "object", "properties": {"confirm": {
+    "type": "boolean", "title": "Go ahead", "description": "Yes: run it. No: change nothing."}},
+    "required": ["confirm"]}
+SUBJECTS = {"issue": ("issues", "summary"), "wiki": ("wikis", "name"),
+            "document": ("documents", "title"), "project": ("projects", "name")}
+
+
+def needs_confirmation(tool_, args):
+    mode = settings().confirm
+    return tool_.write is not None and (mode == "writes" or mode == "destructive"
+                                        and tool_.destroys(args))
+
+
+def question(tool_, args):
+    """What the person is asked: the space (with several), the tool's title, what it acts on
+    (with the name Backlog gives it), what the arguments destroy, and that it is final."""
+    named, subject = [], ""
+    for name, param in tool_.params.items():
+        value = args.get(name)
+        if value is None or not (param.owner or param.ident) or isinstance(value, list):
+            continue
+        named.append(f"{OWNERS[param.owner][1] if param.owner else param.ident} {value}")
+        if not subject and param.owner in SUBJECTS:
+            path, field = SUBJECTS[param.owner]
+            try:
+                found = api.get((path, str(value).lower() if param.owner == "document"
+                                 else value))
+                subject = f" {quoted(found.get(field), 80)}" if isinstance(found, dict) \
+                    and isinstance(found.get(field), str) else ""
+            except ToolError:
+                pass
+    lost = [f"clears {', '.join(args['clear'])}"] if args.get("clear") else []
+    lost += [f"replaces its {name} ({len(args[name]):,} characters written)"
+             for name in ("description", "content", "note") if isinstance(args.get(name), str)
+             and tool_.destroys({name: args[name]})]
+    lost += [f"changes the key to {args['key']}"] if tool_.name == "project_update" \
+        and args.get("key") else []
+    where = f"In space '{here().name}': " if several() else ""
+    final = " This cannot be undone." if tool_.destroys(args) else ""
+    return (f"{where}{tool_.title}: {', '.join(named) or 'no target'}{subject}"
+            f"{'; ' + '; '.join(lost) if lost else ''}?{final}")
+
+
+def quoted(text, size=80):
+    """A name or text from Backlog inside a sentence of ours: one line, no invisible or
+    direction-changing characters, cut to `size`, in quotation marks."""
+    text = re.sub(r"\s+", " ", visible(str(text))).strip()
+    return "“" + clip(text, size) + "”"
+
+
+def elicitation(tool_, args):
+    """The elicitation/create params that ask about a call."""
+    return {"mode": "form", "message": question(tool_, args), "requestedSchema": CONFIRM_SCHEMA}
+
+
+def answered(result, tool_):
+    """(answer, None to go ahead or the result to give instead) from an ElicitResult."""
+    if not isinstance(result, dict):
+        return "no answer", said("Nothing was changed: the client could not ask the user.")
+    content = result.get("content") if isinstance(result.get("content"), dict) else {}
+    action = result.get("action")
+    if action == "accept" and content.get("confirm") is True:
+        return "accepted", None
+    answer = {"accept": "declined", "decline": "declined", "cancel": "cancelled"}.get(
+        action, "no answer")
+    return answer, said(f"Nothing was changed: the user did not confirm {tool_.name} "
+                        f"({answer}).")
+
+
+def said(text):
+    return {"content": [{"type": "text", "text": text}], "isError": False}
+
+
+# -- The 2026-07-28 era: the call is answered "input required"; the client calls again with
+# the answer and the requestState, which binds the answer to this very call (tool, space,
+# arguments), expires, and is taken once. It is signed with a key of this process.
+
+STATE_KEY = []  # the signing key, made on first use
+TAKEN = set()   # nonces of requestStates already answered
+
+
+def state_mac(data):
+    import hashlib
+    import hmac
+    if not STATE_KEY:
+        STATE_KEY.append(os.urandom(32))
+    return hmac.new(STATE_KEY[0], data.encode(), hashlib.sha256).hexdigest()
+
+
+def call_digest(tool_, args):
+    import hashlib
+    return hashlib.sha256(json.dumps([here().name, tool_.name, args], sort_keys=True,
+                                     ensure_ascii=False, default=str).encode(
+        "utf-8", "surrogatepass")).hexdigest()
+
+
+def request_state(tool_, args):
+    import base64
+    payload = {"call": call_digest(tool_, args), "until": time.time() + CONFIRM_WAIT,
+               "nonce": base64.urlsafe_b64encode(os.urandom(12)).decode()}
+    data = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
+    return f"{data}.{state_mac(data)}"
+
+
+def input_required(tool_, args):
+    """The result that asks the person, in the 2026-07-28 era."""
+    return {"resultType": "input_required",
+            "inputRequests": {"confirm": {"method": "elicitation/create",
+                                          "params": elicitation(tool_, args)}},
+            "requestState": request_state(tool_, args)}
+
+
+def confirm_modern(params):
+    """confirm() of one 2026-07-28 tools/call: ask, or read the answer the retry carries."""
+    def confirm(tool_, args):
+        import base64
+        import hmac
+        state, responses = params.get("requestState"), params.get("inputResponses")
+        if state is None:
+            return "asked", input_required(tool_, args)
+        data, _, mac = state.partition(".") if isinstance(state, str) else ("", "", "")
+        try:
+            payload = json.loads(base64.urlsafe_b64decode(data.encode()))
+            valid = hmac.compare_digest(mac, state_mac(data)) and isinstance(payload, dict)
+        except (ValueError, TypeError, UnicodeError):
+            valid = False
+        if not valid or payload.get("call") != call_digest(tool_, args):
+            raise RpcError(-32602, "requestState is not one this server gave for this call; "
+                                   "call again without it.")
+        if payload.get("nonce") in TAKEN:
+            raise RpcError(-32602, "This confirmation was already used; call again without "
+                                   "requestState to be asked again.")
+        answer = responses.get("confirm") if isinstance(responses, dict) else None
+        if not isinstance(answer, dict) or not isinstance(payload.get("until"), (int, float)) \
+                or payload["until"] < time.time():
+            return "asked", input_required(tool_, args)  # no answer yet, or too late: again
+        TAKEN.add(payload["nonce"])
+        return answered(answer, tool_)
+    return confirm
+
+
+# == Audit log =================================================================
+# BACKLOG_AUDIT_LOG=path: one JSON line per write and per refusal, appended and flushed at
+# once: when, in which space, which tool on what (identifiers only: never a text written,
+# never the key), the outcome and the person's answer to a confirmation. Writes are refused
+# while the file cannot be appended to.
+
+def audit_ready():
+    path = settings().audit_log
+    if path:
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise Refused(f"The audit log {path} cannot be written ({exc.strerror}): writes "
+                          "are refused until it can.", "ask the person who configures this "
+                          "server to check BACKLOG_AUDIT_LOG.") from None
+
+
+def audit(tool_, args, outcome, answer=None, error=None):
+    """One line for a write (done, failed, not run) or a refusal of any call."""
+    path = settings().audit_log
+    if not path or (tool_.write is None and outcome not in ("refused",)):
+        return
+    import datetime
+    args = args if isinstance(args, dict) else {}
+    line = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "space": here().name, "tool": tool_.name,
+            "target": {n: v for n, v in args.items() if n in tool_.params and (
+                tool_.params[n].owner or tool_.params[n].ident) and v is not None},
+            "outcome": outcome}
+    if answer is not None:
+        line["confirmation"] = answer
+    if error is not None:
+        line["error"] = type(error).__name__ + (f" HTTP {error.status}"
+                                                if isinstance(error, BacklogError) else "")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (redact(dumps(line)) + "\n").encode("utf-8", "replace"))
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        log(f"audit log {path} not written: {exc.strerror}")
 
 
 # == Downloads =================================================================
@@ -2625,7 +2931,8 @@ def git_pr_add(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
                      "notifiedUserId": notified_user_ids, "attachmentId": attachment_ids})
 
 
-@tool("Update pull request", write="git", idempotent=True)
+@tool("Update pull request", write="git", idempotent=True,
+      destructive=lambda a: a.get("description") is not None)
 def git_pr_update(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
                   pr_number: PrNumber, summary: Summary = None, description: Description = None,
                   issue_id: IssueId.like(doc="Linked issue id") = None,
@@ -2655,7 +2962,7 @@ def git_pr_comment_add(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoI
                     {"content": content, "notifiedUserId": notified_user_ids})
 
 
-@tool("Update pull request comment", write="git", idempotent=True)
+@tool("Update pull request comment", write="git", idempotent=True, destructive=True)
 def git_pr_comment_update(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
                           pr_number: PrNumber, comment_id: CommentId, content: Content):
     """Replace the text of a pull request comment."""
@@ -3052,7 +3359,8 @@ def issue_add(project_id_or_key: ProjectIdOrKey, summary: Summary,
     return issue_view(api.post("issues", pairs))
 
 
-@tool("Update issue", write="issue", idempotent=True)
+@tool("Update issue", write="issue", idempotent=True,
+      destructive=lambda a: bool(a.get("clear")) or a.get("description") is not None)
 def issue_update(issue_id_or_key: IssueIdOrKey, summary: Summary = None,
                  description: Description = None,
                  status_id: P("string", "Status name or id (project_status_list_get)") = None,
@@ -3105,7 +3413,7 @@ def issue_comment_add(issue_id_or_key: IssueIdOrKey, content: Content,
                      "attachmentId": attachment_ids})
 
 
-@tool("Update issue comment", write="issue", idempotent=True)
+@tool("Update issue comment", write="issue", idempotent=True, destructive=True)
 def issue_comment_update(issue_id_or_key: IssueIdOrKey, comment_id: CommentId, content: Content):
     """Replace the text of an issue comment (only its author may)."""
     return api.patch(issue_path(issue_id_or_key, "comments", comment_id), {"content": content})
@@ -3155,7 +3463,7 @@ def issue_watching_details_get(watching_id: WatchingId):
     return api.get(("watchings", watching_id))
 
 
-@tool("Update watching", write="issue", idempotent=True, extra=True)
+@tool("Update watching", write="issue", idempotent=True, destructive=True, extra=True)
 def issue_watching_update(watching_id: WatchingId, note: Note):
     """Change the note of a watching."""
     return api.patch(("watchings", watching_id), {"note": note})
@@ -3279,7 +3587,8 @@ def project_add(name: P("string", "Project name"),
                                  "textFormattingRule": text_formatting_rule})
 
 
-@tool("Update project", write="project", idempotent=True)
+@tool("Update project", write="project", idempotent=True,
+      destructive=lambda a: a.get("key") is not None)
 def project_update(project_id_or_key: ProjectIdOrKey, name: P("string", "Project name") = None,
                    key: P("string", "New project key", pattern=r"[_A-Z0-9]{1,25}\Z",
                           check="is not a project key in capitals like DEMO",
@@ -3321,7 +3630,8 @@ def project_version_add(project_id_or_key: ProjectIdOrKey, name: VersionName,
                      "releaseDueDate": release_due_date})
 
 
-@tool("Update milestone", write="project", idempotent=True)
+@tool("Update milestone", write="project", idempotent=True,
+      destructive=lambda a: a.get("description") is not None)
 def project_version_update(project_id_or_key: ProjectIdOrKey,
                            version_id: P("integer", "Milestone id", minimum=1), name: VersionName,
                            description: Description = None, start_date: Date = None,
@@ -3583,7 +3893,8 @@ def wiki_add(project_id_or_key: ProjectIdOrKey, name: P("string", "Page name; '/
                               "content": content, "mailNotify": mail_notify})
 
 
-@tool("Update wiki page", write="wiki", idempotent=True)
+@tool("Update wiki page", write="wiki", idempotent=True,
+      destructive=lambda a: a.get("content") is not None)
 def wiki_update(wiki_id: WikiId, name: P("string", "New page name") = None,
                 content: Content = None, mail_notify: MailNotify = None):
     """Update a wiki page's name or content."""
@@ -4176,12 +4487,18 @@ COMPLETERS = {"project": _projects, "issue": _issues, "milestone": _milestones,
 # == MCP methods ===============================================================
 
 SERVER_INFO = {"name": "mcp-backlog-server", "version": __version__}
-CONFIRM_WAIT = 600.0  # seconds a destructive call waits for the person's answer
 CAPABILITIES = {"tools": {}, "prompts": {}, "resources": {}, "completions": {}}
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 INSTRUCTIONS = ("Backlog (Nulab) issues, wikis, documents, Git pull requests and shared files. "
                 "Find ids with the *_list_get tools; names of statuses, types and users work in "
                 "issue_list_get when one project is given.")
+
+
+def form_mode(elicitation):
+    """Did the client declare form-mode elicitation? {} or {"form": {}} (2025-11-25 on);
+    never ask in a mode not declared."""
+    return isinstance(elicitation, dict) and (not elicitation
+                                              or isinstance(elicitation.get("form"), dict))
 
 
 class Session:
@@ -4193,17 +4510,15 @@ class Session:
         self.elicit = False          # the client asks a person a question for us (form mode)
         self.lines = None            # the client's lines, when serve() reads them
         self.queued = collections.deque()  # lines that came while we waited for an answer
-        self.request = None          # the id of the request being answered
+        self.cancelled = set()       # ids of queued requests the client cancelled meanwhile
         self.asked = 0
 
     def initialize(self, params):
         requested = params.get("protocolVersion")
         self.version = requested if requested in LEGACY_VERSIONS else LEGACY_VERSIONS[0]
         capabilities = params.get("capabilities")
-        elicitation = capabilities.get("elicitation") if isinstance(capabilities, dict) else None
-        # 2025-11-25: {} or {"form": {}} is form mode; never ask in a mode not declared
-        self.elicit = self.version >= "2025-06-18" and isinstance(elicitation, dict) and (
-            not elicitation or isinstance(elicitation.get("form"), dict))
+        self.elicit = self.version >= "2025-06-18" and form_mode(
+            capabilities.get("elicitation") if isinstance(capabilities, dict) else None)
         info = dict(SERVER_INFO, title="Backlog") if self.version >= "2025-06-18" else SERVER_INFO
         prefetch()
         return {"protocolVersion": self.version, "capabilities": CAPABILITIES,
@@ -4252,36 +4567,33 @@ class Session:
         if not isinstance(name, str):
             raise RpcError(-32602, "tools/call needs a string 'name'.")
         arguments = params.get("arguments")
-        return call_tool(name, {} if arguments is None else arguments,
-                         confirm=self.confirm if self.elicit and self.lines else None)
+        meta = params.get("_meta") if isinstance(params.get("_meta"), dict) else {}
+        if META + "protocolVersion" in meta:  # 2026-07-28: ask in the result, if it can
+            can = form_mode(meta.get(META + "clientCapabilities", {}).get("elicitation"))
+            confirm = confirm_modern(params) if can else None
+        else:
+            confirm = self.confirm if self.elicit and self.lines else None
+        return call_tool(name, {} if arguments is None else arguments, confirm=confirm)
 
     def confirm(self, tool_, args):
-        """Ask the person, through the client, before a tool that destroys (or, with
-        BACKLOG_CONFIRM=writes, any write); None to go ahead, else the result to answer.
-        While waiting, a ping is answered at once, other lines wait their turn, and a
-        cancellation of this call or CONFIRM_WAIT seconds end the wait."""
+        """Ask the person through the client (elicitation/create) and wait for the answer:
+        (answer, None to go ahead or the result to give instead). While waiting, a ping is
+        answered at once, other lines wait their turn, and a cancellation of this call or
+        CONFIRM_WAIT seconds end the wait."""
         self.asked += 1
         ask = f"confirm-{self.asked}"
         Progress.out.write({"jsonrpc": "2.0", "id": ask, "method": "elicitation/create",
-                            "params": {"message": describe(tool_, args), "requestedSchema": {
-                                "type": "object", "properties": {"confirm": {
-                                    "type": "boolean", "title": "Go ahead",
-                                    "description": "Yes: run it. No: change nothing."}},
-                                "required": ["confirm"]}}})
-        answer = self.wait_for(ask)
-        if isinstance(answer, str):
-            return {"content": [{"type": "text", "text": answer}], "isError": False}
-        content = answer.get("content") if isinstance(answer.get("content"), dict) else {}
-        if answer.get("action") == "accept" and content.get("confirm") is True:
-            return None
-        return {"content": [{"type": "text", "text": f"Nothing was changed: the user did not "
-                             f"confirm {tool_.name} ({clip(answer.get('action'), 20)})."}],
-                "isError": False}
+                            "params": elicitation(tool_, args)})
+        result = self.wait_for(ask)
+        if isinstance(result, tuple):
+            return result[0], said(result[1])
+        return answered(result, tool_)
 
     def wait_for(self, ask):
-        """The client's result for request `ask`, or a sentence saying why there is none."""
+        """The client's result for request `ask`, or (answer, sentence) saying why there is
+        none. Lines are read through receive(), the one reader of stdin."""
         import signal
-        waiting = self.request  # a ping answered meanwhile changes self.request
+        waiting = ANSWERING.get()
         alarm = hasattr(signal, "setitimer")
         if alarm:
             def expired(*_):
@@ -4289,34 +4601,42 @@ class Session:
             previous = signal.signal(signal.SIGALRM, expired)
             signal.setitimer(signal.ITIMER_REAL, CONFIRM_WAIT)
         try:
-            for line in self.lines:
+            for line in iter(self.receive, None):
                 try:
                     message = parse_line(line)
                 except (UnicodeDecodeError, ValueError, RecursionError):
-                    self.queued.append(line)
-                    continue
+                    message = None
+                cancelled = message.get("params") if isinstance(message, dict) and message.get(
+                    "method") == "notifications/cancelled" else None
                 if not isinstance(message, dict):
                     self.queued.append(line)
                 elif message.get("id") == ask and "method" not in message:
-                    result = message.get("result")
-                    return result if isinstance(result, dict) else \
-                        "Nothing was changed: the client could not ask the user."
+                    return message.get("result")
                 elif message.get("method") == "ping" and "id" in message:
                     Progress.out.write(handle(message, self))
-                elif message.get("method") == "notifications/cancelled" and isinstance(
-                        message.get("params"), dict) \
-                        and message["params"].get("requestId") == waiting:
-                    return "Cancelled: nothing was changed."
+                elif isinstance(cancelled, dict) and cancelled.get("requestId") == waiting:
+                    return "cancelled", "Cancelled: nothing was changed."
+                elif isinstance(cancelled, dict) and isinstance(cancelled.get("requestId"),
+                                                                (str, int)):
+                    self.cancelled.add(cancelled["requestId"])  # queued: it will not run
                 else:
                     self.queued.append(line)
-            return "No answer (the client went away): nothing was changed."
+            return "no answer", "No answer (the client went away): nothing was changed."
         except TimeoutError:
-            return f"No answer within {CONFIRM_WAIT / 60:g} minutes: nothing was changed."
+            return "no answer", (f"No answer within {CONFIRM_WAIT / 60:g} minutes: nothing "
+                                 "was changed.")
         finally:
             if alarm:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, previous)
 
+    def receive(self):
+        """The next line from the client (None at its end): stdin's only reader."""
+        return next(self.lines, None)
+
+    def next_line(self):
+        """The next line to answer: one that waited its turn, else a new one."""
+        return self.queued.popleft() if self.queued else self.receive()
 
     def list_prompts(self, params):
         return list_prompts()
@@ -4381,15 +4701,14 @@ def handle(message, session):
         return replies or None
     if not isinstance(message, dict):
         return error_reply(None, -32600, "A message must be a JSON object.")
+    if "method" not in message and ("result" in message or "error" in message):
+        return None  # a response (whatever its id) is never answered
     if "id" not in message:
-        return None if "method" in message or "result" in message or "error" in message \
+        return None if "method" in message \
             else error_reply(None, -32600, "Invalid request: no method.")
     if not valid_id(message):
         return error_reply(None, -32600, "Invalid request: id must be a string or an integer.")
     id_, method = message["id"], message.get("method")
-    session.request = id_
-    if "method" not in message and ("result" in message or "error" in message):
-        return None
     if message.get("jsonrpc") != "2.0" or not isinstance(method, str):
         return error_reply(id_, -32600, "Invalid request: needs jsonrpc '2.0' and a string method.")
     params = message.get("params", {})
@@ -4405,17 +4724,19 @@ def handle(message, session):
         meta = params.get("_meta")
         token = meta.get("progressToken") if isinstance(meta, dict) else None
         valid = isinstance(token, str) or (isinstance(token, int) and not isinstance(token, bool))
-        Progress.current = Progress(token) if valid else None
+        bound = (ANSWERING.set(id_), PROGRESS.set(Progress(token) if valid else None))
         try:
-            result = handler(session, params)
+            with answering():
+                result = handler(session, params)
         except RpcError as exc:
             if modern and exc.code == -32002:  # this era says -32602 for a missing resource
                 exc.code = -32602
             raise
-        finally:
-            Progress.current = None
+        finally:  # a request answered inside this one (a ping) has bound and unbound its own
+            PROGRESS.reset(bound[1])
+            ANSWERING.reset(bound[0])
         if modern:
-            result = dict(result, resultType="complete")
+            result = dict(result, resultType=result.get("resultType", "complete"))
             if method.endswith("/list"):
                 result.update(ttlMs=3600000 if method == "tools/list" else 0,
                               cacheScope="public" if method == "tools/list" else "private")
@@ -4462,10 +4783,7 @@ def serve(stdin=None, stdout=None):
     out = Progress.out = Writer(stdout or sys.stdout.buffer)
     session = Session()
     session.lines = iter(stdin)
-    while True:
-        line = session.queued.popleft() if session.queued else next(session.lines, None)
-        if line is None:
-            break
+    for line in iter(session.next_line, None):
         if not line.strip():
             continue
         try:
@@ -4473,16 +4791,23 @@ def serve(stdin=None, stdout=None):
         except (UnicodeDecodeError, ValueError, RecursionError):
             reply = error_reply(None, -32700, "Parse error: each line must be one JSON object.")
         else:
+            if isinstance(message, dict) and "method" in message and valid_id(message) \
+                    and message["id"] in session.cancelled:
+                session.cancelled.discard(message["id"])  # cancelled while it waited: not run
+                continue
             reply = handle(message, session)
         if reply is not None:
             out.write(reply)
+
+
+ANSWERING = contextvars.ContextVar("answering", default=None)  # id of the request answered
+PROGRESS = contextvars.ContextVar("progress", default=None)    # its Progress, if it asked
 
 
 class Progress:
     """notifications/progress for the request being answered, only when it carries
     _meta.progressToken: `progress` grows with every step (pages, projects, bytes)."""
 
-    current = None  # the Progress of the request being answered, or None
     out = None      # the Writer of stdout, once serve() runs
 
     def __init__(self, token):
@@ -4491,7 +4816,7 @@ class Progress:
     @staticmethod
     def step(message, at=None, total=None):
         """One step more (or the count reached, `at`), said to the client."""
-        self = Progress.current
+        self = PROGRESS.get()
         if self is None or Progress.out is None:
             return
         self.done = self.done + 1 if at is None else max(at, self.done + 1)
