@@ -1736,9 +1736,10 @@ HIDDEN = re.compile(
     "\U000e0000-\U000e007f"                                       # tags
     "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")                       # control characters
 COMMENT = re.compile(r"<!--.*?-->", re.S)
-CODE = re.compile(r"(^|\n)(`{3,}|~{3,})[^\n]*\n.*?(\n\2[^\S\n]*(?=\n|\Z)|\Z)"  # fenced
-                  r"|(`+)[^`\n]+?\4(?!`)"                                      # inline
-                  r"|\{code(?::[^}]*)?\}.*?\{/code\}", re.S)                   # notation
+CODE = re.compile(r"(?P<open>(?:^|\n)(?P<fence>`{3,}|~{3,})[^\n]*\n)"    # a fence line, then
+                  r"(?P<code>.*?)(?:\n(?P=fence)[^\S\n]*(?=\n|\Z)|\Z)"       # the code
+                  r"|(?P<tick>`+)[^`\n]+?(?P=tick)(?!`)"                     # inline code
+                  r"|\{code(?::[^}]*)?\}.*?\{/code\}", re.S)                 # notation code
 
 
 def visible(text):
@@ -1751,7 +1752,8 @@ def stripped(text, found):
     if "<!--" in text:
         parts, last = [], 0
         for code in CODE.finditer(text):  # comments inside code are visible: kept
-            parts += [_uncomment(text[last:code.start()], found), code.group(0)]
+            start = code.start("code") if code.group("open") else code.start()
+            parts += [_uncomment(text[last:start], found), text[start:code.end()]]
             last = code.end()
         text = "".join(parts + [_uncomment(text[last:], found)])
     out = visible(text)
@@ -2643,7 +2645,7 @@ def find_field(project, key):
         if str(key) == str(field["id"]) or str(key).casefold() == field["name"].casefold():
             return field
     raise ToolError(f"Unknown custom field '{key}'. Fields of this project: "
-                    f"{', '.join(f['name'] for f in definitions) or 'none'}. "
+                    f"{', '.join(quoted(f['name'], 40) for f in definitions) or 'none'}. "
                     "Next: project_custom_field_list_get shows them.")
 
 
@@ -2663,7 +2665,7 @@ def field_value(field, value):
         return [(key, "")]
     if kind in (1, 2):
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ToolError(f"Custom field '{name}' expects text.")
+            raise ToolError(f"Custom field {quoted(name, 60)} expects text.")
         return [(key, str(value))]
     if kind == 3:
         if isinstance(value, str):
@@ -2672,25 +2674,25 @@ def field_value(field, value):
             except ValueError:
                 pass
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
-            raise ToolError(f"Custom field '{name}' expects a number.")
+            raise ToolError(f"Custom field {quoted(name, 60)} expects a number.")
         return [(key, _number_text(value))]
     if kind == 4:
         if not isinstance(value, str) or not re.match(r"\d{4}-\d{2}-\d{2}(?:[T ].*)?\Z", value):
-            raise ToolError(f"Custom field '{name}' expects a date like 2025-06-30.")
+            raise ToolError(f"Custom field {quoted(name, 60)} expects a date like 2025-06-30.")
         return [(key, value[:10])]
     if isinstance(value, dict):
         other = value.get("other")
         if other is not None and not isinstance(other, str):
-            raise ToolError(f"Custom field '{name}': 'other' must be text.")
+            raise ToolError(f"Custom field {quoted(name, 60)}: 'other' must be text.")
         value = value.get("items", value.get("name", value.get("id")))
     if kind in (6, 7):
         items = value if isinstance(value, list) else [value]
     elif kind in (5, 8):
         if isinstance(value, list):
-            raise ToolError(f"Custom field '{name}' takes one item, not a list.")
+            raise ToolError(f"Custom field {quoted(name, 60)} takes one item, not a list.")
         items = [value]
     else:
-        raise ToolError(f"Custom field '{name}' has an unknown type {kind}.")
+        raise ToolError(f"Custom field {quoted(name, 60)} has an unknown type {kind}.")
     ids = [item_id(field, item) for item in items if item is not None]
     pairs = (indexed(key, ids) if kind in (6, 7) else [(key, str(i)) for i in ids]) \
         or [(key, "")]
@@ -2715,8 +2717,8 @@ def item_id(field, item):
         if item == option["id"] or (isinstance(item, str) and (
                 item.strip().casefold() == option["name"].casefold() or item == str(option["id"]))):
             return option["id"]
-    raise ToolError(f"Custom field '{field['name']}': no item {item!r}. Items: "
-                    f"{', '.join(o['name'] for o in options) or 'none'}.")
+    raise ToolError(f"Custom field {quoted(field['name'], 60)}: no item {shown(item)}. Items: "
+                    f"{', '.join(quoted(o['name'], 40) for o in options) or 'none'}.")
 
 
 def normalize(name):
@@ -2748,9 +2750,9 @@ def resolve(values, choices, label, lookup, key="name"):
         found = [c for c in choices() if normalize(value) in
                  (normalize(c.get(key) or ""), normalize(c.get("name") or ""))]
         if len(found) != 1:
-            names = ", ".join(str(c.get(key) or c.get("name")) for c in choices())
+            names = ", ".join(quoted(c.get(key) or c.get("name"), 40) for c in choices())
             why = "is ambiguous" if found else "is unknown"
-            raise ToolError(f"{label} '{value}' {why}. Known: {names}. "
+            raise ToolError(f"{label} {quoted(value, 60)} {why}. Known: {names}. "
                             f"Next: pass ids (see {lookup}).")
         ids.append(found[0]["id"])
     return ids
@@ -2764,8 +2766,9 @@ def find_milestone(project, milestone_name):
             return milestone
     near = sorted((distance(wanted, normalize(m["name"])), m["name"]) for m in milestones)
     hint = [name for d, name in near if d <= 2]
-    raise ToolError(f"Milestone '{milestone_name}' not found in project '{project}'." +
-                    (f" Did you mean: {', '.join(hint)}?" if hint else "") +
+    raise ToolError(f"Milestone {quoted(milestone_name, 60)} not found in project {project}." +
+                    (f" Did you mean: {', '.join(quoted(h, 40) for h in hint)}?" if hint
+                     else "") +
                     " Next: issue_milestone_list_get lists the milestones.")
 
 
@@ -3081,7 +3084,8 @@ def custom_field_filters(project, values):
         name = f"customField_{field['id']}"
         if field["typeId"] in (3, 4):
             if not isinstance(value, dict) or not set(value) <= {"min", "max"}:
-                raise ToolError(f"Filter on '{field['name']}' takes {{\"min\": .., \"max\": ..}}.")
+                raise ToolError(f"Filter on {quoted(field['name'], 60)} takes "
+                                '{"min": .., "max": ..}.')
             pairs += [(f"{name}_{k}", str(v)) for k, v in value.items() if v is not None]
         elif field["typeId"] in (1, 2):
             pairs.append((name, str(value)))
@@ -4302,40 +4306,42 @@ def web_url(path):
     return f"{settings().base_url}/{path}"
 
 
-def as_text(uri, text, value):
-    """A read's contents: Markdown for a person, then the lean JSON for the model."""
-    return [{"uri": uri, "mimeType": "text/markdown", "text": text},
-            {"uri": uri, "mimeType": "application/json", "text": dumps(shaped(value))}]
-
-
 def read_issue(uri, key):
     issue = run_tool(TOOLS["issue_details_get"], {"issue_id_or_key": key})[1]
     comments = run_tool(TOOLS["issue_comment_list_get"], {"issue_id_or_key": key,
                                                            "count": 5})[1]
-    name = lambda v: (v or {}).get("name") if isinstance(v, dict) else v  # noqa: E731
-    lines = [f"# {key} {issue.get('summary', '')}", f"Web: {web_url('view/' + key)}", "",
-             f"- Status: {name(issue.get('status'))}", f"- Type: {name(issue.get('issueType'))}",
-             f"- Priority: {name(issue.get('priority'))}",
-             f"- Assignee: {name(issue.get('assignee')) or 'nobody'}",
-             f"- Due: {str(issue.get('dueDate') or '-')[:10]}", "", issue.get("description") or ""]
-    for comment in reversed(list(comments)):
-        if isinstance(comment, dict) and comment.get("content"):
-            lines += ["", f"## {name(comment.get('createdUser'))}, "
-                          f"{str(comment.get('created'))[:10]}", comment["content"]]
-    return as_text(uri, "\n".join(str(x) for x in lines), issue)
+    lines = [f"# {key} · {one_line(issue.get('summary'))}", f"Web: {web_url('view/' + key)}",
+             "", f"- Status: {named(issue.get('status'))}",
+             f"- Type: {named(issue.get('issueType'))}",
+             f"- Priority: {named(issue.get('priority'))}",
+             f"- Assignee: {named(issue.get('assignee')) or 'nobody'}",
+             f"- Due: {one_line(issue.get('dueDate') or '-', 10)}", "", "## Description",
+             fenced(issue.get("description") or "")]
+    shown_comments = [c for c in reversed(list(comments)) if isinstance(c, dict)
+                      and c.get("content")]
+    if shown_comments:
+        lines += ["", f"## The latest {len(shown_comments)} comments, oldest first"]
+    for comment in shown_comments:
+        lines += ["", f"### {named(comment.get('createdUser'))}, "
+                      f"{one_line(comment.get('created'), 10)}", fenced(comment["content"])]
+    return markdown(uri, lines)
+
+
+def named(value):
+    """The name of a status, type, user... of Backlog's, on one line of ours."""
+    return one_line(value.get("name") if isinstance(value, dict) else value, 80)
 
 
 def read_wiki(uri, wiki_id):
     page = run_tool(TOOLS["wiki_details_get"], {"wiki_id": int(wiki_id)})[1]
-    text = f"# {page.get('name', '')}\nWeb: {web_url('wiki/' + wiki_id)}\n\n" \
-           f"{page.get('content') or ''}"
-    return as_text(uri, text, page)
+    return markdown(uri, [f"# {one_line(page.get('name'))}",
+                          f"Web: {web_url('wiki/' + wiki_id)}", "",
+                          fenced(page.get("content") or "")])
 
 
 def read_document(uri, document_id):
     doc = run_tool(TOOLS["document_details_get"], {"document_id": document_id})[1]
-    text = f"# {doc.get('title', '')}\n\n{doc.get('plain') or ''}"
-    return as_text(uri, text, {k: v for k, v in doc.items() if k != "json"})
+    return markdown(uri, [f"# {one_line(doc.get('title'))}", "", fenced(doc.get("plain") or "")])
 
 
 def read_project(uri, key):
@@ -4343,21 +4349,34 @@ def read_project(uri, key):
     statuses = run_tool(TOOLS["project_status_list_get"], {"project_id_or_key": key})[1]
     milestones = run_tool(TOOLS["issue_milestone_list_get"], {"project_id_or_key": key,
                                                               "archived": False})[1]
-    text = (f"# {project.get('name')} ({key})\nWeb: {web_url('projects/' + key)}\n\n"
-            f"Statuses: {', '.join(str(s.get('name')) for s in statuses)}\n"
-            f"Milestones: {', '.join(str(m.get('name')) for m in milestones) or 'none'}")
-    return as_text(uri, text, {"project": project, "statuses": statuses,
-                               "milestones": milestones})
+    return markdown(uri, [
+        f"# {one_line(project.get('name'))} ({key})", f"Web: {web_url('projects/' + key)}", "",
+        f"- Text formatting: {named(project.get('textFormattingRule'))}",
+        f"- Statuses: {', '.join(named(s) for s in statuses)}",
+        f"- Milestones: {', '.join(named(m) for m in milestones) or 'none'}"])
 
 
 def read_pr(uri, project, repo, number):
     pr = run_tool(TOOLS["git_pr_details_get"], {"project_id_or_key": project,
                                                 "repo_id_or_name": repo,
                                                 "pr_number": int(number)})[1]
-    text = (f"# {project}/{repo} #{number} {pr.get('summary', '')}\n"
-            f"Web: {web_url(f'git/{project}/{repo}/pullRequests/{number}')}\n\n"
-            f"{pr.get('branch')} → {pr.get('base')}\n\n{pr.get('description') or ''}")
-    return as_text(uri, text, pr)
+    issue = pr.get("issue")
+    linked = f"{one_line(issue.get('issueKey'), 40)} {one_line(issue.get('summary'))}" \
+        if isinstance(issue, dict) else one_line(issue or "none")
+    return markdown(uri, [
+        f"# {project}/{repo} #{number} · {one_line(pr.get('summary'))}",
+        f"Web: {web_url(f'git/{project}/{repo}/pullRequests/{number}')}", "",
+        f"- Status: {named(pr.get('status'))}",
+        f"- Branches: {one_line(pr.get('branch'), 100)} → {one_line(pr.get('base'), 100)}",
+        f"- Assignee: {named(pr.get('assignee')) or 'nobody'}", f"- Linked issue: {linked}",
+        "", "## Description", fenced(pr.get("description") or "")])
+
+
+def markdown(uri, lines):
+    """A read's one content: Markdown of ours, Backlog's text fenced in it, and the notes."""
+    notes = NOTES.get() or []
+    text = "\n".join(lines + (["", "> " + " ".join(notes)] if notes else []))
+    return [{"uri": uri, "mimeType": "text/markdown", "text": text}]
 
 
 def read_file(uri, project, file_id):
@@ -4382,9 +4401,9 @@ def list_resources(cursor):
             label = f" ({name})" if several() else ""
             for kind, make in (("issues", lambda i: (f"view/{i['issue']['issueKey']}",
                                                      f"{i['issue']['issueKey']} "
-                                                     f"{i['issue'].get('summary', '')}")),
+                                                     f"{one_line(i['issue'].get('summary'))}")),
                                ("wikis", lambda i: (f"wiki/{i['page']['id']}",
-                                                    f"Wiki: {i['page'].get('name', '')}"))):
+                                                    f"Wiki: {one_line(i['page'].get('name'))}"))):
                 try:
                     for item in run_tool(TOOLS["user_recent_list_get"],
                                          {"kind": kind, "count": 20})[1]:
@@ -4396,7 +4415,7 @@ def list_resources(cursor):
                 for project in run_tool(TOOLS["project_list_get"], {"archived": False})[1]:
                     items.append({"uri": f"backlog://{host}/projects/{project['projectKey']}",
                                   "name": f"Project {project['projectKey']}: "
-                                          f"{project.get('name', '')}{label}"})
+                                          f"{one_line(project.get('name'))}{label}"})
             except (ToolError, KeyError, TypeError):
                 pass
     start = int(cursor) if isinstance(cursor, str) and DIGITS.match(cursor) else 0
