@@ -702,12 +702,13 @@ class RpcError(Exception):
 
 
 class ToolError(Exception):
-    """A tool failed: `what` failed, and `next`, what to do about it (the model reads both in
-    a result with isError true; --check and space_list_get read `what` alone)."""
+    """A tool failed: `what` failed, `next`, what to do about it (the model reads both in a
+    result with isError true; --check and space_list_get read `what` alone), and whether the
+    same call may succeed later (`retryable`: a timeout, a reset, a 429 or a 5xx)."""
 
-    def __init__(self, what, next=None):
+    def __init__(self, what, next=None, retryable=False):
         super().__init__(what)
-        self.what, self.next = what, next
+        self.what, self.next, self.retryable = what, next, retryable
 
     def __str__(self):
         return self.what + (f" Next: {self.next}" if self.next else "")
@@ -724,6 +725,15 @@ class Missing(ToolError):
     def __init__(self, kind, value):
         super().__init__(f"No {kind} {value}.")
         self.kind, self.value = kind, value
+
+
+class Bug(ToolError):
+    """Our own failure (a bug), said without -32603; the traceback is on stderr."""
+
+    def __init__(self, what, kind):
+        super().__init__(f"mcp-backlog-server failed on {what} (a bug: {kind.__name__}; its "
+                         "log on stderr has the details).", "retry once; if it fails again, "
+                         "the person who runs this server can report it with that log.")
 
 
 class Refused(ToolError):
@@ -794,8 +804,8 @@ class BacklogError(ToolError):
                             if any(arg.startswith(name) for arg in args)})
             step = ("Fix the parameter Backlog names" +
                     (f"; valid values: {', '.join(tools)}." if tools else "."))
-        super().__init__(f"Backlog API error (HTTP {status}): {detail}." +
-                         (f" Next: {step}" if step else ""))
+        super().__init__(f"Backlog API error (HTTP {status}): {detail}.", step,
+                         retryable=status == 429 or status >= 500)
 
 
 # == Backlog client ============================================================
@@ -865,7 +875,6 @@ class Backlog:
     def __init__(self, space):
         self.space = space
         self._session = None
-        self.answers = 0  # Backlog answers read; run_tool tells odd shapes from our bugs
 
     def reset(self):
         self.reset_connections()
@@ -903,7 +912,8 @@ class Backlog:
         if (got.scheme, got.host, got.port, got.auth) != self.origin() \
                 or not prepared.url.startswith(self.space.settings.base_url + "/api/v2/"):
             raise ToolError("The request would not go to BACKLOG_BASE_URL's host; it was not "
-                            "sent. Next: check BACKLOG_BASE_URL.")
+                            "sent.",
+                            "check BACKLOG_BASE_URL.")
 
     def origin(self):
         """(scheme, host, port, None) of BACKLOG_BASE_URL, as urllib3 reads it; parsed once."""
@@ -939,19 +949,19 @@ class Backlog:
         """One API call; the decoded JSON answer ({} for an empty write answer)."""
         form = encode(data or {}, clear_empty=(method == "PATCH"))
         answer = self.send(method, path, encode(params or {}), form, files=files)
-        self.answers += 1
         if not answer.body.strip():
             if method == "GET" and answer.status != 204:
-                raise ToolError("Backlog sent an empty answer. Next: retry the call.")
+                raise ToolError("Backlog sent an empty answer.",
+                                "retry the call.")
             return {}
         if "json" not in answer.content_type.lower():
             raise ToolError(f"Backlog answered {method} with "
-                            f"{clip(answer.content_type, 60) or 'no content type'}, not JSON. "
-                            "Next: check that BACKLOG_BASE_URL is your space's URL.")
+                            f"{clip(answer.content_type, 60) or 'no content type'}, not JSON.",
+                            "check that BACKLOG_BASE_URL is your space's URL.")
         value = parse_backlog_json(answer.body)
         if value is INVALID:
-            raise ToolError("Backlog's answer was cut off or is not valid JSON. "
-                            "Next: retry the call.")
+            raise ToolError("Backlog's answer was cut off or is not valid JSON.",
+                            "retry the call.")
         return value
 
     def prepare(self, method, url, query, form, files, accept):
@@ -985,8 +995,8 @@ class Backlog:
             self.check_host(prepared)
             left = end - time.monotonic()
             if left <= 0:
-                raise ToolError(f"Backlog did not answer within {seconds:g} s. "
-                                "Next: retry later, or raise BACKLOG_TIMEOUT.")
+                raise ToolError(f"Backlog did not answer within {seconds:g} s.",
+                                "retry later, or raise BACKLOG_TIMEOUT.", retryable=True)
             status, answer = self.exchange(prepared, cap or MAX_JSON, left, seconds)
             if status == "stale" and method == "GET" and stale < STALE_RETRIES:
                 stale += 1  # as urllib3 does: at once, on a fresh connection, uncharged
@@ -997,11 +1007,12 @@ class Backlog:
                 attempt += 1
                 continue
             if status == "reset":
-                raise ToolError(f"Could not reach Backlog at {s.base_url}: {answer}. "
-                                "Next: check the network, a proxy (HTTPS_PROXY) and "
+                raise ToolError(f"Could not reach Backlog at {s.base_url}: {answer}.",
+                                "check the network, a proxy (HTTPS_PROXY) and "
                                 "BACKLOG_BASE_URL, then retry.")
             if status == "cut":
-                raise ToolError(f"Backlog's answer broke off: {answer}. Next: retry.")
+                raise ToolError(f"Backlog's answer broke off: {answer}.", "retry.",
+                                retryable=True)
             if 300 <= status < 400:
                 target = self.redirect(answer, method, prepared.url)
                 if target is not None and hops < 3:
@@ -1009,7 +1020,8 @@ class Backlog:
                     url, query, hops = target, [("apiKey", s.api_key)], hops + 1
                     continue
                 raise ToolError(f"Backlog answered {method} with a redirect (HTTP {status}) "
-                                f"to {self.where(answer)}; it was not followed. Next: check "
+                                f"to {self.where(answer)}; it was not followed.",
+                                "check "
                                 "BACKLOG_BASE_URL (it must be the space's own https URL).")
             wait = _retry_wait(status, answer.headers, attempt) if method == "GET" else None
             if wait is not None and wait < end - time.monotonic():
@@ -1019,7 +1031,8 @@ class Backlog:
             if 200 <= status < 300:
                 return answer
             if status < 400:
-                raise ToolError(f"Backlog answered with HTTP {status}. Next: retry.")
+                raise ToolError(f"Backlog answered with HTTP {status}.",
+                                "retry.")
             body = parse_backlog_json(answer.body) if "json" in answer.content_type.lower() \
                 else INVALID
             if body is INVALID:
@@ -1062,11 +1075,12 @@ class Backlog:
             kind, reason = fault_of(exc)
             if WATCHDOG.fired or kind == "timeout":
                 self.reset_connections()
-                raise ToolError(f"Backlog did not answer within {budget or seconds:g} s. "
-                                "Next: retry later, or raise BACKLOG_TIMEOUT.") from None
+                raise ToolError(f"Backlog did not answer within {budget or seconds:g} s.",
+                                "retry later, or raise BACKLOG_TIMEOUT.",
+                                retryable=True) from None
             if kind == "unreachable":
-                raise ToolError(f"Could not reach Backlog at {s.base_url}: {reason}. "
-                                "Next: check the network, a proxy (HTTPS_PROXY) and "
+                raise ToolError(f"Could not reach Backlog at {s.base_url}: {reason}.",
+                                "check the network, a proxy (HTTPS_PROXY) and "
                                 "BACKLOG_BASE_URL, then retry.") from None
             if stage == "reset" and getattr(WATCHDOG.connection, "sent", 0) > 1:
                 return "stale", reason  # a kept-alive connection the server had closed
@@ -1339,7 +1353,8 @@ def read_body(raw, headers, cap, keep=None):
         decoder = None
     else:
         raise ToolError(f"Backlog answered with Content-Encoding '{clip(coding, 40)}', which was "
-                        "not asked for. Next: check a proxy between here and Backlog.")
+                        "not asked for.",
+                        "check a proxy between here and Backlog.")
     read = getattr(raw, "read1", None) or raw.read
     limit = cap if keep is None else min(cap, keep)
     body = bytearray()  # grown in place: a large body is never held twice
@@ -1351,13 +1366,15 @@ def read_body(raw, headers, cap, keep=None):
                     else decoder.flush()
             except zlib.error:
                 if coding != "deflate" or body:
-                    raise ToolError("Backlog's compressed answer is corrupt. Next: retry.") \
+                    raise ToolError("Backlog's compressed answer is corrupt.",
+                                    "retry.") \
                         from None
                 decoder = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, as IIS sends it
                 try:
                     chunk = decoder.decompress(chunk, limit + 1)
                 except zlib.error:
-                    raise ToolError("Backlog's compressed answer is corrupt. Next: retry.") \
+                    raise ToolError("Backlog's compressed answer is corrupt.",
+                                    "retry.") \
                         from None
         if not chunk:
             return body
@@ -1406,7 +1423,6 @@ class Cache:
         missing or stale."""
         hit = self.data.get(key)
         if hit and hit[0] > time.monotonic():
-            self.space.api.answers += 1  # Backlog's data, as much as a fresh answer is
             return hit[1]
         value = make()
         if len(self.data) >= self.size:
@@ -1459,6 +1475,13 @@ def checked(value, shape):
                                               shape.items()):
         raise OddAnswer()
     return value
+
+
+def rows(value, shape):
+    """A Backlog list of objects with these keys of these types; else OddAnswer."""
+    if not isinstance(value, list):
+        raise OddAnswer()
+    return [checked(item, shape) for item in value]
 
 
 def project_id(project_id_or_key):
@@ -1848,8 +1871,8 @@ class P:
             if not isinstance(value, list):
                 raise ToolError(f"'{name}' must be a list of {_types(self.items)}.")
             if len(value) > MAX_ITEMS:
-                raise ToolError(f"'{name}' takes at most {MAX_ITEMS} items, not {len(value)}. "
-                                "Next: split the call.")
+                raise ToolError(f"'{name}' takes at most {MAX_ITEMS} items, not {len(value)}.",
+                                "split the call.")
             return [self._scalar(f"{name}[]", self.items, item) for item in value]
         return self._scalar(name, self.type, value)
 
@@ -2090,7 +2113,7 @@ def issue_view(issue):
         return Listing(issue_view(i) for i in issue)
     if isinstance(issue, dict) and isinstance(issue.get("customFields"), list):
         fields = {}
-        for field in issue["customFields"]:
+        for field in rows(issue["customFields"], {}):
             kind = field.get("fieldTypeId")
             value = field.get("value")
             if kind == 4 and isinstance(value, str) and value.endswith("T00:00:00Z"):
@@ -2179,14 +2202,15 @@ class Download:
 
     def content(self):
         import base64
+        data = redact_bytes(self.data)  # base64 would hide a key from the redactor of text
         if self.format == "image":
-            return [{"type": "image", "data": base64.b64encode(self.data).decode(),
+            return [{"type": "image", "data": base64.b64encode(data).decode(),
                      "mimeType": self.content_type.split(";")[0].strip()}]
         if self.format == "text":
             return [{"type": "text", "text": decode_text(self.data, self.content_type)}]
         return [{"type": "text", "text": dumps({
             "filename": self.filename, "content_type": self.content_type, "size": len(self.data),
-            "content": base64.b64encode(self.data).decode()})}]
+            "content": base64.b64encode(data).decode()})}]
 
 
 def find_tool(name):
@@ -2210,7 +2234,7 @@ def admit(tool_, arguments):
     if too_deep(arguments, 32):
         raise ToolError("The arguments are nested too deep to be a tool's arguments.")
     args = tool_.bind(scrub(arguments))  # no lone surrogate reaches a URL or a form
-    with odd_answers(tool_.name):
+    with guarded(tool_.name):
         check_access(tool_, args)
     return args
 
@@ -2221,7 +2245,7 @@ def run_admitted(tool_, args):
     allow-list."""
     args = dict(args)
     fields = args.pop("fields", None)
-    with odd_answers(tool_.name):
+    with guarded(tool_.name):
         try:
             value = tool_.fn(**args)
         except Missing as exc:
@@ -2255,26 +2279,25 @@ def shaped(value):
     return value if settings().output == "full" else lean(value)
 
 
-class odd_answers:
-    """Around code that reads Backlog's answers (a tool, a prompt, a resource, a completion):
-    a KeyError or TypeError there, once Backlog has answered, is an answer without the
-    documented shape, said as a tool error; before any answer it is our bug (-32603)."""
+class guarded:
+    """Around the code of an entry point (a tool, a prompt, a resource, a completion): an
+    exception that is no ToolError (a Backlog answer whose shape was checked raises one) is
+    our bug. Its traceback goes to stderr; the model reads a tool error that says so, never
+    -32603."""
 
     def __init__(self, what):
         self.what = what
 
     def __enter__(self):
-        self.answered = api.answers
+        return self
 
     def __exit__(self, kind, exc, tb):
-        if kind is None or not issubclass(kind, (AttributeError, KeyError, TypeError,
-                                                 IndexError, ValueError)) \
-                or api.answers == self.answered:
+        if kind is None or not issubclass(kind, Exception) \
+                or issubclass(kind, (ToolError, RpcError)):
             return False
-        log(f"odd answer from Backlog in {self.what}: {kind.__name__}: {clip(exc, 200)}")
-        raise ToolError(f"Backlog's answer to {self.what} does not have the documented shape "
-                        f"({kind.__name__}). Next: retry; if it recurs, check that "
-                        "BACKLOG_BASE_URL is your space's URL.") from None
+        import traceback
+        log(f"bug in {self.what}:\n" + "".join(traceback.format_exception(kind, exc, tb)))
+        raise Bug(self.what, kind) from None
 
 
 def call_tool(name, arguments, confirm=None):
@@ -2612,19 +2635,20 @@ def download(path, fmt=None, fallback="downloaded_file"):
     except TooBig as big:
         name = parse_disposition(big.headers.get("Content-Disposition"), fallback)
         raise ToolError(f"File '{name}' is {big.size} bytes, over the download limit of "
-                        f"{s.max_download} bytes (BACKLOG_MAX_DOWNLOAD_BYTES). Next: open it "
+                        f"{s.max_download} bytes (BACKLOG_MAX_DOWNLOAD_BYTES).",
+                        "open it "
                         "in Backlog, or raise the limit.") from None
     ctype = answer.content_type or "application/octet-stream"
     name = parse_disposition(answer.headers.get("Content-Disposition"), fallback)
     data = bytes(answer.body)
     base = ctype.split(";")[0].strip().lower()
     if fmt == "image" and not base.startswith("image/"):
-        raise ToolError(f"File '{name}' is not an image (content type {ctype}). "
-                        "Next: call again with format 'text' or 'raw'.")
+        raise ToolError(f"File '{name}' is not an image (content type {ctype}).",
+                        "call again with format 'text' or 'raw'.")
     if fmt == "text" and not looks_like_text(data, ctype) \
             and not _decodes(data, charset_of(ctype)):
-        raise ToolError(f"File '{name}' is not text in UTF-8 or its declared charset. "
-                        "Next: call again with format 'raw'.")
+        raise ToolError(f"File '{name}' is not text in UTF-8 or its declared charset.",
+                        "call again with format 'raw'.")
     if fmt is None:
         fmt = "image" if base.startswith("image/") else \
             "text" if looks_like_text(data, ctype) else "raw"
@@ -2634,8 +2658,8 @@ def download(path, fmt=None, fallback="downloaded_file"):
 # == Custom fields and names ===================================================
 
 def field_definitions(project):
-    return CACHE.get(("fields", str(project)),
-                     lambda: api.get(("projects", str(project), "customFields")))
+    return CACHE.get(("fields", str(project)), lambda: rows(
+        api.get(("projects", str(project), "customFields")), {"id": int, "name": str}))
 
 
 def find_field(project, key):
@@ -2645,8 +2669,8 @@ def find_field(project, key):
         if str(key) == str(field["id"]) or str(key).casefold() == field["name"].casefold():
             return field
     raise ToolError(f"Unknown custom field '{key}'. Fields of this project: "
-                    f"{', '.join(quoted(f['name'], 40) for f in definitions) or 'none'}. "
-                    "Next: project_custom_field_list_get shows them.")
+                    f"{', '.join(quoted(f['name'], 40) for f in definitions) or 'none'}.",
+                    "project_custom_field_list_get shows them.")
 
 
 def custom_field_params(project, values):
@@ -2712,7 +2736,7 @@ def _number_text(value):
 
 
 def item_id(field, item):
-    options = field.get("items") or []
+    options = rows(field.get("items") or [], {"id": int, "name": str})
     for option in options:
         if item == option["id"] or (isinstance(item, str) and (
                 item.strip().casefold() == option["name"].casefold() or item == str(option["id"]))):
@@ -2752,14 +2776,15 @@ def resolve(values, choices, label, lookup, key="name"):
         if len(found) != 1:
             names = ", ".join(quoted(c.get(key) or c.get("name"), 40) for c in choices())
             why = "is ambiguous" if found else "is unknown"
-            raise ToolError(f"{label} {quoted(value, 60)} {why}. Known: {names}. "
-                            f"Next: pass ids (see {lookup}).")
+            raise ToolError(f"{label} {quoted(value, 60)} {why}. Known: {names}.",
+                            f"pass ids (see {lookup}).")
         ids.append(found[0]["id"])
     return ids
 
 
 def find_milestone(project, milestone_name):
-    milestones = api.get(("projects", project, "versions"))
+    milestones = rows(api.get(("projects", project, "versions")),
+                      {"id": int, "name": str, "projectId": int})
     wanted = normalize(milestone_name)
     for milestone in milestones:
         if normalize(milestone["name"]) == wanted:
@@ -2768,8 +2793,7 @@ def find_milestone(project, milestone_name):
     hint = [name for d, name in near if d <= 2]
     raise ToolError(f"Milestone {quoted(milestone_name, 60)} not found in project {project}." +
                     (f" Did you mean: {', '.join(quoted(h, 40) for h in hint)}?" if hint
-                     else "") +
-                    " Next: issue_milestone_list_get lists the milestones.")
+                     else ""), "issue_milestone_list_get lists the milestones.")
 
 
 # == Tools: documents ==========================================================
@@ -2795,7 +2819,7 @@ def document_list_get(project_id_or_key: ProjectIdOrKey, keyword: Keyword = None
 def document_tree_get(project_id_or_key: ProjectIdOrKey,
                       include_trash: P("boolean", "Also return the trash tree") = False):
     """Get a project's document tree (the trash only when asked)."""
-    tree = api.get(("documents", "tree"), {"projectIdOrKey": project_id_or_key})
+    tree = checked(api.get(("documents", "tree"), {"projectIdOrKey": project_id_or_key}), {})
     if include_trash:
         return {"activeTree": tree.get("activeTree"), "trashTree": tree.get("trashTree")}
     return tree.get("activeTree", tree)
@@ -2983,7 +3007,7 @@ def listed(what, project=None):
     """A project's statuses, issue types, categories, versions or users (or, project None,
     the space's priorities or resolutions), fetched once and cached."""
     path = ("projects", str(project), what) if project is not None else what
-    return CACHE.get((what, str(project)), lambda: api.get(path))
+    return CACHE.get((what, str(project)), lambda: rows(api.get(path), {"id": int}))
 
 
 # Form fields that take a name or an id: (list, label, lookup tool, name key, per project)
@@ -3026,8 +3050,8 @@ def issue_filters(a):
     def per_project(what, lookup):
         def choices():
             if one is None:
-                raise ToolError(f"Names in {what} need exactly one project in project_ids. "
-                                f"Next: pass ids (see {lookup}).")
+                raise ToolError(f"Names in {what} need exactly one project in project_ids.",
+                                f"pass ids (see {lookup}).")
             return listed(what, one)
         return choices
 
@@ -3082,12 +3106,12 @@ def custom_field_filters(project, values):
     for key, value in values.items():
         field = find_field(project, key)
         name = f"customField_{field['id']}"
-        if field["typeId"] in (3, 4):
+        if field.get("typeId") in (3, 4):
             if not isinstance(value, dict) or not set(value) <= {"min", "max"}:
                 raise ToolError(f"Filter on {quoted(field['name'], 60)} takes "
                                 '{"min": .., "max": ..}.')
             pairs += [(f"{name}_{k}", str(v)) for k, v in value.items() if v is not None]
-        elif field["typeId"] in (1, 2):
+        elif field.get("typeId") in (1, 2):
             pairs.append((name, str(value)))
         else:
             items = value if isinstance(value, list) else [value]
@@ -3131,7 +3155,7 @@ def issue_list_get(sort: IssueSort = None, order: Order = None, offset: Offset =
     issues = issue_view(api.get("issues", query + encode(
         {"sort": sort, "order": order, "offset": offset, "count": count})))
     if total and isinstance(issues, list):
-        issues.total = api.get(("issues", "count"), query).get("count")
+        issues.total = checked(api.get(("issues", "count"), query), {"count": int})["count"]
     return issues
 
 
@@ -3154,7 +3178,7 @@ def issue_details_get(issue_id_or_key: IssueArg,
 def issue_milestone_list_get(project_id_or_key: ProjectIdOrKey,
                              archived: P("boolean", "Include archived milestones") = True):
     """List a project's milestones (versions) with their dates."""
-    items = api.get(("projects", project_id_or_key, "versions"))
+    items = rows(api.get(("projects", project_id_or_key, "versions")), {})
     return items if archived else [m for m in items if not m.get("archived")]
 
 
@@ -3223,7 +3247,8 @@ def open_upload(file_path):
     import stat
     roots = settings().upload_dirs
     refused = ToolError(f"Cannot upload '{clip(file_path, 200)}': not a readable file under "
-                        f"BACKLOG_UPLOAD_DIRS ({os.pathsep.join(roots)}). Next: give a path "
+                        f"BACKLOG_UPLOAD_DIRS ({os.pathsep.join(roots)}).",
+                        f"give a path "
                         "inside one of those folders (relative paths start in the first).")
 
     def inside(path):
@@ -3358,7 +3383,7 @@ def issue_add(project_id_or_key: ProjectIdOrKey, summary: Summary,
     project = project_id(project_id_or_key)
     if priority_id is None:
         a["priority_id"] = next((p["id"] for p in listed("priorities")
-                                 if p["name"] in ("Normal", "中")), 3)
+                                 if p.get("name") in ("Normal", "中")), 3)
     pairs = [("projectId", project)] + issue_form(names_to_ids(a, project), project)
     return issue_view(api.post("issues", pairs))
 
@@ -3524,8 +3549,9 @@ EXAMPLES = {1: "text", 2: "line 1\nline 2", 3: 12.5, 4: "2025-06-30"}
 def project_custom_field_list_get(project_id_or_key: ProjectIdOrKey):
     """List a project's custom fields: types, items, and an example value for issue_add."""
     out = []
-    for field in project_list(project_id_or_key, "customFields"):
-        items = [{"id": i["id"], "name": i["name"]} for i in field.get("items") or []]
+    for field in rows(project_list(project_id_or_key, "customFields"), {"id": int, "name": str}):
+        items = [{"id": i["id"], "name": i["name"]}
+                 for i in rows(field.get("items") or [], {"id": int, "name": str})]
         kind = field.get("typeId")
         example = EXAMPLES.get(kind) if kind in EXAMPLES else \
             [i["name"] for i in items[:2]] if kind in (6, 7) else \
@@ -3755,7 +3781,7 @@ def user_star_add(issue_id_or_key: IssueIdOrKey.like(
     name = target[0]
     value = given[name]
     if name == "issue_id_or_key" and not DIGITS.match(str(value)):
-        value = api.get(("issues", value))["id"]  # Backlog's issueId is numeric
+        value = checked(api.get(("issues", value)), {"id": int})["id"]  # a numeric issueId
     api.post("stars", {STAR_TARGETS[name]: value})
     return f"Starred {name.replace('_id_or_key', '').replace('_id', '')} {given[name]}."
 
@@ -3772,7 +3798,7 @@ def user_star_delete(star_id: P("integer", "Star id (user_star_list_get)", minim
 def user_star_count_get(user_id: UserId, since: Date = None, until: Date = None):
     """Count the stars a user received, optionally between two dates."""
     if restricted():
-        raise ToolError("Under BACKLOG_PROJECTS stars are not counted space-wide. Next: "
+        raise ToolError("Under BACKLOG_PROJECTS stars are not counted space-wide.",
                         "user_star_list_get lists the stars of the allowed projects.")
     return api.get(("users", user_id, "stars", "count"), {"since": since, "until": until})
 
@@ -3796,7 +3822,7 @@ def count_allowed(path, params):
     total = 0
     for page in range(20):
         Progress.step(f"counting page {page + 1}")
-        items = api.get(path, dict(params, count=100, offset=page * 100))
+        items = rows(api.get(path, dict(params, count=100, offset=page * 100)), {})
         total += held(items)
         if len(items) < 100:
             return {"count": total}
@@ -3826,10 +3852,12 @@ def wiki_list_get(project_id_or_key: OptProject = None, keyword: Keyword = None,
     elif restricted():
         projects = settings().projects
     else:  # Backlog lists one project's pages at a time
-        projects = [p["projectKey"] for p in api.get("projects", {"archived": False})]
+        projects = [p["projectKey"] for p in rows(api.get("projects", {"archived": False}),
+                                                  {"projectKey": str})]
         if len(projects) > WIKI_PROJECTS:
             raise ToolError(f"The space has {len(projects)} active projects; listing the wiki "
-                            "of each is too much. Next: give project_id_or_key "
+                            "of each is too much.",
+                            "give project_id_or_key "
                             "(project_list_get lists the projects).")
     pages = []
     for project in projects:
@@ -3959,7 +3987,7 @@ def space_list_get():
                 me = checked(api.get(("users", "myself")), {"userId": str})
                 user = f"{me.get('name')} ({me['userId']})"
             except ToolError as exc:
-                user = f"unknown: {str(exc).split(' Next:')[0]}"
+                user = f"unknown: {redact(exc.what)}"
             out.append({"space": name, "default": name == DEFAULT_SPACE,
                         "host": s.base_url or None, "projects": s.allowed() or "all",
                         "writable": sorted(s.writable),
@@ -4013,9 +4041,9 @@ def count_allowed_notifications(params):
     total, max_id = 0, None
     for page in range(20):
         Progress.step(f"counting notifications, page {page + 1}")
-        items = api.get("notifications", {"count": 100, "maxId": max_id})
-        total += held([n for n in items if isinstance(n, dict) and all(
-            v is None or n.get(k) == v for k, v in params.items())])
+        items = rows(api.get("notifications", {"count": 100, "maxId": max_id}), {"id": int})
+        total += held([n for n in items if all(v is None or n.get(k) == v
+                                               for k, v in params.items())])
         if len(items) < 100:
             return {"count": total}
         max_id = items[-1]["id"]  # Backlog's maxId is exclusive
@@ -4126,7 +4154,7 @@ def _get_prompt(name, found, arguments):
     if missing:
         raise RpcError(-32602, f"Prompt {found.name} needs: {', '.join(missing)}.")
     try:
-        with odd_answers(f"prompt {found.name}"):
+        with guarded(f"prompt {found.name}"):
             text = found.fn(**given)
     except ToolError as exc:
         text = f"The data for this request could not be gathered: {redact(exc)}"
@@ -4224,10 +4252,10 @@ def _review_pr(repo, number):
     parts = [("Pull request", "git_pr_details_get", where),
              ("Comments", "git_pr_comment_list_get", dict(where, order="asc", count=50))]
     try:
-        issue = run_tool(TOOLS["git_pr_details_get"], where)[1].get("issue") or {}
-    except (ToolError, AttributeError):
-        issue = {}
-    if isinstance(issue, dict) and issue.get("issueKey"):
+        issue = checked(run_tool(TOOLS["git_pr_details_get"], where)[1], {}).get("issue")
+    except ToolError:
+        issue = None
+    if isinstance(issue, dict) and isinstance(issue.get("issueKey"), str):
         parts.append(("Linked issue", "issue_details_get",
                       {"issue_id_or_key": issue["issueKey"]}))
     return (f"Review pull request #{number} of {project}/{name}: summarize the change, check "
@@ -4293,7 +4321,7 @@ def read_resource(uri):
             match = re.match(pattern + r"\Z", path)
             if match:
                 try:
-                    with odd_answers(uri):
+                    with guarded(uri):
                         return {"contents": RESOURCE_READERS[label](uri, *match.groups())}
                 except ToolError as exc:
                     raise RpcError(-32002, f"Resource not readable: {clip(uri, 120)}: "
@@ -4307,9 +4335,9 @@ def web_url(path):
 
 
 def read_issue(uri, key):
-    issue = run_tool(TOOLS["issue_details_get"], {"issue_id_or_key": key})[1]
-    comments = run_tool(TOOLS["issue_comment_list_get"], {"issue_id_or_key": key,
-                                                           "count": 5})[1]
+    issue = checked(run_tool(TOOLS["issue_details_get"], {"issue_id_or_key": key})[1], {})
+    comments = rows(run_tool(TOOLS["issue_comment_list_get"], {"issue_id_or_key": key,
+                                                                "count": 5})[1], {})
     lines = [f"# {key} · {one_line(issue.get('summary'))}", f"Web: {web_url('view/' + key)}",
              "", f"- Status: {named(issue.get('status'))}",
              f"- Type: {named(issue.get('issueType'))}",
@@ -4333,22 +4361,23 @@ def named(value):
 
 
 def read_wiki(uri, wiki_id):
-    page = run_tool(TOOLS["wiki_details_get"], {"wiki_id": int(wiki_id)})[1]
+    page = checked(run_tool(TOOLS["wiki_details_get"], {"wiki_id": int(wiki_id)})[1], {})
     return markdown(uri, [f"# {one_line(page.get('name'))}",
                           f"Web: {web_url('wiki/' + wiki_id)}", "",
                           fenced(page.get("content") or "")])
 
 
 def read_document(uri, document_id):
-    doc = run_tool(TOOLS["document_details_get"], {"document_id": document_id})[1]
+    doc = checked(run_tool(TOOLS["document_details_get"], {"document_id": document_id})[1], {})
     return markdown(uri, [f"# {one_line(doc.get('title'))}", "", fenced(doc.get("plain") or "")])
 
 
 def read_project(uri, key):
-    project = run_tool(TOOLS["project_details_get"], {"project_id_or_key": key})[1]
-    statuses = run_tool(TOOLS["project_status_list_get"], {"project_id_or_key": key})[1]
-    milestones = run_tool(TOOLS["issue_milestone_list_get"], {"project_id_or_key": key,
-                                                              "archived": False})[1]
+    project = checked(run_tool(TOOLS["project_details_get"], {"project_id_or_key": key})[1], {})
+    statuses = rows(run_tool(TOOLS["project_status_list_get"], {"project_id_or_key": key})[1],
+                    {})
+    milestones = rows(run_tool(TOOLS["issue_milestone_list_get"], {
+        "project_id_or_key": key, "archived": False})[1], {})
     return markdown(uri, [
         f"# {one_line(project.get('name'))} ({key})", f"Web: {web_url('projects/' + key)}", "",
         f"- Text formatting: {named(project.get('textFormattingRule'))}",
@@ -4357,9 +4386,9 @@ def read_project(uri, key):
 
 
 def read_pr(uri, project, repo, number):
-    pr = run_tool(TOOLS["git_pr_details_get"], {"project_id_or_key": project,
-                                                "repo_id_or_name": repo,
-                                                "pr_number": int(number)})[1]
+    pr = checked(run_tool(TOOLS["git_pr_details_get"], {"project_id_or_key": project,
+                                                        "repo_id_or_name": repo,
+                                                        "pr_number": int(number)})[1], {})
     issue = pr.get("issue")
     linked = f"{one_line(issue.get('issueKey'), 40)} {one_line(issue.get('summary'))}" \
         if isinstance(issue, dict) else one_line(issue or "none")
@@ -4385,11 +4414,18 @@ def read_file(uri, project, file_id):
                                                    "shared_file_id": int(file_id),
                                                    "format": "raw"})[1]
     return [{"uri": uri, "mimeType": got.content_type.split(";")[0].strip(),
-             "blob": base64.b64encode(got.data).decode()}]
+             "blob": base64.b64encode(redact_bytes(got.data)).decode()}]
 
 
 RESOURCE_READERS = {"Issue": read_issue, "Wiki page": read_wiki, "Document": read_document,
                     "Project": read_project, "Pull request": read_pr, "Shared file": read_file}
+
+
+RECENT_RESOURCES = (  # what resources/list offers of what you viewed last
+    ("issues", "issue", "issueKey", ISSUE_KEY_RE,
+     lambda i: (f"view/{i['issueKey']}", f"{i['issueKey']} {one_line(i.get('summary'))}")),
+    ("wikis", "page", "id", r"[1-9][0-9]{0,17}",
+     lambda p: (f"wiki/{p['id']}", f"Wiki: {one_line(p.get('name'))}")))
 
 
 def list_resources(cursor):
@@ -4399,25 +4435,24 @@ def list_resources(cursor):
         with within(name):
             host = host_of(space)
             label = f" ({name})" if several() else ""
-            for kind, make in (("issues", lambda i: (f"view/{i['issue']['issueKey']}",
-                                                     f"{i['issue']['issueKey']} "
-                                                     f"{one_line(i['issue'].get('summary'))}")),
-                               ("wikis", lambda i: (f"wiki/{i['page']['id']}",
-                                                    f"Wiki: {one_line(i['page'].get('name'))}"))):
+            for kind, inner, key, pattern, make in RECENT_RESOURCES:
                 try:
-                    for item in run_tool(TOOLS["user_recent_list_get"],
-                                         {"kind": kind, "count": 20})[1]:
-                        path, title = make(item)
+                    viewed = run_tool(TOOLS["user_recent_list_get"], {"kind": kind, "count": 20})[1]
+                except ToolError:
+                    viewed = []
+                for item in viewed:
+                    thing = item.get(inner) if isinstance(item, dict) else None
+                    if isinstance(thing, dict) and re.fullmatch(pattern, str(thing.get(key))):
+                        path, title = make(thing)
                         items.append({"uri": f"backlog://{host}/{path}", "name": title + label})
-                except (ToolError, KeyError, TypeError):
-                    pass
             try:
-                for project in run_tool(TOOLS["project_list_get"], {"archived": False})[1]:
-                    items.append({"uri": f"backlog://{host}/projects/{project['projectKey']}",
-                                  "name": f"Project {project['projectKey']}: "
-                                          f"{one_line(project.get('name'))}{label}"})
-            except (ToolError, KeyError, TypeError):
-                pass
+                listed_ = run_tool(TOOLS["project_list_get"], {"archived": False})[1]
+            except ToolError:
+                listed_ = []
+            items += [{"uri": f"backlog://{host}/projects/{p['projectKey']}",
+                       "name": f"Project {p['projectKey']}: {one_line(p.get('name'))}{label}"}
+                      for p in listed_ if isinstance(p, dict)
+                      and PROJECT_KEY.match(str(p.get("projectKey")))]
     start = int(cursor) if isinstance(cursor, str) and DIGITS.match(cursor) else 0
     if cursor not in (None, "") and not (isinstance(cursor, str) and DIGITS.match(cursor)):
         raise RpcError(-32602, "Invalid cursor: call resources/list without one.")
@@ -4452,7 +4487,7 @@ def complete(params):
         # the space of the prompt or resource completed: its own projects, issues, repos
         space = resource_space(ref.get("uri"))[0] if ref.get("type") == "ref/resource" \
             else prompt_named(ref.get("name"))[0]
-        with within(space), odd_answers("completion/complete"):
+        with within(space), guarded("completion/complete"):
             values = [v for v in COMPLETERS.get(name, lambda p, c: [])(prefix, context)
                       if isinstance(v, str)]
     except (ToolError, RpcError):
@@ -4463,19 +4498,16 @@ def complete(params):
 
 
 def _projects(prefix, context):
-    return [p["projectKey"] for p in run_tool(TOOLS["project_list_get"], {})[1]
-            if isinstance(p, dict) and "projectKey" in p]
+    return strings(run_tool(TOOLS["project_list_get"], {})[1], "projectKey")
 
 
 def _issues(prefix, context):
-    recent = [i["issue"]["issueKey"] for i in run_tool(TOOLS["user_recent_list_get"],
-                                                       {"kind": "issues", "count": 50})[1]
-              if isinstance(i, dict) and isinstance(i.get("issue"), dict)]
+    viewed = run_tool(TOOLS["user_recent_list_get"], {"kind": "issues", "count": 50})[1]
+    recent = strings([i.get("issue") for i in viewed if isinstance(i, dict)], "issueKey")
     if "-" in prefix and DIGITS.match(prefix.rsplit("-", 1)[1] or "0"):
         project = prefix.rsplit("-", 1)[0].upper()
-        found = run_tool(TOOLS["issue_list_get"], {"project_ids": [project], "count": 100,
-                                                   "fields": ["issueKey"]})[1]
-        recent += [i["issueKey"] for i in found if isinstance(i, dict) and "issueKey" in i]
+        recent += strings(run_tool(TOOLS["issue_list_get"], {
+            "project_ids": [project], "count": 100, "fields": ["issueKey"]})[1], "issueKey")
     return list(dict.fromkeys(recent))
 
 
@@ -4483,8 +4515,8 @@ def _milestones(prefix, context):
     project = str(context.get("project") or "").upper()
     if not project:
         return []
-    return [m["name"] for m in run_tool(TOOLS["issue_milestone_list_get"],
-                                        {"project_id_or_key": project})[1] if "name" in m]
+    return strings(run_tool(TOOLS["issue_milestone_list_get"], {"project_id_or_key": project})[1],
+                   "name")
 
 
 def _repos(prefix, context):
@@ -4492,11 +4524,17 @@ def _repos(prefix, context):
     out = []
     for key in keys:
         try:
-            out += [f"{key}/{r['name']}" for r in run_tool(
-                TOOLS["git_repository_list_get"], {"project_id_or_key": key})[1] if "name" in r]
+            out += [f"{key}/{name}" for name in strings(run_tool(
+                TOOLS["git_repository_list_get"], {"project_id_or_key": key})[1], "name")]
         except ToolError:
             pass
     return out if "/" in prefix else out + [k + "/" for k in keys]
+
+
+def strings(items, key):
+    """The `key` texts of the objects of a Backlog list (anything else in it is passed)."""
+    return [i[key] for i in items if isinstance(i, dict) and isinstance(i.get(key), str)] \
+        if isinstance(items, list) else []
 
 
 COMPLETERS = {"project": _projects, "issue": _issues, "milestone": _milestones,
@@ -5039,15 +5077,14 @@ def check():
     if s.problems:
         raise SystemExit("\n".join("configuration problem: " + p for p in s.problems))
     try:
-        space = api.get("space")
-        me = api.get(("users", "myself"))
+        space = checked(api.get("space"), {})
+        me = checked(api.get(("users", "myself")), {})
     except BacklogError as exc:
-        said = redact(exc).split(": ", 1)[-1].split(" Next:")[0]
         raise SystemExit("error: " + CHECK_ADVICE.get(exc.status, "Backlog refused the "
                                                       f"request (HTTP {exc.status}).")
-                         + f" Backlog said: {said}") from None
+                         + f" Backlog said: {redact(exc.said or exc.what)}") from None
     except ToolError as exc:
-        raise SystemExit("error: " + redact(str(exc)).split(" Next:")[0]) from None
+        raise SystemExit("error: " + redact(exc.what)) from None
     missing = []
     for key in s.projects or ():
         try:
@@ -5188,8 +5225,8 @@ def cli_run(name, pairs, json_arg, output, pretty):
         emit(str(exc), "stderr")
         raise SystemExit(1) from None
     if output:
-        data = value.data if isinstance(value, Download) else \
-            (dumps(value, pretty) + "\n").encode("utf-8")
+        data = redact_bytes(value.data) if isinstance(value, Download) else \
+            (redact(dumps(value, pretty)) + "\n").encode("utf-8")
         try:
             with open(output, "wb") as fh:
                 fh.write(data)

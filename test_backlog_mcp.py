@@ -1960,7 +1960,8 @@ def test_key_never_in_internal_error_traceback(monkeypatch, capfd):
         raise RuntimeError(f"boom with {BASE}/api/v2/space?apiKey={KEY}")
     monkeypatch.setattr(b.TOOLS["space_details_get"], "fn", leak)
     reply = rpc("tools/call", {"name": "space_details_get", "arguments": {}})
-    assert reply["error"]["code"] == -32603 and KEY not in json.dumps(reply)
+    text = error(reply["result"])  # a bug of ours: a tool error that says so, never -32603
+    assert "a bug: RuntimeError" in text and KEY not in json.dumps(reply)
     err = capfd.readouterr().err
     assert "RuntimeError" in err and "apiKey=***" in err and KEY not in err
 
@@ -4289,3 +4290,40 @@ def test_what_the_filter_removes_and_keeps(text, shown):
     out = b.stripped(text, found)
     assert out == (text if shown is None else shown)
     assert b.stripped(out, {}) == out  # twice changes nothing
+
+
+@pytest.mark.parametrize("fmt", ["raw", "image", None])
+def test_a_key_echoed_in_a_file_is_redacted_before_base64(backlog, fmt):
+    backlog.file = (PNG + f"apiKey={KEY}&x=1".encode(), {"Content-Type": "image/png"})
+    arguments = {"issue_id_or_key": "DEMO-42", "attachment_id": 1}
+    result = call("issue_attachment_download", **dict(arguments, **({"format": fmt} if fmt
+                                                                    else {})))
+    encoded = result["content"][0].get("data") or json.loads(result["content"][0]["text"])[
+        "content"]
+    assert KEY.encode() not in base64.b64decode(encoded) and b"apiKey=***" in base64.b64decode(
+        encoded)
+    blob = rpc("resources/read", {"uri": H + "file/DEMO/825952"})["result"]["contents"][0]
+    assert KEY.encode() not in base64.b64decode(blob["blob"])
+
+
+def test_a_bug_of_ours_is_a_tool_error_with_its_traceback_on_stderr(backlog, capfd,
+                                                                   monkeypatch):
+    monkeypatch.setattr(b.TOOLS["issue_details_get"], "fn", lambda **_: {}["missing"])
+    for reply in (rpc("tools/call", {"name": "issue_details_get",
+                                     "arguments": {"issue_id_or_key": "DEMO-42"}}),
+                  rpc("prompts/get", {"name": "triage", "arguments": {"issue": "DEMO-42"}}),
+                  rpc("resources/read", {"uri": H + "view/DEMO-42"})):
+        text = seen(reply)
+        assert "a bug: KeyError" in text and "documented shape" not in text
+        assert reply.get("error", {}).get("code") != -32603
+    assert "Traceback" in capfd.readouterr().err
+
+
+def test_errors_are_data(backlog):
+    backlog.errors.append(("GET", "space$", 503, load("error_500")))
+    with pytest.raises(b.BacklogError) as raised:
+        b.api.get("space")
+    exc = raised.value
+    assert (exc.status, exc.retryable, exc.backlog) == (503, True, True)
+    assert exc.what.startswith("Backlog API error (HTTP 503)") and exc.next
+    assert str(exc) == f"{exc.what} Next: {exc.next}"
