@@ -158,8 +158,6 @@ def prefix(text, s):
 def api_key(text, s):
     """Backlog's keys are 64 letters and digits; a key is taken if it is 8 to 256 of them
     (and of - _ . ~, which no JSON or URL escapes), else refused and never sent."""
-    if len(text) >= MIN_SECRET:
-        s.secrets.append(text)  # redacted wherever it shows, taken or not
     if not re.match(r"[A-Za-z0-9._~-]{8,256}\Z", text):
         raise ValueError("is not an API key (8 or more letters and digits, no spaces or "
                          "quotes): paste the key alone, from Personal Settings > API")
@@ -286,15 +284,21 @@ class Setting:
     "space" (each space reads BACKLOG_<NAME>_<REST> too; `merge` joins the two). `verbatim`:
     read as typed (else full-width letters become ASCII, as a Japanese IME types them);
     `secret`: redacted everywhere, `safe`: the value while the text is not understood; `cli`:
-    the command-line flag that sets it; `form`: its field in the bundle's form, as (field,
-    type, title, description, required). parse None: read by requests, listed for people."""
+    the command-line flag that sets it and the text the flag stands for (None: the flag
+    takes a value); `form`: its field in the bundle's form, as (field, type, title,
+    description, required); `required`: what to say when no row of its attribute is set;
+    `nulab`: Nulab's server reads it as BACKLOG_ORG_<NAME>_<REST>, which names a space;
+    `aliases`: other names read when it is unset. Rows that share an attribute are
+    alternatives: the first one set wins. parse None: read by requests, listed for people."""
 
     def __init__(self, name, parse, default, help, scope="shared", merge=own_or_shared,
-                 verbatim=False, secret=False, safe=None, cli=None, form=None, attribute=None):
+                 verbatim=False, secret=False, safe=None, cli=None, form=None, attribute=None,
+                 required=None, nulab=False, aliases=()):
         self.name, self.parse, self.default, self.help = name, parse, default, help
         self.scope, self.merge, self.verbatim, self.secret = scope, merge, verbatim, secret
         self.safe = default if safe is None else safe
-        self.cli, self.form = cli, form
+        self.cli, self.form, self.required, self.nulab = cli, form, required, nulab
+        self.aliases = aliases
         self.attribute = attribute or name[len("BACKLOG_"):].lower()
 
 
@@ -302,19 +306,23 @@ SETTINGS_TABLE = (  # in the order they are read: a later parser may use an earl
     Setting("BACKLOG_SPACES", space_list, [], "names of several spaces, e.g. work,client (each "
             "then has BACKLOG_<NAME>_BASE_URL, _API_KEY, ...)", scope="server"),
     Setting("BACKLOG_DEFAULT_SPACE", choice(), "", "the space a call uses when it names none "
-            "(default: the first)", scope="server"),
+            "(default: the first)", scope="server", aliases=("BACKLOG_DEFAULT_ORG",)),
     Setting("BACKLOG_ALLOW_CUSTOM_HOST", flag, False,
             "1 allows an https host outside backlog.com, backlog.jp, backlogtool.com",
             scope="space"),
     Setting("BACKLOG_BASE_URL", base_url, "",
             "your space's URL, e.g. https://your-space.backlog.com", scope="space",
-            merge=own_only, form=("base_url", "string", "Backlog address",
-                                  "The address you open Backlog at, e.g. "
-                                  "https://your-space.backlog.com", True)),
+            merge=own_only, required="is not set: use your space's URL, e.g. "
+                                     "https://your-space.backlog.com",
+            form=("base_url", "string", "Backlog address",
+                  "The address you open Backlog at, e.g. https://your-space.backlog.com",
+                  True)),
     Setting("BACKLOG_DOMAIN", domain, "", "or the host alone, e.g. your-space.backlog.com",
-            scope="space", merge=own_only),
+            scope="space", merge=own_only, attribute="base_url", nulab=True),
     Setting("BACKLOG_API_KEY", api_key, "", "your personal API key (Personal Settings > API)",
-            scope="space", merge=own_only, verbatim=True, secret=True,
+            scope="space", merge=own_only, verbatim=True, secret=True, nulab=True,
+            required="is not set: create a key in Backlog under Personal Settings > API and set "
+                     "it in the server's env.",
             form=("api_key", "string", "API key",
                   "In Backlog, open your picture > Personal Settings > API, register a key and "
                   "paste it here. It is stored encrypted by your computer's keychain, not as "
@@ -327,7 +335,7 @@ SETTINGS_TABLE = (  # in the order they are read: a later parser may use an earl
                   "DEMO,SUPPORT; add :read to a key to let it only read there (OPS:read). "
                   "Leave empty for every project you can see.", False)),
     Setting("BACKLOG_READ_ONLY", flag, False, "1 turns every write tool off (also --read-only)",
-            scope="space", merge=either, safe=True, cli="--read-only",
+            scope="space", merge=either, safe=True, cli=("--read-only", "1"),
             form=("read_only", "boolean", "Read only",
                   "On: the assistant can read, but never add, change or delete anything in "
                   "Backlog.", False)),
@@ -340,7 +348,7 @@ SETTINGS_TABLE = (  # in the order they are read: a later parser may use an earl
                   "to allow no change at all, turn on Read only.", False)),
     Setting("BACKLOG_TOOLSETS", toolsets, set(CATEGORIES),
             "categories to list, or all (with the extra tools); also --toolsets",
-            cli="--toolsets",
+            cli=("--toolsets", None),
             form=("toolsets", "string", "Kinds of tools (optional)",
                   f"Separated by commas, from: {', '.join(CATEGORIES)}; or all, which adds "
                   "rarely needed tools. Leave empty for the usual set.", False)),
@@ -367,24 +375,30 @@ SETTINGS_TABLE = (  # in the order they are read: a later parser may use an earl
 ROWS = {row.name: row for row in SETTINGS_TABLE}
 HALF_WIDTH = {**{0xFF01 + i: 0x21 + i for i in range(94)},  # ！ to ～: ! to ~
               0x3000: " ", 0x3001: ",", 0x3002: "."}  # the ideographic space, 、 and 。
-NULAB = ("BACKLOG_BASE_URL", "BACKLOG_DOMAIN", "BACKLOG_API_KEY")  # BACKLOG_ORG_<NAME>_DOMAIN
+
+
+NULAB_SPACE = re.compile("BACKLOG_ORG_([A-Za-z0-9_]+?)_(?:%s)\\Z" % "|".join(
+    row.name[len("BACKLOG_"):] for row in SETTINGS_TABLE if row.nulab))
 
 
 def setting_text(row, env, variable=None):
     """The text of a setting as every reader sees it: half-width unless the row is verbatim,
-    stripped; "" when unset, empty or not text."""
-    text = env.get(variable or row.name)
-    text = text if isinstance(text, str) else ""
-    return (text if row.verbatim else text.translate(HALF_WIDTH)).strip()
+    stripped; "" when unset, empty or not text. A row's aliases stand in when it is unset."""
+    for name in [variable] if variable else (row.name,) + row.aliases:
+        text = env.get(name)
+        text = text if isinstance(text, str) else ""
+        text = (text if row.verbatim else text.translate(HALF_WIDTH)).strip()
+        if text:
+            return text
+    return ""
 
 
 def spellings(row, name, nulab):
-    """The variables that hold space `name`'s own value of a row."""
+    """The variables that hold space `name`'s own value of a row: BACKLOG_<NAME>_<REST>, and
+    in Nulab's form BACKLOG_ORG_<NAME>_<REST> too."""
     rest = row.name[len("BACKLOG_"):]
-    return [f"BACKLOG_{name.upper()}_{rest}"] + (
-        [f"BACKLOG_ORG_{name.upper()}_{rest}"] if nulab and row.name in NULAB + (
-            "BACKLOG_PROJECTS", "BACKLOG_WRITABLE", "BACKLOG_READ_ONLY",
-            "BACKLOG_ALLOW_CUSTOM_HOST") else [])
+    return [f"BACKLOG_{name.upper()}_{rest}"] + ([f"BACKLOG_ORG_{name.upper()}_{rest}"]
+                                                 if nulab else [])
 
 
 class Settings:
@@ -395,8 +409,18 @@ class Settings:
         self.name = name
         self.problems, self.secrets, self.explicit = [], [], set()
 
+    def set(self, row, value, explicit):
+        """A row's value, unless an earlier row of the same attribute was set (it wins)."""
+        if row.attribute in self.explicit:
+            return
+        if explicit:
+            self.explicit.add(row.attribute)
+        setattr(self, row.attribute, row.default if value is None else value)
+
     def parse(self, row, text, where=None):
         """(value, understood?) of one text; a refusal is a problem named after `where`."""
+        if row.secret and len(text) >= MIN_SECRET:
+            self.secrets.append(text)  # redacted wherever it shows, taken or not
         try:
             return row.parse(text, self), True
         except ValueError as exc:
@@ -407,18 +431,15 @@ class Settings:
         if sys.version_info < (3, 9):
             self.problems.insert(0, "mcp-backlog-server needs Python 3.9 or newer (this is "
                                     f"{'.'.join(map(str, sys.version_info[:3]))}).")
-        self.base_url = self.base_url or self.domain
-        where = f"space {self.name}: BACKLOG_{self.name.upper()}_" if self.name else "BACKLOG_"
-        if not self.base_url and not {"BACKLOG_BASE_URL", "BACKLOG_DOMAIN"} & self.explicit:
-            self.problems.append(f"{where}BASE_URL is not set: use your space's URL, "
-                                 "e.g. https://your-space.backlog.com")
-        if not self.api_key and "BACKLOG_API_KEY" not in self.explicit:
-            self.problems.append(f"{where}API_KEY is not set: create a key in Backlog under "
-                                 "Personal Settings > API and set it in the server's env.")
+        for row in SETTINGS_TABLE:
+            if row.required and row.attribute not in self.explicit:
+                variable = spellings(row, self.name, False)[0] if self.name else row.name
+                where = f"space {self.name}: " if self.name else ""
+                self.problems.append(f"{where}{variable} {row.required}")
         if self.read_only or self.problems:
             self.writable = set()  # until a problem is fixed, no write tool is offered
         # The rarely used tools (extra=True) come with a toolset that is named, or with all.
-        self.extras = set(self.toolsets) if "BACKLOG_TOOLSETS" in self.explicit else set()
+        self.extras = set(self.toolsets) if "toolsets" in self.explicit else set()
         return self
 
     def level(self, key):
@@ -435,32 +456,33 @@ class Settings:
         return f"<Settings {self.base_url or 'unset'} key={'set' if self.api_key else 'unset'}>"
 
 
-def read_settings(env, read_only=False, toolsets=None):
+def read_settings(env, **flags):
     """Every setting read once, through one reader per row: ({space name: Settings}, default
-    space name, notes). A space's own value is parsed as the shared one is, then merged with
-    it by its row's rule; a problem of a shared value is said once, a space's own under the
-    variable that holds it."""
+    space name, notes). `flags` are the command line's, by attribute (read_only=True,
+    toolsets="issue"); they win over the variables. A space's own value is parsed as the
+    shared one is, then merged with it by its row's rule; a problem of a shared value is said
+    once, a space's own under the variable that holds it."""
     env = dict(env)
-    if read_only:
-        env["BACKLOG_READ_ONLY"] = "1"  # --read-only and --toolsets win over the variables
-    if toolsets:
-        env["BACKLOG_TOOLSETS"] = toolsets
+    for row in SETTINGS_TABLE:
+        if row.cli and flags.get(row.attribute):
+            env[row.name] = row.cli[1] or flags[row.attribute]
     server = Settings()
     for row in SETTINGS_TABLE:
         if row.scope == "server" and row.parse is not None:
             text = setting_text(row, env)
+            if text:
+                server.explicit.add(row.attribute)
             setattr(server, row.attribute, server.parse(row, text)[0] if text else row.default)
-    names, nulab = server.spaces, "BACKLOG_SPACES" not in env
-    if not names and nulab:  # Nulab's form: BACKLOG_ORG_<NAME>_DOMAIN / _API_KEY
-        names = sorted({m.group(1).lower() for k in env for m in [re.match(
-            r"BACKLOG_ORG_([A-Za-z0-9_]+?)_(?:DOMAIN|API_KEY)\Z", k)] if m})
+    names, nulab = server.spaces, "spaces" not in server.explicit
+    if not names and nulab:  # Nulab's form: BACKLOG_ORG_<NAME>_DOMAIN (or _API_KEY) names one
+        names = sorted({m.group(1).lower() for k in env for m in [NULAB_SPACE.match(k)] if m})
         names = [n for n in names if SPACE_NAME.match(n)]
     nulab = nulab and bool(names)
-    asked = server.default_space or setting_text(ROWS["BACKLOG_DEFAULT_SPACE"], env,
-                                                 "BACKLOG_DEFAULT_ORG").lower()
+    asked = server.default_space
     default = asked or (names[0] if names else None)
     if asked and default not in names:
-        server.problems.append(f"BACKLOG_DEFAULT_SPACE: '{asked}' is not one of the spaces "
+        row = next(r for r in SETTINGS_TABLE if r.attribute == "default_space")
+        server.problems.append(f"{row.name}: '{asked}' is not one of the spaces "
                                f"({', '.join(names) or 'none: BACKLOG_SPACES is not set'}).")
         default = names[0] if names else None
     misspelt, notes = unknown_settings(env, names, nulab)
@@ -470,11 +492,8 @@ def read_settings(env, read_only=False, toolsets=None):
     for row in SETTINGS_TABLE:
         if row.scope != "server":
             text = setting_text(row, env)
-            if text:
-                shared.explicit.add(row.name)
             values[row.name] = shared.parse(row, text)[0] if text else None
-            setattr(shared, row.attribute, row.default if values[row.name] is None
-                    else values[row.name])
+            shared.set(row, values[row.name], bool(text))
     spaces = {}
     for name in names or [None]:
         s = Settings(name)
@@ -482,7 +501,7 @@ def read_settings(env, read_only=False, toolsets=None):
         for row in SETTINGS_TABLE:
             if row.scope == "server":
                 continue
-            value, explicit = values[row.name], row.name in shared.explicit
+            value, explicit = values[row.name], bool(setting_text(row, env))
             if row.scope == "space" and name:
                 variable = spellings(row, name, nulab)[0]
                 own_text = next((t for t in (setting_text(row, env, v) for v in
@@ -493,11 +512,9 @@ def read_settings(env, read_only=False, toolsets=None):
                 if row.merge is both_projects and own is not None and value is not None \
                         and not set(own) & set(value):
                     s.problems.append(f"space {name}: {variable}: none of {', '.join(own)} is "
-                                      f"in BACKLOG_PROJECTS ({', '.join(value)}).")
+                                      f"in {row.name} ({', '.join(value)}).")
                 value = row.merge(value, own)
-            if explicit:
-                s.explicit.add(row.name)
-            setattr(s, row.attribute, row.default if value is None else value)
+            s.set(row, value, explicit)
         spaces[name] = s.finish()
     return spaces, default, notes
 
@@ -505,12 +522,12 @@ def read_settings(env, read_only=False, toolsets=None):
 def unknown_settings(env, names, nulab):
     """BACKLOG_* variables the server does not read: a near miss of a known name is a problem
     (BACKLOG_READONLY), any other one a line on stderr."""
-    known = {row.name for row in SETTINGS_TABLE} | {"BACKLOG_DEFAULT_ORG"}
+    known = {name for row in SETTINGS_TABLE for name in (row.name,) + row.aliases}
     for name in names:
         known |= {v for row in SETTINGS_TABLE if row.scope == "space"
                   for v in spellings(row, name, nulab)}
     if nulab:
-        known |= {k for k in env if re.match(r"BACKLOG_ORG_[A-Za-z0-9_]+?_(?:DOMAIN|API_KEY)\Z", k)}
+        known |= {k for k in env if NULAB_SPACE.match(k)}
     problems, others = [], []
     for variable in sorted(k for k in env if k.startswith("BACKLOG_") and k not in known):
         near = min(known, key=lambda k: distance(variable, k))
@@ -518,8 +535,9 @@ def unknown_settings(env, names, nulab):
             problems.append(f"{variable} is not a setting: did you mean {near}?")
         else:
             others.append(variable)
-    if names and {"BACKLOG_BASE_URL", "BACKLOG_DOMAIN", "BACKLOG_API_KEY"} & set(env):
-        others += [v for v in NULAB if v in env]  # each space has its own
+    if names:  # each space has its own: a shared one is not read
+        others += [row.name for row in SETTINGS_TABLE if row.merge is own_only
+                   and row.name in env]
     return problems, others
 
 
@@ -543,17 +561,18 @@ SPACES = {}          # name -> Space; one space: {None: Space}
 DEFAULT_SPACE = None
 SECRETS = []         # every space's secrets: the redactor hides them all
 IGNORED = []         # BACKLOG_* variables the server does not read (said on stderr at start)
-CONFIGURED = ()      # what configure() was last given
+CONFIGURED = ({}, {})  # what configure() was last given: (env, flags)
 BOUND = contextvars.ContextVar("space", default=None)  # the space of the request answered
 
 
-def configure(env=None, read_only=False, toolsets=None):
-    """Read the settings from `env` (default os.environ) into the spaces; returns the default
+def configure(env=None, **flags):
+    """Read the settings from `env` (default os.environ) and the command line's `flags` (by
+    attribute: read_only=True, toolsets="issue") into the spaces; returns the default
     space's Settings."""
     global DEFAULT_SPACE, SECRETS, IGNORED, CONFIGURED
     env = os.environ if env is None else env
-    CONFIGURED = (env, read_only, toolsets)
-    found, default, IGNORED = read_settings(env, read_only, toolsets)
+    CONFIGURED = (env, flags)
+    found, default, IGNORED = read_settings(env, **flags)
     for space in SPACES.values():
         space.api.reset()
     SPACES.clear()
@@ -1941,7 +1960,7 @@ class Tool:
         names, group = signature(fn)
         defaults = fn.__defaults__ or ()
         self.fn, self.name, self.title, self.write = fn, fn.__name__, title, write
-        self.requires = requires  # (Settings attribute, variable): off until it is set
+        self.requires = requires  # a setting (its attribute): the tool is off until it is set
         self.category = self.name.split("_")[0]
         self.description = " ".join((fn.__doc__ or "").split())
         self.params = dict(group, **{name: fn.__annotations__[name] for name in names})
@@ -1982,8 +2001,9 @@ class Tool:
             return "writes are off until the configuration problems are fixed (see --check)"
         if self.write and self.write not in settings().writable:
             return f"group '{self.write}' is not writable (BACKLOG_WRITABLE / read-only)"
-        if self.requires and not getattr(settings(), self.requires[0]):
-            return f"{self.requires[1]} is not set"
+        if self.requires and not getattr(settings(), self.requires):
+            return f"{next(r.name for r in SETTINGS_TABLE if r.attribute == self.requires)} " \
+                   "is not set"
         if self.name == "space_list_get" and not several():
             return "only with several spaces (BACKLOG_SPACES)"
         return None
@@ -3285,7 +3305,7 @@ def open_upload(file_path):
     return data, os.path.basename(file_path.replace("\\", "/").rstrip("/")) or "file"
 
 
-@tool("Upload attachment", write="issue", requires=("upload_dirs", "BACKLOG_UPLOAD_DIRS"))
+@tool("Upload attachment", write="issue", requires="upload_dirs")
 def issue_attachment_upload(file_path: P("string", "Path of a local file under "
                                                    "BACKLOG_UPLOAD_DIRS")):
     """Upload a local file; pass its id in attachment_ids of issue_add/update/comment_add."""
@@ -4966,12 +4986,12 @@ def bundle_manifest():
     for field, name, kind, title, description, required in BUNDLE_FORM:
         default = ROWS[name].default if kind == "boolean" else ""  # the server's own default
         form[field] = dict(type=kind, title=title, description=description, required=required,
-                           **({"sensitive": True} if name == "BACKLOG_API_KEY" else {}),
+                           **({"sensitive": True} if ROWS[name].secret else {}),
                            **({} if required else {"default": default}))
     # An optional field needs a default: a host leaves ${user_config.X} as it is without one.
     env = {name: str(form[field].get("default", "")).lower()
            for field, name, *_ in BUNDLE_FORM}
-    before = CONFIGURED
+    before_env, before_flags = CONFIGURED
     configure(dict(env, BACKLOG_BASE_URL="https://your-space.backlog.com",
                    BACKLOG_API_KEY="0" * 64))  # only to list the tools; nothing is sent
     try:
@@ -4983,7 +5003,7 @@ def bundle_manifest():
                                                     for n, d, _ in p.arguments)}
                    for p in PROMPTS.values()]
     finally:
-        configure(*before)
+        configure(before_env, **before_flags)
     run = ["-I", "${__dirname}/" + BUNDLED_PYZ]  # -I: no PYTHON* variable or user site reaches it
     return {
         "manifest_version": "0.3",
@@ -5304,16 +5324,16 @@ def cli_help(name):
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    read_only = "--read-only" in argv
-    argv = [a for a in argv if a != "--read-only"]
-    toolsets = None
-    if "--toolsets" in argv:
-        i = argv.index("--toolsets")
-        if i + 1 >= len(argv):
-            usage("--toolsets needs a list, e.g. issue,wiki")
-        toolsets = argv[i + 1]
-        del argv[i:i + 2]
-    configure(read_only=read_only, toolsets=toolsets)
+    flags = {}
+    for row in SETTINGS_TABLE:  # the settings' own flags: --read-only, --toolsets a,b
+        if row.cli and row.cli[0] in argv:
+            i = argv.index(row.cli[0])
+            takes = row.cli[1] is None
+            if takes and i + 1 >= len(argv):
+                usage(f"{row.cli[0]} needs a value: {row.help}")
+            flags[row.attribute] = argv[i + 1] if takes else True
+            del argv[i:i + 1 + takes]
+    configure(**flags)
     command = argv[0] if argv else None
     if command in ("--version", "-V"):
         emit(f"mcp-backlog-server {__version__}")
