@@ -1780,7 +1780,7 @@ HIDDEN = re.compile(
 COMMENT = re.compile(r"<!--.*?-->", re.S)
 CODE = re.compile(r"(?P<open>(?:^|\n)(?P<fence>`{3,}|~{3,})[^\n]*\n)"    # a fence line, then
                   r"(?P<code>.*?)(?:\n(?P=fence)[^\S\n]*(?=\n|\Z)|\Z)"       # the code
-                  r"|(?P<tick>`+)[^`\n]+?(?P=tick)(?!`)"                     # inline code
+                  r"|(?<!`)(?P<tick>`+)(?!`)[^\n]+?(?<!`)(?P=tick)(?!`)"      # inline code
                   r"|\{code(?::[^}]*)?\}.*?\{/code\}", re.S)                 # notation code
 
 
@@ -1856,12 +1856,13 @@ class P:
     """A tool parameter: JSON type, one-line description, constraints, and how to check it."""
 
     def __init__(self, type, doc, items=None, enum=None, minimum=None, maximum=None,
-                 pattern=None, check=None, alias=None, owner=None, ident=None):
+                 pattern=None, check=None, alias=None, owner=None, ident=None, user=False):
         self.type, self.doc, self.items, self.enum = type, doc, items, enum
         self.minimum, self.maximum, self.pattern = minimum, maximum, pattern
         self.check, self.alias = check, alias
         self.owner = owner  # a kind of OWNERS: the pipeline holds its project to the allow-list
         self.ident = ident  # what it names under its owner (comment, attachment), for messages
+        self.user = user    # names a user: an id, a userId or a name, made an id before it runs
 
     def like(self, **changes):
         """The same parameter with some properties changed."""
@@ -2087,7 +2088,7 @@ SharedFileId = P("integer", "Shared file id", minimum=1, ident="shared file")
 SharedFileIds = P("array", "Shared file ids (file_shared_list_get)", items="integer")
 WikiId = P("integer", "Wiki page id", minimum=1, owner="wiki")
 CommentId = P("integer", "Comment id", minimum=1, ident="comment")
-UserId = P("integer", "User id", minimum=1, ident="user")
+UserId = P("string", "User: id, userId or name", ident="user", user=True)
 WatchingId = P("integer", "Watching id", minimum=1, owner="watching")
 Format = P("string", "Default: detected", enum=["image", "text", "raw"])
 Count = P("integer", "Page size 1-100", minimum=1, maximum=100)
@@ -2098,7 +2099,8 @@ MaxId = P("integer", "Only ids below", minimum=0)
 Fields = P("array", "Fields to keep", items=["string"])
 Ids = P("array", "Ids", items="integer")
 NamesOrIds = P("array", "Ids or names", items=["integer", "string"])
-UserIds = P("array", "Users to notify", items="integer")
+UserIds = P("array", "Users to notify: ids, userIds or names", items="string", user=True)
+Users = P("array", "Users: ids, userIds or names", items="string", user=True)
 Assignee = P("string", "Assignee user id or userId (project_user_list_get)")
 AttachmentIds = P("array", "Ids from issue_attachment_upload (needs BACKLOG_UPLOAD_DIRS)",
                   items="integer")
@@ -2119,11 +2121,17 @@ ActivityTypes = P("array", "Activity type ids", items="integer")
 
 FIELD_TYPES = {1: "text", 2: "textarea", 3: "number", 4: "date", 5: "single_list",
                6: "multiple_list", 7: "checkbox", 8: "radio"}
-USER_KEYS = ("id", "userId", "name")
-PROJECT_KEYS = ("id", "projectKey", "name")
-DECORATION = {"nulabAccount", "iconUrl", "keyword"}           # dropped everywhere
-REFERENCE_HINTS = {"displayOrder", "color", "releaseDueDate"}  # a nested status, type, category
-STAR_NOISE = {"url", "title", "comment"}                        # a star repeats its target
+DECORATION = {"nulabAccount", "iconUrl", "keyword", "displayOrder", "color"}  # never needed
+BY_NAME = {"status", "issueType", "priority", "resolution", "category", "milestone",
+           "versions"}                                   # nested: their names are the handle
+FILE_KEYS = ("id", "name", "size")                      # an attachment or shared file, nested
+NESTED = {"issueKey": ("issueKey", "summary", "status"),  # a record inside another: its handle
+          "userId": ("userId", "name"),
+          "projectKey": ("projectKey", "name"),
+          "presenter": ("id", "presenter"),               # a star: who gave it
+          "number": ("number", "summary", "status"),      # a pull request
+          "changeLog": ("id", "content")}                 # a comment (it has a change log)
+DERIVED = {"keyId", "projectId"}  # an issue's: its issueKey holds both
 DATE_ONLY = {"startDate", "dueDate", "releaseDueDate"}          # always T00:00:00Z
 
 
@@ -2148,29 +2156,55 @@ def issue_view(issue):
     return issue
 
 
-def lean(value, depth=0):
-    """Drop what helps no model: nulls, empties, icons, nested users beyond id/userId/name."""
+def lean(value, depth=0, key=None):
+    """What a model needs of an answer (the top records whole, what they hold by its handle):
+    no nulls, empties or decoration; a record nested in another reduced to the fields a next
+    call takes (an issue to issueKey, summary, status; a user to userId and name); statuses,
+    types, priorities, categories and milestones by name; files by id, name and size; no
+    projectId below the top; custom fields as {name: value}, as issue_add takes them."""
     if isinstance(value, list):
-        return [lean(v, depth) for v in value]
+        return [lean(v, depth, key) for v in value]
     if not isinstance(value, dict):
         return value
-    if depth and "userId" in value and ("roleType" in value or "mailAddress" in value):
-        return {k: value[k] for k in USER_KEYS if value.get(k) is not None}
-    if depth and "projectKey" in value and "chartEnabled" in value:
-        return {k: value[k] for k in PROJECT_KEYS if k in value}
-    if depth and "id" in value and "name" in value and REFERENCE_HINTS & set(value):
-        return {k: value[k] for k in ("id", "projectId", "name") if k in value}
-    star = depth and "presenter" in value
+    if depth:
+        if key in BY_NAME and isinstance(value.get("name"), str):
+            return value["name"]
+        if key in ("attachments", "sharedFiles"):
+            return {k: value[k] for k in FILE_KEYS if value.get(k) is not None}
+        handle = next((NESTED[k] for k in NESTED if k in value), None)
+        if handle is not None:
+            return {k: lean(value[k], depth + 1, k) for k in handle
+                    if value.get(k) not in (None, "")}
     out = {}
-    for key, item in value.items():
-        if item is None or item == "" or item == [] or item == {} or key in DECORATION:
+    issue = "issueKey" in value
+    for name, item in value.items():
+        if item is None or item == "" or item == [] or item == {} or name in DECORATION \
+                or (depth and name == "projectId") or (issue and name in DERIVED):
             continue
-        if star and key in STAR_NOISE:
-            continue
-        if key in DATE_ONLY and isinstance(item, str) and item.endswith("T00:00:00Z"):
+        if name in DATE_ONLY and isinstance(item, str) and item.endswith("T00:00:00Z"):
             item = item[:10]
-        out[key] = lean(item, depth + 1)
+        if name == "customFields" and isinstance(item, dict):
+            item = {k: field_shown(f) for k, f in item.items() if field_shown(f) is not None}
+            if not item:
+                continue
+        out[name] = lean(item, depth + 1, name)
     return out
+
+
+def field_shown(field):
+    """A custom field's value as issue_add and issue_update take it, or None when unset:
+    text, number or date; an item's name, or a list of names; with {"items", "other"} when
+    an 'other' text is set."""
+    if not isinstance(field, dict):
+        return field
+    value = field.get("value")
+    names = [v.get("name") if isinstance(v, dict) else v for v in value] \
+        if isinstance(value, list) else value.get("name") if isinstance(value, dict) else value
+    other = field.get("otherValue")
+    if other:
+        return {"items": names if isinstance(names, list) else [names] if names else [],
+                "other": other}
+    return None if names in (None, "", []) else names
 
 
 def select(items, fields):
@@ -2256,6 +2290,12 @@ def admit(tool_, arguments):
     args = tool_.bind(scrub(arguments))  # no lone surrogate reaches a URL or a form
     with guarded(tool_.name):
         check_access(tool_, args)
+        for name, param in tool_.params.items():  # userIds and names of users made ids
+            if param.user and args.get(name) is not None:
+                values = args[name] if isinstance(args[name], list) else [args[name]]
+                ids = resolve(values, lambda: listed("users"), "User", "user_list_get",
+                              key="userId")
+                args[name] = ids if isinstance(args[name], list) else ids[0]
     return args
 
 
@@ -2794,9 +2834,14 @@ def resolve(values, choices, label, lookup, key="name"):
         found = [c for c in choices() if normalize(value) in
                  (normalize(c.get(key) or ""), normalize(c.get("name") or ""))]
         if len(found) != 1:
-            names = ", ".join(quoted(c.get(key) or c.get("name"), 40) for c in choices())
+            known = [str(c.get(key) or c.get("name")) for c in choices()]
+            near = known if len(known) <= 10 else sorted(
+                known, key=lambda k: distance(normalize(value), normalize(k)))[:10]
+            more = f" ({len(known)} in all)" if len(known) > len(near) else ""
             why = "is ambiguous" if found else "is unknown"
-            raise ToolError(f"{label} {quoted(value, 60)} {why}. Known: {names}.",
+            raise ToolError(f"{label} {quoted(value, 60)} {why}. "
+                            f"{'Nearest' if more else 'Known'}: "
+                            f"{', '.join(quoted(k, 40) for k in near)}{more}.",
                             f"pass ids (see {lookup}).")
         ids.append(found[0]["id"])
     return ids
@@ -2903,8 +2948,8 @@ def git_repository_details_get(project_id_or_key: ProjectIdOrKey, repo_id_or_nam
 
 @tool("List pull requests")
 def git_pr_list_get(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
-                    status_ids: PrStatus = None, assignee_ids: Ids = None,
-                    issue_ids: IssueIds = None, created_user_ids: Ids = None, offset: Offset = 0,
+                    status_ids: PrStatus = None, assignee_ids: Users = None,
+                    issue_ids: IssueIds = None, created_user_ids: Users = None, offset: Offset = 0,
                     count: Count = 20,
                     fields: Fields = None):
     """List a repository's pull requests, newest first, with optional filters."""
@@ -2915,8 +2960,8 @@ def git_pr_list_get(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOr
 
 @tool("Count pull requests", extra=True)
 def git_pr_count_get(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
-                     status_ids: PrStatus = None, assignee_ids: Ids = None,
-                     issue_ids: IssueIds = None, created_user_ids: Ids = None):
+                     status_ids: PrStatus = None, assignee_ids: Users = None,
+                     issue_ids: IssueIds = None, created_user_ids: Users = None):
     """Count a repository's pull requests matching the filters."""
     return api.get(repo_path(project_id_or_key, repo_id_or_name, "pullRequests", "count"),
                    pr_filters(status_ids, assignee_ids, issue_ids, created_user_ids))
@@ -2969,7 +3014,8 @@ def git_pr_add(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
                summary: Summary, description: Description,
                base: P("string", "Branch to merge into"), branch: P("string", "Branch to merge"),
                issue_id: IssueId.like(doc="Linked issue id") = None,
-               assignee_id: UserId = None, notified_user_ids: UserIds = None,
+               assignee_id: UserId.like(doc="Assignee: id, userId or name", ident=None) = None,
+               notified_user_ids: UserIds = None,
                attachment_ids: AttachmentIds = None):
     """Open a pull request from branch into base."""
     return api.post(repo_path(project_id_or_key, repo_id_or_name, "pullRequests"),
@@ -3078,7 +3124,6 @@ def issue_filters(a):
     def space(what):
         return lambda: listed(what)
 
-    users = per_project("users", "project_user_list_get")
     filters = {
         "projectId": projects or None,
         "issueTypeId": resolve(a.get("issue_type_ids"), per_project(
@@ -3094,10 +3139,8 @@ def issue_filters(a):
             "statuses", "project_status_list_get"), "Status", "project_status_list_get"),
         "priorityId": resolve(a.get("priority_ids"), space("priorities"), "Priority",
                               "issue_priority_list_get"),
-        "assigneeId": resolve(a.get("assignee_ids"), users, "User", "project_user_list_get",
-                              key="userId"),
-        "createdUserId": resolve(a.get("created_user_ids"), users, "User",
-                                 "project_user_list_get", key="userId"),
+        "assigneeId": a.get("assignee_ids"),
+        "createdUserId": a.get("created_user_ids"),
         "resolutionId": resolve(a.get("resolution_ids"), space("resolutions"), "Resolution",
                                 "project_resolution_list_get"),
         "parentIssueId": a.get("parent_issue_ids"),
@@ -3153,7 +3196,7 @@ ISSUE_FILTERS = {  # issue_list_get and issue_count_get; each optional
                      owner="project"),
     "issue_type_ids": NamesOrIds, "category_ids": NamesOrIds, "version_ids": NamesOrIds,
     "milestone_ids": NamesOrIds, "status_ids": NamesOrIds, "priority_ids": NamesOrIds,
-    "assignee_ids": NamesOrIds, "created_user_ids": NamesOrIds, "resolution_ids": NamesOrIds,
+    "assignee_ids": Users, "created_user_ids": Users, "resolution_ids": NamesOrIds,
     "parent_issue_ids": IssueIds, "ids": IssueIds, "parent_child": ParentChild,
     "keyword": Keyword,
     "attachment": P("boolean", "Only issues with attachments"),

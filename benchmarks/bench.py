@@ -356,6 +356,146 @@ def bundle(pyz_path, url, runs):
             "command": " ".join(command).replace(where, "DIR"), "interpreter": real}
 
 
+# == 8. Scale ==================================================================
+
+REQUIRED = {"project_id_or_key": "DEMO", "issue_id_or_key": "DEMO-42", "wiki_id": 5001,
+            "document_id": "01939983409c79d5a06a49859789e38f", "repo_id_or_name": "webapp",
+            "pr_number": 1, "user_id": 1, "watching_id": 5, "comment_id": 1,
+            "attachment_id": 1, "shared_file_id": 1, "milestone_name": "v1.0"}
+PROMPT_ARGUMENTS = {"issue": "DEMO-42", "project": "DEMO", "milestone": "v1.0",
+                    "repo": "DEMO/webapp", "number": "1"}
+BUDGET_BYTES = 40000  # ~10,000 tokens: Claude Code warns above this
+
+
+def scale_calls(b, host):
+    """Every read tool, prompt, resource and completion, with only its required arguments."""
+    calls = []
+    for name, tool_ in b.TOOLS.items():
+        if not tool_.write and name != "space_list_get":
+            calls.append((f"tool {name}", "tools/call", {
+                "name": name, "arguments": {p: REQUIRED[p] for p in tool_.required}}))
+    for name, found in b.PROMPTS.items():
+        calls.append((f"prompt {name}", "prompts/get", {"name": name, "arguments": {
+            n: PROMPT_ARGUMENTS[n] for n, _, required in found.arguments if required}}))
+    for path in ("view/DEMO-42", "wiki/5001", "document/01939983409c79d5a06a49859789e38f",
+                 "projects/DEMO", "git/DEMO/webapp/pullRequests/1", "file/DEMO/1"):
+        calls.append((f"resource {path.split('/')[0]}", "resources/read",
+                      {"uri": f"backlog://{host}/{path}"}))
+    calls.append(("resources/list", "resources/list", {}))
+    for prompt, argument, value in (("triage", "issue", "DEMO-4"), ("draft_issue", "project", ""),
+                                    ("release_notes", "milestone", "v"),
+                                    ("review_pr", "repo", "DEMO/")):
+        calls.append((f"completion {argument}", "completion/complete", {
+            "ref": {"type": "ref/prompt", "name": prompt},
+            "argument": {"name": argument, "value": value},
+            "context": {"arguments": {"project": "DEMO"}}}))
+    return calls
+
+
+def scale(module_dir=None, keep=10):
+    """Calls against a big space (tests/big_space.py) through the server's dispatch, in
+    process: the bytes a client reads (tokens ~ bytes/3.5), Backlog requests, time; the
+    worst first. `module_dir`: another backlog_mcp.py to measure (a before)."""
+    import importlib
+    if module_dir:
+        sys.path.insert(0, module_dir)
+    sys.modules.pop("backlog_mcp", None)
+    b = importlib.import_module("backlog_mcp")
+    from fake_backlog import FakeBacklog
+    rows = []
+    with FakeBacklog(KEY, big=True) as fake:
+        b.configure({"BACKLOG_BASE_URL": fake.url, "BACKLOG_API_KEY": KEY,
+                     "BACKLOG_TOOLSETS": "all", "BACKLOG_TIMEOUT": "60",
+                     "BACKLOG_MAX_DOWNLOAD_BYTES": str(8 * 1024 * 1024)})
+        session = b.Session()
+        b.handle(INIT, session)
+        host = fake.url.split("//", 1)[1]
+        for label, method, params in scale_calls(b, host):
+            fake.requests.clear()
+            started = time.perf_counter()
+            reply = b.wire(b.handle({"jsonrpc": "2.0", "id": 1, "method": method,
+                                     "params": params}, session))
+            rows.append({"call": label, "bytes": len(reply),
+                         "tokens": round(len(reply) / 3.5),
+                         "requests": len(fake.requests),
+                         "ms": round((time.perf_counter() - started) * 1000, 1),
+                         "error": b'"isError":true' in reply or b'"error":{' in reply})
+    if module_dir:
+        sys.path.remove(module_dir)
+        sys.modules.pop("backlog_mcp", None)
+    rows.sort(key=lambda r: -r["bytes"])
+    over = [r for r in rows if r["bytes"] > BUDGET_BYTES]
+    return {"calls": len(rows), "over_budget": len(over),
+            "over_100k": sum(r["bytes"] > 100000 for r in rows),
+            "most_requests": max(r["requests"] for r in rows), "rows": rows,
+            "worst": rows[:keep]}
+
+
+COMMON = [  # what a session does most: (label, tool, arguments)
+    ("an issue", "issue_details_get", {"issue_id_or_key": "DEMO-42"}),
+    ("20 issues", "issue_list_get", {"count": 20}),
+    ("an issue's comments", "issue_comment_list_get", {"issue_id_or_key": "DEMO-42"}),
+    ("a wiki page", "wiki_details_get", {"wiki_id": 5001}),
+    ("wiki pages", "wiki_list_get", {"project_id_or_key": "DEMO"}),
+    ("a pull request", "git_pr_details_get", {"project_id_or_key": "DEMO",
+                                              "repo_id_or_name": "webapp", "pr_number": 1}),
+    ("pull requests", "git_pr_list_get", {"project_id_or_key": "DEMO",
+                                          "repo_id_or_name": "webapp"}),
+    ("notifications", "notification_list_get", {}),
+    ("a project", "project_details_get", {"project_id_or_key": "DEMO"}),
+    ("project members", "project_user_list_get", {"project_id_or_key": "DEMO"}),
+    ("statuses", "project_status_list_get", {"project_id_or_key": "DEMO"}),
+    ("milestones", "issue_milestone_list_get", {"project_id_or_key": "DEMO"}),
+    ("custom fields", "project_custom_field_list_get", {"project_id_or_key": "DEMO"}),
+    ("project activity", "project_activity_list_get", {"project_id_or_key": "DEMO"}),
+    ("watchings", "user_watching_list_get", {"user_id": 1}),
+    ("a document", "document_details_get", {"document_id": "01939983409c79d5a06a49859789e38f"}),
+    ("recently viewed issues", "user_recent_list_get", {"kind": "issues"}),
+    ("myself", "user_myself_get", {}),
+]
+
+
+def common_answers(module_dir=None):
+    """The model-facing bytes (and tokens ~ bytes/3.5) of COMMON, lean and full, against the
+    stand-in's documented shapes (20 issues for the list)."""
+    import importlib
+    if module_dir:
+        sys.path.insert(0, module_dir)
+    sys.modules.pop("backlog_mcp", None)
+    b = importlib.import_module("backlog_mcp")
+    from fake_backlog import FakeBacklog, load
+    issue = load("issue")
+    rows = {}
+    with FakeBacklog(KEY) as fake:
+        fake.fixtures["issues_list"] = [dict(issue, id=913 + i, keyId=42 + i,
+                                             issueKey=f"DEMO-{42 + i}") for i in range(20)]
+        for mode in ("lean", "full"):
+            b.configure({"BACKLOG_BASE_URL": fake.url, "BACKLOG_API_KEY": KEY,
+                         "BACKLOG_OUTPUT": mode, "BACKLOG_TOOLSETS": "all"})
+            for label, tool, arguments in COMMON:
+                reply = b.handle({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                  "params": {"name": tool, "arguments": arguments}}, b.Session())
+                texts = "".join(c.get("text", "") for c in reply["result"]["content"])
+                rows.setdefault(label, {})[mode] = len(texts.encode())
+    if module_dir:
+        sys.path.remove(module_dir)
+        sys.modules.pop("backlog_mcp", None)
+    total = {mode: sum(r[mode] for r in rows.values()) for mode in ("lean", "full")}
+    return {"answers": rows, "total_bytes": total,
+            "total_tokens": {m: round(v / 3.5) for m, v in total.items()}}
+
+
+def scale_table(result, title="scale"):
+    out = [f"{title:9} {result['calls']} calls against a big space: {result['over_budget']} over "
+           f"{BUDGET_BYTES:,} bytes ({result['over_100k']} over 100,000); at most "
+           f"{result['most_requests']} Backlog requests in one call"]
+    for row in result["worst"]:
+        out.append(f"{title:9}   {row['call']:42} {row['bytes']:>10,} B {row['tokens']:>8,} tok "
+                   f"{row['requests']:>4} req {row['ms']:>8.1f} ms"
+                   + ("  (an error)" if row["error"] else ""))
+    return "\n".join(out)
+
+
 # == Report ====================================================================
 
 def table(results):

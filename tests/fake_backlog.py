@@ -200,15 +200,21 @@ def json_reply(status, value, headers=None):
 class Backlog:
     """The stand-in's answers: (status, headers, body) for a request; no HTTP involved."""
 
-    def __init__(self, api_key="test-key-1234567890"):
+    def __init__(self, api_key="test-key-1234567890", big=False):
         self.api_key = api_key
+        self.big = None
+        if big:  # a space of real size (tests/big_space.py)
+            from big_space import BigSpace, log_file
+            self.big = BigSpace(load, to_other)
+            self.file = log_file()
         self.requests = []
         self.fixtures = {}
         self.files = {}           # path regex -> (body bytes, headers)
         self.errors = []          # (method, path regex, status, body): answered instead
-        self.file = (PNG, {"Content-Type": "image/png",
-                           "Content-Disposition": "attachment; filename*=UTF-8''"
-                                                  "screenshot%20%E7%94%BB%E9%9D%A2.png"})
+        self.file = self.file if big else (
+            PNG, {"Content-Type": "image/png",
+                  "Content-Disposition": "attachment; filename*=UTF-8''"
+                                         "screenshot%20%E7%94%BB%E9%9D%A2.png"})
 
     def calls(self, method=None):
         return [r for r in self.requests if method is None or r.method == method]
@@ -238,6 +244,9 @@ class Backlog:
                                                 "moreInfo": ""}]})
         if route is None:
             return 204, {}, b""
+        big = self.big.answer(method, sub, query) if self.big and route != "@file" else None
+        if big is not None:
+            return json_reply(200, big)
         parts = sub.split("/")
         if parts[0] == "projects" and len(parts) > 1 \
                 and parts[1] not in ("DEMO", "101", "OTHER", "202"):
@@ -321,8 +330,8 @@ class Backlog:
 class FakeBacklog(Backlog):
     """Start with `with FakeBacklog() as fake:`; fake.url is the base URL, fake.requests the log."""
 
-    def __init__(self, api_key="test-key-1234567890"):
-        super().__init__(api_key)
+    def __init__(self, api_key="test-key-1234567890", big=False):
+        super().__init__(api_key, big)
         self.faults = []          # (path regex or None, kind, arg), consumed in order
         self.server = None
         self.stopping = threading.Event()  # set by stop(): the long trickles end at once
