@@ -43,6 +43,7 @@ CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0
 MAX_DOWNLOAD = 7 * 1024 * 1024
 MAX_UPLOAD = 100 * 1024 * 1024  # a file is sent from memory; Backlog's own limit may be lower
+MAX_ANSWER = 40000  # bytes of one answer (~10,000 tokens, where Claude Code starts to warn)
 RATE_LIMIT_MAX_WAIT = 10.0   # seconds a GET may wait on a 429 before its one retry
 RETRY_BACKOFF = (0.5, 1.0)   # waits before the retries of a GET after a 5xx or a reset
 CACHE_TTL = 300.0
@@ -359,6 +360,12 @@ SETTINGS_TABLE = (  # in the order they are read: a later parser may use an earl
             f"(default {READ_TIMEOUT:g})"),
     Setting("BACKLOG_MAX_DOWNLOAD_BYTES", number(1, 1 << 30, integer=True), MAX_DOWNLOAD,
             f"download cap in bytes (default {MAX_DOWNLOAD})", attribute="max_download"),
+    Setting("BACKLOG_MAX_ANSWER_BYTES", number(4000, 10_000_000, integer=True), MAX_ANSWER,
+            f"the most one answer may hold, in bytes (default {MAX_ANSWER:,}, about 10,000 "
+            "tokens); longer ones are cut and say how to get the rest", attribute="max_answer"),
+    Setting("BACKLOG_DOWNLOAD_DIR", folders, [], "a folder where a file too large for one "
+            "answer is saved, its path answered (default: none; for hosts that read files)",
+            verbatim=True, attribute="download_dir"),
     Setting("BACKLOG_CONFIRM", choice("destructive", "writes", "off"), "destructive",
             "ask the person before what destroys (default), every write, or off; only "
             "where the client can ask"),
@@ -1570,10 +1577,12 @@ def shown_record(item):
 
 
 class Listing(list):
-    """A list of items, knowing how many Backlog returned before the allow-list filter, and
-    how many match in all when that was counted."""
+    """A list of items, knowing how many Backlog returned before the allow-list filter
+    (fetched), how many match in all when that was counted (total), the last item Backlog
+    returned (last, for the cursor) and, for a page made here, where it starts (start)."""
 
-    fetched = total = None
+    fetched = total = last = None
+    start = 0
 
 
 def hold(value, tool_=None, args=None):
@@ -1592,9 +1601,8 @@ def hold(value, tool_=None, args=None):
             return {k: walk(v) if shown_record(v) else OUTSIDE for k, v in item.items()}
         return item
     if isinstance(value, list):
-        listing = Listing(walk(value))
-        listing.fetched = getattr(value, "fetched", None) or len(value)
-        listing.total = getattr(value, "total", None)
+        listing = relist(value, walk(value))
+        listing.last = value[-1] if value else None  # the cursor, whatever was held back
         return listing
     return walk(value)
 
@@ -1708,7 +1716,7 @@ def identifiers(tool_, args, only=None):
     """'issue DEMO-1, comment 5': the identifiers a call names, in words for a person; `only`:
     the one (kind, value) that is meant (a value of a list)."""
     if only is not None:
-        return f"{OWNERS[only[0]][1]} {clip(only[1], 40)}"
+        return f"{OWNERS[only[0]][1] if only[0] in OWNERS else only[0]} {clip(only[1], 40)}"
     parts = []
     for name, param in tool_.params.items():
         value = args.get(name)
@@ -1817,8 +1825,8 @@ def strip_hidden(value, found=None):
     if isinstance(value, str):
         value = stripped(value, found) if HIDDEN.search(value) or "<!--" in value else value
     elif isinstance(value, list):
-        value = type(value)(strip_hidden(v, found) for v in value) if not isinstance(value, Listing) \
-            else _relist(value, [strip_hidden(v, found) for v in value])
+        value = relist(value, [strip_hidden(v, found) for v in value]) \
+            if isinstance(value, Listing) else [strip_hidden(v, found) for v in value]
     elif isinstance(value, dict):
         value = {strip_hidden(k, found): strip_hidden(v, found) for k, v in value.items()}
     if top and any(found.values()):
@@ -1828,12 +1836,6 @@ def strip_hidden(value, found=None):
         note(f"Hidden text removed: {' and '.join(parts)} (text no reader of Backlog sees); "
              "a text written back from this answer will not have it.")
     return value
-
-
-def _relist(old, items):
-    new = Listing(items)
-    new.fetched, new.total = old.fetched, old.total
-    return new
 
 
 def fenced(text):
@@ -1957,7 +1959,8 @@ def _types(kind):
 class Tool:
     """A registered tool: the function, its parameters, its group and its annotations."""
 
-    def __init__(self, fn, title, write, destructive, idempotent, requires=None):
+    def __init__(self, fn, title, write, destructive, idempotent, requires=None, pages=None,
+                 texts=False, whole=None, cursor="id", file=False):
         names, group = signature(fn)
         defaults = fn.__defaults__ or ()
         self.fn, self.name, self.title, self.write = fn, fn.__name__, title, write
@@ -1967,6 +1970,23 @@ class Tool:
         self.params = dict(group, **{name: fn.__annotations__[name] for name in names})
         self.defaults = dict(dict.fromkeys(group),
                              **dict(zip(names[len(names) - len(defaults):], defaults)))
+        # What the pipeline does with the answer, and the parameters that steer it: `pages`,
+        # a list Backlog gives whole, paged here (and found by keyword in these fields);
+        # `texts`, long texts read in windows (text_offset); `whole`, the tool that reads one
+        # item whole when a list cuts its texts; `cursor`, the field an id-paged list goes on
+        # from.
+        self.pages, self.texts, self.whole, self.cursor = pages, texts, whole, cursor
+        added = {}
+        if pages is not None:
+            added = dict({"keyword": LocalKeyword} if pages else {}, offset=Offset,
+                         count=PageOf100)
+            self.defaults.update(offset=0, count=100)
+        if texts:
+            added["text_offset"] = TextOffset
+        if file:  # a download: a text file is read in windows
+            added["offset"] = ByteOffset
+        self.params.update(added)
+        self.steering = set(added) | {"fields"}  # read by the pipeline, not by fn
         self.required = [n for n in names if n not in self.defaults]
         self.aliases = {p.alias: n for n, p in self.params.items() if p.alias}
         # destructive: True, or a test of the arguments that tells when a call destroys (a
@@ -1992,10 +2012,13 @@ class Tool:
                                 "annotations": self.annotations}
         return dict(name=prefix + self.name, **self._definition)
 
-    def disabled_because(self):
+    def disabled_because(self, listed=True):
+        """Why the tool is off in this space, or None. `listed` False: as the server itself
+        runs it (for a prompt, a resource, a completion), where an extra tool, left out of the
+        list only to save the model's context, is on."""
         if self.category not in settings().toolsets:
             return f"toolset '{self.category}' is off (BACKLOG_TOOLSETS)"
-        if self.extra and self.category not in settings().extras:
+        if listed and self.extra and self.category not in settings().extras:
             return (f"a rarely used tool, off by default: BACKLOG_TOOLSETS=all (or naming "
                     f"'{self.category}') turns it on")
         if self.write and settings().problems:
@@ -2041,16 +2064,18 @@ def signature(fn):
     return names, group
 
 
-def tool(title, write=None, destructive=False, idempotent=False, requires=None, extra=False):
+def tool(title, write=None, destructive=False, idempotent=False, requires=None, extra=False,
+         **answer):
     """Register a tool: its signature is its schema, its docstring its description. An extra
-    tool is left out of the default set (every tool costs context in every conversation)."""
+    tool is left out of the default set (every tool costs context in every conversation).
+    `answer`: how the pipeline bounds its answer (pages, texts, whole, cursor: see Tool)."""
     def register(fn):
         missing = [n for n in signature(fn)[0] if not isinstance(fn.__annotations__.get(n), P)]
         if missing or fn.__name__ in TOOLS or not fn.__doc__:
             raise TypeError(f"tool {fn.__name__}: parameters need P annotations and a docstring")
         if write is not None and write not in WRITE_GROUPS:
             raise TypeError(f"tool {fn.__name__}: unknown write group {write!r}")
-        TOOLS[fn.__name__] = Tool(fn, title, write, destructive, idempotent, requires)
+        TOOLS[fn.__name__] = Tool(fn, title, write, destructive, idempotent, requires, **answer)
         TOOLS[fn.__name__].extra = extra
         return fn
     return register
@@ -2092,6 +2117,13 @@ UserId = P("string", "User: id, userId or name", ident="user", user=True)
 WatchingId = P("integer", "Watching id", minimum=1, owner="watching")
 Format = P("string", "Default: detected", enum=["image", "text", "raw"])
 Count = P("integer", "Page size 1-100", minimum=1, maximum=100)
+PageOf100 = P("integer", "Page size 1-100 (default 100)", minimum=1, maximum=100)
+LocalKeyword = P("string", "Only those whose name (or id, mail) holds this text")
+PEOPLE = ("name", "userId", "mailAddress")  # what a keyword finds a user by
+ByteOffset = P("integer", "A text file too long for one answer: read from this byte on",
+               minimum=0)
+TextOffset = P("integer", "Read long texts from this character on (the answer says where)",
+               minimum=0)
 Offset = P("integer", "Items to skip", minimum=0)
 Order = P("string", "Default desc", enum=["asc", "desc"])
 MinId = P("integer", "Only ids above", minimum=0)   # Backlog's bounds are exclusive
@@ -2221,25 +2253,192 @@ def select(items, fields):
             for item in items]
 
 
-def page_note(tool_, args, items):
-    """Say how many items came back and how to ask for the next page."""
-    fetched = getattr(items, "fetched", None)
-    fetched = len(items) if fetched is None else fetched
-    note = f"{len(items)} item{'s' if len(items) != 1 else ''}"
-    if getattr(items, "total", None) is not None:
-        note += f" of {items.total} matching"
-    if fetched != len(items):
-        note += f" (of {fetched} fetched; the rest are outside BACKLOG_PROJECTS)"
+# -- Answers of any size: every answer leaves within BACKLOG_MAX_ANSWER_BYTES, and one that
+# was cut says where the rest is. Lists Backlog gives whole are paged here; a long text is
+# read in windows in a details answer and cut in a list item; a page that does not fit is
+# cut at an item and the next call named.
+
+TEXT_WINDOW = 20000  # characters of one long text in a details answer
+LIST_TEXT = 1000     # characters of one text in a list item
+NOTE_ROOM = 800      # bytes left for the notes when an answer is cut to the budget
+
+
+def bounded(value, tool_, steer):
+    """A tool's answer shaped by the pipeline's parameters: paged here when Backlog gives the
+    list whole, its long texts windowed (details) or cut (lists), its fields selected."""
+    if isinstance(value, Download):
+        return value.bounded(steer.get("offset") or 0)
+    if tool_.pages is not None and isinstance(value, list):
+        value = paged(value, tool_, steer)
+    if isinstance(value, list):
+        value = relist(value, [clipped(item, LIST_TEXT, tool_) for item in value])
+    elif isinstance(value, dict):
+        value = windowed(value, steer.get("text_offset") or 0, tool_)
+    fields = steer.get("fields")
+    if fields is not None and isinstance(value, list):
+        value = relist(value, select(value, fields))
+    return value
+
+
+def relist(old, items):
+    """`items` as a Listing that keeps what `old` knew of the page."""
+    new = Listing(items)
+    new.__dict__.update(getattr(old, "__dict__", {}))
+    if getattr(old, "fetched", None) is None:
+        new.fetched = len(old)
+    return new
+
+
+def paged(items, tool_, steer):
+    """A page of a list Backlog gives whole, found by keyword in the tool's fields."""
+    keyword = normalize(steer.get("keyword") or "")
+    if keyword:
+        items = [i for i in items if isinstance(i, dict) and any(
+            keyword in normalize(i.get(field) or "") for field in tool_.pages)]
+    offset, count = steer.get("offset") or 0, steer.get("count") or 100
+    page = Listing(items[offset:offset + count])
+    page.total, page.start = len(items), offset
+    page.fetched = len(page)
+    return page
+
+
+def clipped(value, size, tool_):
+    """A list item with every text over `size` characters cut there, said once."""
+    if isinstance(value, str):
+        if len(value) <= size:
+            return value
+        note(f"Texts over {size:,} characters in this list are cut there"
+             + (f"; {tool_.whole} reads one whole." if tool_.whole else "."))
+        return value[:size] + "…"
+    if isinstance(value, list):
+        return [clipped(v, size, tool_) for v in value]
+    if isinstance(value, dict):
+        return {k: clipped(v, size, tool_) for k, v in value.items()}
+    return value
+
+
+def windowed(value, offset, tool_, path=""):
+    """A details answer with each text over TEXT_WINDOW characters shown from `offset`, for
+    TEXT_WINDOW characters; a note says which characters and how to read on."""
+    if isinstance(value, str):
+        if len(value) <= TEXT_WINDOW:
+            return value
+        start = min(offset, len(value))
+        end = min(start + TEXT_WINDOW, len(value))
+        on = f"; call again with text_offset={end} for the next part" \
+            if end < len(value) and tool_.texts else ""
+        note(f"{path or 'The text'}: characters {start:,} to {end:,} of {len(value):,}{on}.")
+        return value[start:end]
+    if isinstance(value, list):
+        return [windowed(v, offset, tool_, path) for v in value]
+    if isinstance(value, dict):
+        return {k: windowed(v, offset, tool_, k) for k, v in value.items()}
+    return value
+
+
+def fit(value, budget=None):
+    """(value within the answer budget, items kept of a list or None). A list keeps the
+    items that fit; an object has its longest texts, then its longest lists, halved until it
+    fits; each cut is said. Sizes are counted as the client reads them (escaped once more
+    inside the result's text)."""
+    budget = (budget or settings().max_answer) - NOTE_ROOM
+    size = wire_size(dumps(value))
+    if size <= budget:
+        return value, None
+    if isinstance(value, list):
+        total, kept = 2, 0
+        for item in value:
+            total += wire_size(dumps(item)) + 1
+            if total > budget:
+                break
+            kept += 1
+        return value[:kept], kept
+    for _ in range(64):  # each round halves the largest text or list: a few rounds suffice
+        found = largest(value)
+        if found is None:
+            break
+        holder, key, part = found
+        holder[key] = part[:len(part) // 2] + ("…" if isinstance(part, str) else [])
+        what = f"{len(part):,} items" if isinstance(part, list) else "characters"
+        note(f"{key if isinstance(key, str) else 'A part'}: {len(holder[key]):,} of {len(part):,} "
+             f"{what.split()[-1]} shown, to fit one answer (BACKLOG_MAX_ANSWER_BYTES="
+             f"{settings().max_answer:,}); ask for less to see the rest.")
+        size = wire_size(dumps(value))
+        if size <= budget:
+            break
+    if size > budget:
+        value = {"note": "This answer does not fit in one; ask for less (fields, count)."}
+    return value, None
+
+
+def wire_size(text):
+    """The bytes a JSON text takes once it is itself a string of the answer's JSON."""
+    return len(text.encode()) + text.count('"') + text.count("\\")
+
+
+def largest(value):
+    """(holder, key, part) of the longest text or list inside a JSON value (measured once, in
+    characters), or None."""
+    best, best_size = None, 1
+
+    def size(item, holder=None, key=None):
+        nonlocal best, best_size
+        if isinstance(item, str):
+            n = len(item) + 2
+        elif isinstance(item, list):
+            n = 2 + sum(size(v, item, i) + 1 for i, v in enumerate(item))
+        elif isinstance(item, dict):
+            n = 2 + sum(len(str(k)) + 4 + size(v, item, k) for k, v in item.items())
+        else:
+            n = len(str(item))
+        if holder is not None and isinstance(item, (str, list)) and len(item) > 1 \
+                and n > best_size:
+            best, best_size = (holder, key, item), n
+        return n
+    size(value)
+    return best
+
+
+def page_note(tool_, args, items, kept=None):
+    """How many items came back, how many were left out and why, and the call for more."""
+    shown = len(items) if kept is None else kept
+    on_page = len(items)
+    fetched = getattr(items, "fetched", None) or on_page
+    total = getattr(items, "total", None)
+    said = f"{shown} item{'s' if shown != 1 else ''}"
+    if total is not None:
+        said += f" of {total:,} matching"
+    if kept is not None and kept < on_page:
+        said += (f" ({on_page - kept} more on this page did not fit in one answer, "
+                 f"BACKLOG_MAX_ANSWER_BYTES={settings().max_answer:,})")
+    if fetched > on_page:
+        said += f" ({fetched - on_page} of the {fetched} fetched are outside BACKLOG_PROJECTS)"
+    more, sure = next_call(tool_, args, items, shown, fetched)
+    return said + (f"; {'more' if sure else 'more may exist'}: call again with {more}."
+                   if more else ".")
+
+
+def next_call(tool_, args, items, shown, fetched):
+    """(the arguments that get the next items, whether more are sure to exist), or (None,
+    False) when none do."""
     count = args.get("count", tool_.defaults.get("count"))
-    if count and fetched >= count:
-        if "offset" in tool_.params:
-            offset = args.get("offset", tool_.defaults.get("offset")) or 0
-            return f"{note}; more may exist: call again with offset={offset + count}."
-        if "max_id" in tool_.params and items and isinstance(items[-1], dict):
-            last = items[-1].get("id")
-            bound = "min_id" if args.get("order") == "asc" else "max_id"
-            return f"{note}; more may exist: call again with {bound}={last}."
-    return note + "."
+    offset = args.get("offset", tool_.defaults.get("offset")) or 0
+    cut = shown < len(items)
+    if tool_.pages is not None:
+        nxt = getattr(items, "start", 0) + shown
+        return (f"offset={nxt}", True) if nxt < (getattr(items, "total", 0) or 0) \
+            else (None, False)
+    if "offset" in tool_.params and count:
+        if cut:
+            return f"offset={offset + shown}, count={max(shown, 1)}", True
+        return (f"offset={offset + count}", False) if fetched >= count else (None, False)
+    if "max_id" in tool_.params and count and (cut or fetched >= count):
+        last = items[shown - 1] if cut and shown else getattr(items, "last", None) or (
+            items[-1] if items else None)
+        bound = "min_id" if args.get("order") == "asc" else "max_id"
+        value = last.get(tool_.cursor) if isinstance(last, dict) else None
+        return (f"{bound}={value}", cut) if value is not None else (None, False)
+    return None, False
 
 
 def dumps(value, pretty=False):
@@ -2249,22 +2448,83 @@ def dumps(value, pretty=False):
 
 
 class Download:
-    """A downloaded file: its name, type and bytes, and the format the model gets it in."""
+    """A downloaded file: its name, type and bytes, and the format the model gets it in; a
+    text file too long for one answer is read in windows, and with BACKLOG_DOWNLOAD_DIR a
+    file too large for one answer is saved there and its path answered."""
 
     def __init__(self, filename, content_type, data, fmt):
         self.filename, self.content_type, self.data, self.format = filename, content_type, data, fmt
+        self.window = (0, len(data))
+        self.saved = None
+
+    def bounded(self, offset):
+        budget = settings().max_answer - NOTE_ROOM
+        size = len(self.data) if self.format == "text" else len(self.data) * 4 // 3
+        if size <= budget:
+            return self
+        if settings().download_dir:
+            self.saved = save_download(self.filename, self.data)
+        if self.format == "text":
+            start = utf8_start(self.data, min(offset, len(self.data)))
+            end = utf8_start(self.data, min(start + budget // 2, len(self.data)))  # ~2x escaped
+            self.window = (start, end)
+            note(f"Bytes {start:,} to {end:,} of {len(self.data):,}"
+                 + (f"; call again with offset={end} for the next part." if end < len(
+                     self.data) else "."))
+        if self.saved:
+            note(f"The whole file ({len(self.data):,} bytes) is saved at {self.saved}.")
+        return self
 
     def content(self):
         import base64
+        if self.saved and self.format != "text":
+            return [{"type": "text", "text": dumps({
+                "filename": self.filename, "content_type": self.content_type,
+                "size": len(self.data), "saved": self.saved})}]
         data = redact_bytes(self.data)  # base64 would hide a key from the redactor of text
         if self.format == "image":
             return [{"type": "image", "data": base64.b64encode(data).decode(),
                      "mimeType": self.content_type.split(";")[0].strip()}]
         if self.format == "text":
-            return [{"type": "text", "text": decode_text(self.data, self.content_type)}]
+            start, end = self.window
+            return [{"type": "text", "text": decode_text(self.data[start:end],
+                                                         self.content_type)}]
         return [{"type": "text", "text": dumps({
             "filename": self.filename, "content_type": self.content_type, "size": len(self.data),
             "content": base64.b64encode(data).decode()})}]
+
+
+def utf8_start(data, at):
+    """`at`, moved back to the start of the UTF-8 character it falls in."""
+    while 0 < at < len(data) and data[at] & 0xC0 == 0x80:
+        at -= 1
+    return at
+
+
+def save_download(filename, data):
+    """Save a file in BACKLOG_DOWNLOAD_DIR under its own name (made safe: a base name only,
+    never a link followed, never one overwritten); its path."""
+    folder = settings().download_dir[0]
+    base = re.sub(r"[^\w.\-() ]+", "_", os.path.basename(filename.replace("\\", "/")))
+    base = base.lstrip(".")[:120] or "download"
+    stem, dot, ext = base.rpartition(".") if "." in base else (base, "", "")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) \
+        | getattr(os, "O_BINARY", 0)
+    for n in range(1000):
+        name = base if n == 0 else f"{stem}-{n}{dot}{ext}"
+        path = os.path.join(folder, name)
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise ToolError(f"Cannot save the file in BACKLOG_DOWNLOAD_DIR ({exc.strerror}).",
+                            "check the folder, or read the file in parts (offset).") from None
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(redact_bytes(data))
+        return path
+    raise ToolError("BACKLOG_DOWNLOAD_DIR holds 1,000 files of this name.",
+                    "empty the folder, or read the file in parts (offset).")
 
 
 def find_tool(name):
@@ -2304,7 +2564,7 @@ def run_admitted(tool_, args):
     the asked-for fields. Backlog's 'not found' is said as for an identifier outside the
     allow-list."""
     args = dict(args)
-    fields = args.pop("fields", None)
+    steer = {name: args.pop(name) for name in tool_.steering if name in args}
     with guarded(tool_.name):
         try:
             value = tool_.fn(**args)
@@ -2314,20 +2574,14 @@ def run_admitted(tool_, args):
             if exc.status == 404 and exc.backlog:
                 raise not_found(tool_, args, said=exc.said) from None
             raise
-        value = strip_hidden(hold(value, tool_, args))
-        if fields is not None and isinstance(value, list):
-            listing = Listing(select(value, fields))
-            listing.fetched, listing.total = (getattr(value, "fetched", None),
-                                              getattr(value, "total", None))
-            value = listing
-    return value
+        return bounded(strip_hidden(hold(value, tool_, args)), tool_, steer)
 
 
 def run_tool(tool_, arguments):
     """A tool run as every entry point but tools/call runs one (prompts, resources,
     completions, the command line): admitted, then run. Returns (args, value). A tool that
     is off in the space (BACKLOG_TOOLSETS, groups) is off here too."""
-    why = tool_.disabled_because()
+    why = tool_.disabled_because(listed=False)
     if why:
         raise ToolError(f"{tool_.name} is off: {why}.")
     args = admit(tool_, arguments)
@@ -2410,9 +2664,10 @@ def result_of(tool_, args, value):
     elif isinstance(value, str):
         content = [{"type": "text", "text": value}]
     else:
-        content = [{"type": "text", "text": dumps(shaped(value))}]
+        answer, kept = fit(shaped(value))
+        content = [{"type": "text", "text": dumps(answer)}]
         if isinstance(value, list):
-            content.append({"type": "text", "text": page_note(tool_, args, value)})
+            content.append({"type": "text", "text": page_note(tool_, args, value, kept)})
     notes = NOTES.get() or []
     if notes:
         content.append({"type": "text", "text": " ".join(notes)})
@@ -2863,13 +3118,15 @@ def find_milestone(project, milestone_name):
 
 # == Tools: documents ==========================================================
 
-@tool("Get document")
-def document_details_get(document_id: DocumentId):
-    """Get a document: title, Markdown ('plain') and ProseMirror JSON content, metadata."""
-    return api.get(("documents", document_id.lower()))
+@tool("Get document", texts=True)
+def document_details_get(document_id: DocumentId,
+                         json: P("boolean", "Also the ProseMirror JSON of the content") = False):
+    """Get a document: title, content as Markdown ('plain'), metadata."""
+    doc = checked(api.get(("documents", document_id.lower())), {})
+    return doc if json else {k: v for k, v in doc.items() if k != "json"}
 
 
-@tool("List documents")
+@tool("List documents", whole="document_details_get")
 def document_list_get(project_id_or_key: ProjectIdOrKey, keyword: Keyword = None,
                       sort: P("string", "Sort key", enum=["created", "updated"]) = None,
                       order: Order = None, offset: Offset = 0, count: Count = 20,
@@ -2882,15 +3139,56 @@ def document_list_get(project_id_or_key: ProjectIdOrKey, keyword: Keyword = None
 
 @tool("Get document tree")
 def document_tree_get(project_id_or_key: ProjectIdOrKey,
-                      include_trash: P("boolean", "Also return the trash tree") = False):
-    """Get a project's document tree (the trash only when asked)."""
+                      include_trash: P("boolean", "Also return the trash tree") = False,
+                      parent_id: DocumentId.like(doc="Start at this document") = None,
+                      depth: P("integer", "Levels shown (default 2)", minimum=1,
+                               maximum=20) = 2):
+    """Get a project's document tree, a few levels at a time (the trash only when asked)."""
     tree = checked(api.get(("documents", "tree"), {"projectIdOrKey": project_id_or_key}), {})
-    if include_trash:
-        return {"activeTree": tree.get("activeTree"), "trashTree": tree.get("trashTree")}
-    return tree.get("activeTree", tree)
+    roots = {"activeTree": tree.get("activeTree"), "trashTree": tree.get("trashTree")} \
+        if include_trash else {"activeTree": tree.get("activeTree", tree)}
+    if parent_id is not None:
+        found = next((n for root in roots.values() for n in nodes(root)
+                      if str(n.get("id")).lower() == parent_id.lower()), None)
+        if found is None:
+            raise Missing("document", parent_id)
+        roots = {"subtree": found}
+    trimmed = {k: pruned(v, depth) for k, v in roots.items()}
+    return trimmed if include_trash or parent_id else trimmed["activeTree"]
 
 
-@tool("Download document attachment")
+TREE_WIDTH = 100  # documents shown under one node of the tree
+
+
+def nodes(node):
+    """The nodes of a document tree, depth first."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            yield item
+            stack += [c for c in item.get("children") or [] if isinstance(c, dict)]
+
+
+def pruned(node, depth):
+    """A tree node down to `depth` levels; below, how many documents there are and the call
+    that shows them."""
+    if not isinstance(node, dict):
+        return node
+    children = [c for c in node.get("children") or [] if isinstance(c, dict)]
+    if depth <= 0 and children:
+        below = sum(1 for c in children for _ in nodes(c))
+        note("Deeper documents are counted, not shown: call again with parent_id (and depth).")
+        return dict({k: v for k, v in node.items() if k != "children"}, more=below)
+    shown_ = dict(node, children=[pruned(c, depth - 1) for c in children[:TREE_WIDTH]])
+    if len(children) > TREE_WIDTH:
+        shown_["moreChildren"] = len(children) - TREE_WIDTH
+        note(f"A folder shows its first {TREE_WIDTH} documents; the rest are counted "
+             "(moreChildren): call again with parent_id of a document to see below it.")
+    return shown_
+
+
+@tool("Download document attachment", file=True)
 def document_attachment_download(document_id: DocumentId, attachment_id: AttachmentId,
                                  format: Format = None):
     """Download a document attachment as image, text or base64."""
@@ -2934,7 +3232,7 @@ def pr_filters(status_ids, assignee_ids, issue_ids, created_user_ids):
 PrStatus = P("array", "Open, Closed, Merged (or 1, 2, 3)", items=["integer", "string"])
 
 
-@tool("List Git repositories")
+@tool("List Git repositories", pages=("name",))
 def git_repository_list_get(project_id_or_key: ProjectIdOrKey, fields: Fields = None):
     """List a project's Git repositories."""
     return api.get(("projects", project_id_or_key, "git", "repositories"))
@@ -2946,7 +3244,7 @@ def git_repository_details_get(project_id_or_key: ProjectIdOrKey, repo_id_or_nam
     return api.get(repo_path(project_id_or_key, repo_id_or_name))
 
 
-@tool("List pull requests")
+@tool("List pull requests", whole="git_pr_details_get")
 def git_pr_list_get(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
                     status_ids: PrStatus = None, assignee_ids: Users = None,
                     issue_ids: IssueIds = None, created_user_ids: Users = None, offset: Offset = 0,
@@ -2967,7 +3265,7 @@ def git_pr_count_get(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdO
                    pr_filters(status_ids, assignee_ids, issue_ids, created_user_ids))
 
 
-@tool("Get pull request")
+@tool("Get pull request", texts=True)
 def git_pr_details_get(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
                        pr_number: PrNumber):
     """Get a pull request: branches, status, assignee, linked issue."""
@@ -2982,7 +3280,7 @@ def git_pr_attachment_list_get(project_id_or_key: ProjectIdOrKey, repo_id_or_nam
                              "attachments"))
 
 
-@tool("Download pull request attachment")
+@tool("Download pull request attachment", file=True)
 def git_pr_attachment_download(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
                                pr_number: PrNumber, attachment_id: AttachmentId,
                                format: Format = None):
@@ -3208,7 +3506,7 @@ ISSUE_FILTERS = {  # issue_list_get and issue_count_get; each optional
 }
 
 
-@tool("Search issues")
+@tool("Search issues", whole="issue_details_get")
 def issue_list_get(sort: IssueSort = None, order: Order = None, offset: Offset = 0,
                    count: Count = 20, fields: Fields = None,
                    total: P("boolean", "Also count every match") = None,
@@ -3228,7 +3526,7 @@ def issue_count_get(**filters: ISSUE_FILTERS):
     return api.get(("issues", "count"), issue_filters(filters))
 
 
-@tool("Get issue")
+@tool("Get issue", texts=True)
 def issue_details_get(issue_id_or_key: IssueArg,
                       child_summary: P("boolean", "Add childIssueSummary {total, closed}")
                       = None):
@@ -3237,15 +3535,15 @@ def issue_details_get(issue_id_or_key: IssueArg,
                               {"expand": ["childIssueSummary"] if child_summary else None}))
 
 
-@tool("List milestones")
+@tool("List milestones", pages=("name",))
 def issue_milestone_list_get(project_id_or_key: ProjectIdOrKey,
-                             archived: P("boolean", "Include archived milestones") = True):
-    """List a project's milestones (versions) with their dates."""
+                             archived: P("boolean", "Also the archived ones") = False):
+    """List a project's milestones (versions) with their dates; archived ones when asked."""
     items = rows(api.get(("projects", project_id_or_key, "versions")), {})
     return items if archived else [m for m in items if not m.get("archived")]
 
 
-@tool("List issues of a milestone")
+@tool("List issues of a milestone", whole="issue_details_get")
 def issue_list_by_milestone_get(project_id_or_key: ProjectIdOrKey,
                                 milestone_name: P("string", "Name; case and spaces ignored"),
                                 status_ids: Ids = None, offset: Offset = 0,
@@ -3260,7 +3558,7 @@ def issue_list_by_milestone_get(project_id_or_key: ProjectIdOrKey,
                                          "count": count}))
 
 
-@tool("List issue comments")
+@tool("List issue comments", whole="issue_comment_details_get")
 def issue_comment_list_get(issue_id_or_key: IssueIdOrKey, min_id: MinId = None,
                            max_id: MaxId = None, count: Count = 20, order: Order = None,
                            fields: Fields = None):
@@ -3269,7 +3567,7 @@ def issue_comment_list_get(issue_id_or_key: IssueIdOrKey, min_id: MinId = None,
                    {"minId": min_id, "maxId": max_id, "count": count, "order": order})
 
 
-@tool("Get issue comment")
+@tool("Get issue comment", texts=True)
 def issue_comment_details_get(issue_id_or_key: IssueIdOrKey, comment_id: CommentId):
     """Get one comment of an issue, with its change log."""
     return api.get(issue_path(issue_id_or_key, "comments", comment_id))
@@ -3293,7 +3591,7 @@ def issue_attachment_list_get(issue_id_or_key: IssueIdOrKey):
     return api.get(issue_path(issue_id_or_key, "attachments"))
 
 
-@tool("Download issue attachment")
+@tool("Download issue attachment", file=True)
 def issue_attachment_download(issue_id_or_key: IssueIdOrKey, attachment_id: AttachmentId,
                               format: Format = None):
     """Download an issue attachment as image, text or base64."""
@@ -3381,7 +3679,7 @@ def issue_shared_file_unlink(issue_id_or_key: IssueIdOrKey, shared_file_id: Shar
     return api.delete(issue_path(issue_id_or_key, "sharedFiles", shared_file_id))
 
 
-@tool("List issue participants")
+@tool("List issue participants", pages=PEOPLE)
 def issue_participant_list_get(issue_id_or_key: IssueIdOrKey):
     """List the users who took part in an issue."""
     return api.get(issue_path(issue_id_or_key, "participants"))
@@ -3393,7 +3691,7 @@ def issue_priority_list_get():
     return api.get("priorities")
 
 
-@tool("List related issues")
+@tool("List related issues", whole="issue_details_get")
 def issue_related_list_get(issue_id_or_key: IssueIdOrKey):
     """List the issues related to an issue."""
     return issue_view(api.get(issue_path(issue_id_or_key, "relatedIssues")))
@@ -3580,7 +3878,7 @@ def project_list(project_id_or_key, what):
     return api.get(("projects", project_id_or_key, what))
 
 
-@tool("List projects")
+@tool("List projects", pages=("projectKey", "name"))
 def project_list_get(archived: P("boolean", "true: archived only; false: active only") = None,
                      fields: Fields = None):
     """List the projects you can see (only BACKLOG_PROJECTS when set)."""
@@ -3630,13 +3928,13 @@ def project_custom_field_list_get(project_id_or_key: ProjectIdOrKey):
     return out
 
 
-@tool("List categories")
+@tool("List categories", pages=("name",))
 def project_category_list_get(project_id_or_key: ProjectIdOrKey):
     """List a project's categories with ids."""
     return project_list(project_id_or_key, "categories")
 
 
-@tool("List project members")
+@tool("List project members", pages=PEOPLE)
 def project_user_list_get(project_id_or_key: ProjectIdOrKey, fields: Fields = None):
     """List a project's members with user ids (for assignee_id)."""
     return project_list(project_id_or_key, "users")
@@ -3653,7 +3951,7 @@ def activities(path, activity_type_ids, min_id, max_id, count, order):
                           "maxId": max_id, "count": count, "order": order})
 
 
-@tool("List project activity")
+@tool("List project activity", whole="issue_details_get")
 def project_activity_list_get(project_id_or_key: ProjectIdOrKey,
                               activity_type_ids: ActivityTypes = None, min_id: MinId = None,
                               max_id: MaxId = None, count: Count = 20, order: Order = None,
@@ -3763,7 +4061,7 @@ def file_shared_list_get(project_id_or_key: ProjectIdOrKey,
                    {"order": order, "offset": offset, "count": count})
 
 
-@tool("Download shared file")
+@tool("Download shared file", file=True)
 def file_shared_download(project_id_or_key: ProjectIdOrKey,
                          shared_file_id: P("integer", "Shared file id", minimum=1),
                          format: Format = None):
@@ -3774,7 +4072,7 @@ def file_shared_download(project_id_or_key: ProjectIdOrKey,
 
 # == Tools: users ==============================================================
 
-@tool("List users")
+@tool("List users", pages=PEOPLE)
 def user_list_get(fields: Fields = None):
     """List the users of the space with ids, names, roles."""
     return api.get("users")
@@ -3786,7 +4084,7 @@ def user_myself_get():
     return api.get(("users", "myself"))
 
 
-@tool("List user activity")
+@tool("List user activity", whole="issue_details_get")
 def user_activity_list_get(user_id: UserId, activity_type_ids: ActivityTypes = None,
                            min_id: MinId = None, max_id: MaxId = None, count: Count = 20,
                            order: Order = None, fields: Fields = None):
@@ -3805,7 +4103,7 @@ RECENT = {"issues": "recentlyViewedIssues", "projects": "recentlyViewedProjects"
           "wikis": "recentlyViewedWikis"}
 
 
-@tool("List recently viewed")
+@tool("List recently viewed", whole="issue_details_get")
 def user_recent_list_get(kind: P("string", "What to list", enum=list(RECENT)) = "issues",
                          offset: Offset = 0, count: Count = 20):
     """List what you viewed last (issues, projects or wiki pages): your recent work."""
@@ -3870,7 +4168,7 @@ WatchSort = P("string", "Sort key", enum=["created", "updated", "issueUpdated"])
 AlreadyRead = P("boolean", "true: already read only; false: unread only")
 
 
-@tool("List watchings")
+@tool("List watchings", whole="issue_details_get")
 def user_watching_list_get(user_id: UserId, resource_already_read: AlreadyRead = None,
                            issue_ids: IssueIds = None, sort: WatchSort = None, order: Order = None,
                            offset: Offset = 0, count: Count = 20, fields: Fields = None):
@@ -3880,16 +4178,26 @@ def user_watching_list_get(user_id: UserId, resource_already_read: AlreadyRead =
         "order": order, "offset": offset, "count": count})
 
 
+COUNT_PAGES = 5  # pages of 100 a count under BACKLOG_PROJECTS looks at, at most
+
+
 def count_allowed(path, params):
-    """Count the items of an offset-paged list that belong to allowed projects."""
+    """Count the items of an offset-paged list that belong to allowed projects, looking at
+    COUNT_PAGES pages at most."""
     total = 0
-    for page in range(20):
-        Progress.step(f"counting page {page + 1}")
+    for page in range(COUNT_PAGES):
+        Progress.step(f"counting page {page + 1}", total=COUNT_PAGES)
         items = rows(api.get(path, dict(params, count=100, offset=page * 100)), {})
         total += held(items)
         if len(items) < 100:
             return {"count": total}
-    return {"count": total, "note": "counted the first 2,000 items only"}
+    return at_least(total)
+
+
+def at_least(total):
+    checked_ = COUNT_PAGES * 100
+    return {"count": total, "note": f"at least {total}: under BACKLOG_PROJECTS each item's "
+                                    f"project is checked, and only the first {checked_} were"}
 
 
 @tool("Count watchings", extra=True)
@@ -3906,7 +4214,7 @@ def user_watching_count_get(user_id: UserId, resource_already_read: AlreadyRead 
 WIKI_PROJECTS = 20  # wiki_list_get without a project asks at most this many projects
 
 
-@tool("List wiki pages")
+@tool("List wiki pages", pages=())
 def wiki_list_get(project_id_or_key: OptProject = None, keyword: Keyword = None,
                   fields: Fields = None):
     """List a project's wiki pages (every allowed or active project's if none given)."""
@@ -3935,24 +4243,35 @@ def wiki_count_get(project_id_or_key: ProjectIdOrKey):
     return api.get(("wikis", "count"), {"projectIdOrKey": project_id_or_key})
 
 
-@tool("List wiki tags", extra=True)
+@tool("List wiki tags", extra=True, pages=("name",))
 def wiki_tag_list_get(project_id_or_key: ProjectIdOrKey):
     """List the tags used on a project's wiki pages."""
     return api.get(("wikis", "tags"), {"projectIdOrKey": project_id_or_key})
 
 
-@tool("Get wiki page")
+@tool("Get wiki page", texts=True)
 def wiki_details_get(wiki_id: WikiId):
     """Get a wiki page with its content, tags and attachments."""
     return api.get(("wikis", wiki_id))
 
 
-@tool("Get wiki history")
+@tool("Get wiki history", texts=True, cursor="version",
+      whole="wiki_history_get (with version)")
 def wiki_history_get(wiki_id: WikiId, min_id: MinId = None, max_id: MaxId = None,
-                     count: Count = 20, order: Order = None, fields: Fields = None):
-    """List the versions of a wiki page, newest first."""
-    return api.get(("wikis", wiki_id, "history"),
-                   {"minId": min_id, "maxId": max_id, "count": count, "order": order})
+                     count: Count = 20, order: Order = None, fields: Fields = None,
+                     version: P("integer", "Read this version, with its content",
+                                minimum=1) = None):
+    """List the versions of a wiki page, newest first (who, when); one version's content
+    with version."""
+    if version is not None:  # Backlog's bounds are exclusive: the one version between them
+        found = rows(api.get(("wikis", wiki_id, "history"), {
+            "minId": version - 1, "maxId": version + 1, "count": 1}), {})
+        if not found:
+            raise Missing("wiki page version", version)
+        return found[0]
+    return [{k: v for k, v in page.items() if k != "content"} for page in rows(api.get(
+        ("wikis", wiki_id, "history"),
+        {"minId": min_id, "maxId": max_id, "count": count, "order": order}), {})]
 
 
 @tool("List wiki attachments")
@@ -3961,7 +4280,7 @@ def wiki_attachment_list_get(wiki_id: WikiId):
     return api.get(("wikis", wiki_id, "attachments"))
 
 
-@tool("Download wiki attachment")
+@tool("Download wiki attachment", file=True)
 def wiki_attachment_download(wiki_id: WikiId, attachment_id: AttachmentId, format: Format = None):
     """Download a wiki attachment as image, text or base64."""
     return download(("wikis", wiki_id, "attachments", attachment_id), format)
@@ -4070,7 +4389,7 @@ def space_notice_get():
     return api.get(("space", "notification"))
 
 
-@tool("List space activity")
+@tool("List space activity", whole="issue_details_get")
 def space_activity_list_get(activity_type_ids: ActivityTypes = None, min_id: MinId = None,
                             max_id: MaxId = None, count: Count = 20, order: Order = None,
                             fields: Fields = None):
@@ -4080,7 +4399,7 @@ def space_activity_list_get(activity_type_ids: ActivityTypes = None, min_id: Min
 
 # == Tools: notifications ======================================================
 
-@tool("List notifications")
+@tool("List notifications", whole="issue_details_get")
 def notification_list_get(min_id: MinId = None, max_id: MaxId = None, count: Count = 20,
                           order: Order = None, fields: Fields = None):
     """List your notifications, newest first."""
@@ -4100,17 +4419,17 @@ def notification_count_get(already_read: P("boolean", "Count read (true) or unre
 
 
 def count_allowed_notifications(params):
-    """Count notifications of allowed projects by paging through them (at most 2,000)."""
+    """Count notifications of allowed projects by paging through them (COUNT_PAGES)."""
     total, max_id = 0, None
-    for page in range(20):
-        Progress.step(f"counting notifications, page {page + 1}")
+    for page in range(COUNT_PAGES):
+        Progress.step(f"counting notifications, page {page + 1}", total=COUNT_PAGES)
         items = rows(api.get("notifications", {"count": 100, "maxId": max_id}), {"id": int})
         total += held([n for n in items if all(v is None or n.get(k) == v
                                                for k, v in params.items())])
         if len(items) < 100:
             return {"count": total}
         max_id = items[-1]["id"]  # Backlog's maxId is exclusive
-    return {"count": total, "note": "counted the first 2,000 notifications only"}
+    return at_least(total)
 
 
 @tool("Mark notification read", write="notification", idempotent=True)
@@ -4169,11 +4488,14 @@ def gather(parts):
     """The data of a prompt: each (label, tool, arguments) run as the model would run it;
     a failure is said in its place, but the first part (the prompt's subject) not found ends
     the prompt."""
-    out = []
+    out, share = [], settings().max_answer // len(parts)  # the message fits one answer
     for label, name, arguments in parts:
         Progress.step(f"gathering {label.lower()}", total=len(parts))
         try:
-            text = dumps(shaped(run_tool(TOOLS[name], arguments)[1]))
+            args, value = run_tool(TOOLS[name], arguments)
+            answer, kept = fit(shaped(value), share)
+            text = dumps(answer) + (f"\n({page_note(TOOLS[name], args, value, kept)})"
+                                    if isinstance(value, list) else "")
         except ToolError as exc:
             if isinstance(exc, NotFound) and not out:
                 raise
@@ -4221,6 +4543,9 @@ def _get_prompt(name, found, arguments):
             text = found.fn(**given)
     except ToolError as exc:
         text = f"The data for this request could not be gathered: {redact(exc)}"
+    notes = NOTES.get() or []
+    if notes:
+        text += "\n\n(" + " ".join(notes) + ")"
     return {"description": found.description,
             "messages": [{"role": "user", "content": {"type": "text", "text": text}}]}
 
@@ -4476,6 +4801,11 @@ def read_file(uri, project, file_id):
     got = run_tool(TOOLS["file_shared_download"], {"project_id_or_key": project,
                                                    "shared_file_id": int(file_id),
                                                    "format": "raw"})[1]
+    if len(got.data) * 4 // 3 > settings().max_answer:
+        raise ToolError(f"The file is {len(got.data):,} bytes, more than one answer holds "
+                        f"(BACKLOG_MAX_ANSWER_BYTES={settings().max_answer:,}).",
+                        f"the file_shared_download tool reads it in parts (offset), or saves "
+                        "it with BACKLOG_DOWNLOAD_DIR.")
     return [{"uri": uri, "mimeType": got.content_type.split(";")[0].strip(),
              "blob": base64.b64encode(redact_bytes(got.data)).decode()}]
 
@@ -4545,45 +4875,66 @@ def complete(params):
     if not isinstance(name, str) or not isinstance(prefix, str):
         raise RpcError(-32602, "completion/complete needs argument {name, value} strings.")
     ref = params.get("ref") if isinstance(params.get("ref"), dict) else {}
-    values = []
+    values, every = [], True
     try:
         # the space of the prompt or resource completed: its own projects, issues, repos
         space = resource_space(ref.get("uri"))[0] if ref.get("type") == "ref/resource" \
             else prompt_named(ref.get("name"))[0]
         with within(space), guarded("completion/complete"):
-            values = [v for v in COMPLETERS.get(name, lambda p, c: [])(prefix, context)
-                      if isinstance(v, str)]
+            found, every = COMPLETERS.get(name, lambda p, c: ([], True))(prefix, context)
+            values = [v for v in found if isinstance(v, str)]
     except (ToolError, RpcError):
         values = []
-    values = [v for v in values if str(v).lower().startswith(prefix.lower())]
+    values = list(dict.fromkeys(v for v in values if v.lower().startswith(prefix.lower())))
     return {"completion": {"values": values[:100], "total": len(values),
-                           "hasMore": len(values) > 100}}
+                           "hasMore": len(values) > 100 or not every}}
 
+
+# Each completer: (values, whether they are every value that starts with the prefix).
 
 def _projects(prefix, context):
-    return strings(run_tool(TOOLS["project_list_get"], {})[1], "projectKey")
+    found = run_tool(TOOLS["project_list_get"], {"keyword": prefix} if prefix else {})[1]
+    return strings(found, "projectKey"), (getattr(found, "total", 0) or 0) <= len(found)
+
+
+ISSUE_PREFIX = re.compile(r"([_A-Za-z0-9]{1,25})-([0-9]{0,9})\Z")
+SCAN = 300  # a project with no more issues than this is scanned whole
 
 
 def _issues(prefix, context):
+    """Issue keys: those you viewed last, and, from PROJ-12, the project's keys that start
+    so (PROJ-12, PROJ-120...): a small project is scanned whole, a large one looked up where
+    such keys lie (issues are numbered in the order they were made)."""
     viewed = run_tool(TOOLS["user_recent_list_get"], {"kind": "issues", "count": 50})[1]
-    recent = strings([i.get("issue") for i in viewed if isinstance(i, dict)], "issueKey")
-    if "-" in prefix and DIGITS.match(prefix.rsplit("-", 1)[1] or "0"):
-        project = prefix.rsplit("-", 1)[0].upper()
-        recent += strings(run_tool(TOOLS["issue_list_get"], {
-            "project_ids": [project], "count": 100, "fields": ["issueKey"]})[1], "issueKey")
-    return list(dict.fromkeys(recent))
+    keys = strings([i.get("issue") for i in viewed if isinstance(i, dict)], "issueKey")
+    match = ISSUE_PREFIX.match(prefix)
+    if not match:
+        return keys, False
+    project, digits = match.group(1).upper(), match.group(2)
+    count = checked(run_tool(TOOLS["issue_count_get"], {"project_ids": [project]})[1],
+                    {"count": int})["count"]
+    starts = range(0, count, 100) if count <= SCAN else [max(0, int(digits) * m - 21)
+                                                        for m in (1, 10, 100) if digits
+                                                        and int(digits) * m <= count + 1000]
+    for offset in starts:
+        keys += strings(run_tool(TOOLS["issue_list_get"], {
+            "project_ids": [project], "sort": "created", "order": "asc", "offset": offset,
+            "count": 100, "fields": ["issueKey"]})[1], "issueKey")
+    return keys, count <= SCAN
 
 
 def _milestones(prefix, context):
     project = str(context.get("project") or "").upper()
     if not project:
-        return []
-    return strings(run_tool(TOOLS["issue_milestone_list_get"], {"project_id_or_key": project})[1],
-                   "name")
+        return [], True
+    found = run_tool(TOOLS["issue_milestone_list_get"], dict(
+        {"project_id_or_key": project, "archived": True},
+        **({"keyword": prefix} if prefix else {})))[1]
+    return strings(found, "name"), (getattr(found, "total", 0) or 0) <= len(found)
 
 
 def _repos(prefix, context):
-    keys = [prefix.split("/")[0].upper()] if "/" in prefix else _projects(prefix, context)[:10]
+    keys = [prefix.split("/")[0].upper()] if "/" in prefix else _projects(prefix, context)[0][:10]
     out = []
     for key in keys:
         try:
@@ -4591,7 +4942,7 @@ def _repos(prefix, context):
                 TOOLS["git_repository_list_get"], {"project_id_or_key": key})[1], "name")]
         except ToolError:
             pass
-    return out if "/" in prefix else out + [k + "/" for k in keys]
+    return (out if "/" in prefix else out + [k + "/" for k in keys]), "/" in prefix
 
 
 def strings(items, key):

@@ -2717,7 +2717,11 @@ def test_notification_pages_meet_at_an_exclusive_bound(backlog, monkeypatch):
     pages = [r.q("maxId") for r in backlog.requests if r.path == "/api/v2/notifications"]
     assert pages == [[], ["51"]]
     result = call("notification_list_get", count=100)
-    assert "max_id=51" in result["content"][1]["text"]
+    shown = data(result)  # the page is cut where the answer budget ends: it says so
+    last = shown[-1]["id"]
+    assert f"max_id={last}" in result["content"][1]["text"] and last >= 51
+    nxt = data(call("notification_list_get", count=100, max_id=last))
+    assert nxt[0]["id"] == last - 1  # the next call goes on where the answer ended
     backlog.requests.clear()
     call("notification_mark_read", notification_id=51)
     assert [r.q("maxId") for r in backlog.requests if r.path == "/api/v2/notifications"] == [[]]
@@ -4273,9 +4277,10 @@ def test_backlog_text_reaches_every_channel_without_what_no_reader_sees(backlog,
     statuses[0]["name"] = text
     backlog.fixtures.update(issue=issue, issues_list=[issue], comments_list=comments, wiki=wiki,
                             statuses=statuses)
+    kept = b.stripped(text, {})  # what the filter keeps: a comment inside code is visible
     for out in channels():
         assert not [m for m in b.HIDDEN.finditer(out) if not m.group("keep")], out
-        assert "INJECTED" not in out, out
+        assert "INJECTED" not in out or "INJECTED" in kept, out
     details = channels()[0]
     for emoji in ("👩\u200d💻", "🏳\ufe0f\u200d🌈", "\U000e0067\U000e0062\U000e0073"):
         assert emoji not in text or emoji in details
@@ -4359,3 +4364,133 @@ def test_users_are_named_by_id_userid_or_name_everywhere(backlog):
     assert sent(backlog, "GET", R + "/pullRequests").q("assigneeId[]") == ["2"]
     text = error(call("user_details_get", user_id="tarou"))
     assert "User “tarou” is unknown" in text and "“taro”" in text and "user_list_get" in text
+
+
+@pytest.fixture
+def big():
+    """The stand-in as a big space (tests/big_space.py), for the bounded answers."""
+    with FakeBacklog(KEY, big=True) as server:
+        b.configure(dict(fault_env(server), BACKLOG_TIMEOUT="30",
+                         BACKLOG_MAX_DOWNLOAD_BYTES=str(8 * 1024 * 1024)))
+        yield server
+
+
+def answer_text(result):
+    return " ".join(c.get("text", "") for c in result["content"])
+
+
+def test_every_answer_of_a_big_space_fits_in_the_budget(big):
+    sys.path.insert(0, os.path.join(HERE, "benchmarks"))
+    import bench
+    session = b.Session()
+    b.handle(bench.INIT, session)
+    sizes = {}
+    for label, method, params in bench.scale_calls(b, urlsplit(big.url).netloc):
+        big.requests.clear()
+        line = b.wire(b.handle({"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
+                               session))
+        sizes[label] = len(line)
+        assert len(line) <= b.MAX_ANSWER + 2000, (label, len(line))  # the budget, and notes
+        assert len(big.requests) <= 25, label
+    assert len(sizes) > 70 and max(sizes.values()) > b.MAX_ANSWER // 2
+
+
+@pytest.mark.parametrize("name, arguments, then", [
+    ("issue_list_get", {"count": 100}, "offset="),
+    ("issue_comment_list_get", {"issue_id_or_key": "DEMO-42", "count": 100}, "max_id="),
+    ("user_list_get", {}, "offset=100"),
+    ("project_user_list_get", {"project_id_or_key": "DEMO"}, "offset=100"),
+    ("wiki_list_get", {"project_id_or_key": "DEMO"}, "offset=100"),
+    ("issue_details_get", {"issue_id_or_key": "DEMO-42"}, "text_offset=20000"),
+    ("wiki_details_get", {"wiki_id": 5001}, "text_offset=20000"),
+    ("document_details_get", {"document_id": DOC}, "text_offset=20000"),
+    ("issue_attachment_download", {"issue_id_or_key": "DEMO-42", "attachment_id": 1}, "offset="),
+    ("notification_list_get", {"count": 100}, "max_id="),
+    ("document_tree_get", {"project_id_or_key": "DEMO"}, "parent_id"),
+])
+def test_a_cut_answer_says_so_and_how_to_go_on(big, name, arguments, then):
+    text = answer_text(call(name, **arguments))
+    assert then in text, text[-600:]
+
+
+def test_the_next_page_goes_on_where_the_last_ended(big):
+    first = call("issue_list_get", count=100)
+    keys = [i["issueKey"] for i in data(first)]
+    more = re.search(r"offset=(\d+), count=(\d+)", first["content"][1]["text"])
+    assert more and int(more.group(1)) == len(keys) < 100
+    nxt = data(call("issue_list_get", offset=int(more.group(1)), count=int(more.group(2))))
+    assert int(nxt[0]["issueKey"].split("-")[1]) == int(keys[-1].split("-")[1]) - 1
+    users = call("user_list_get", keyword="user00")  # a keyword, found locally
+    listed = data(users)
+    assert [u["userId"] for u in listed][:2] == ["user0001", "user0002"] and len(listed) == 99
+    assert "99 items of 99 matching." in users["content"][1]["text"]
+    page2 = call("user_list_get", offset=100)
+    assert data(page2)[0]["userId"] == "user0101"
+    assert "of 3,000 matching; more: call again with offset=200" in page2["content"][1]["text"]
+
+
+def test_long_texts_are_read_in_windows(big):
+    first = call("issue_details_get", issue_id_or_key="DEMO-42")
+    description = data(first)["description"]
+    assert len(description) == b.TEXT_WINDOW
+    assert "description: characters 0 to 20,000 of 100,000" in answer_text(first)
+    second = data(call("issue_details_get", issue_id_or_key="DEMO-42", text_offset=20000))
+    full = big.big.one_issue(42)["description"]
+    assert second["description"] == full[20000:40000]
+    history = call("wiki_history_get", wiki_id=5001)
+    versions = data(history)
+    assert versions and all("content" not in v for v in versions)
+    assert f"max_id={versions[-1]['version']}" in history["content"][1]["text"]
+    one = data(call("wiki_history_get", wiki_id=5001, version=100))
+    assert one["version"] == 100 and len(one["content"]) == b.TEXT_WINDOW
+    assert sent(big, "GET", "wikis/5001/history").q("minId") == ["99"]
+    doc = data(call("document_details_get", document_id=DOC))
+    assert "json" not in doc and "json" in data(call("document_details_get", document_id=DOC,
+                                                     json=True))
+
+
+def test_a_text_file_is_read_in_windows_and_can_be_saved(big, tmp_path):
+    log = big.file[0]
+    first = call("issue_attachment_download", issue_id_or_key="DEMO-42", attachment_id=1)
+    window = first["content"][0]["text"]
+    assert log.decode().startswith(window) and len(window) < b.MAX_ANSWER
+    more = re.search(r"offset=(\d+)", answer_text(first))
+    assert f"of {len(log):,}" in answer_text(first)
+    second = call("issue_attachment_download", issue_id_or_key="DEMO-42", attachment_id=1,
+                  offset=int(more.group(1)))["content"][0]["text"]
+    assert log.decode()[int(more.group(1)):].startswith(second)
+    blob = rpc("resources/read", {"uri": f"backlog://{urlsplit(big.url).netloc}/file/DEMO/1"})
+    assert "file_shared_download tool reads it in parts" in blob["error"]["message"]
+    b.configure(dict(fault_env(big), BACKLOG_DOWNLOAD_DIR=str(tmp_path)))
+    big.file = (log, {"Content-Type": "application/octet-stream",
+                      "Content-Disposition": "attachment; filename=\"../../etc/passwd\""})
+    saved = data(call("issue_attachment_download", issue_id_or_key="DEMO-42", attachment_id=1,
+                      format="raw"))
+    assert saved["saved"] == str(tmp_path / "passwd") and (tmp_path / "passwd").read_bytes() == log
+    again = call("issue_attachment_download", issue_id_or_key="DEMO-42", attachment_id=1)
+    assert f"saved at {tmp_path / 'passwd-1'}" in answer_text(again)  # never overwritten
+    assert sorted(os.listdir(tmp_path)) == ["passwd", "passwd-1"]
+
+
+def test_counting_under_the_allow_list_is_bounded_and_says_so(big):
+    b.configure(dict(fault_env(big), BACKLOG_PROJECTS="DEMO"))
+    counted = data(call("notification_count_get"))
+    pages = [r for r in big.requests if r.path == "/api/v2/notifications"]
+    assert len(pages) == b.COUNT_PAGES and counted["note"].startswith(
+        f"at least {counted['count']}")
+    assert not [r for r in big.requests if r.path.startswith("/api/v2/projects/")]
+
+
+def test_completions_search_issue_keys_and_say_when_there_are_more(big, backlog=None):
+    reply = rpc("completion/complete", {"ref": {"type": "ref/prompt", "name": "triage"},
+                                        "argument": {"name": "issue", "value": "DEMO-12"}})
+    completion = reply["result"]["completion"]
+    assert "DEMO-12" in completion["values"] and "DEMO-120" in completion["values"]
+    assert all(v.startswith("DEMO-12") for v in completion["values"])
+    assert completion["hasMore"] is True  # 50,000 issues: not all were looked at
+
+
+def test_prompts_carry_their_page_notes_within_the_budget(big):
+    text = seen(rpc("prompts/get", {"name": "triage", "arguments": {"issue": "DEMO-42"}}))
+    assert len(text) < b.MAX_ANSWER + 4000
+    assert "more may exist: call again with" in text or "more: call again with" in text

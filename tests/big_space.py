@@ -72,10 +72,14 @@ class BigSpace:
         return issue
 
     def issues(self, query):
+        """Newest first, or in the order they were made (order=asc): keyIds 1 to ISSUES."""
         offset = int(query.get("offset", 0))
         count = int(query.get("count", 20))
-        top = ISSUES - offset
-        return [self.one_issue(k) for k in range(top, max(top - count, 0), -1)]
+        if query.get("order") == "asc":
+            keys = range(offset + 1, min(offset + count, ISSUES) + 1)
+        else:
+            keys = range(ISSUES - offset, max(ISSUES - offset - count, 0), -1)
+        return [self.one_issue(k) for k in keys]
 
     def comments(self, query):
         count = int(query.get("count", 20))
