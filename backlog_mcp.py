@@ -930,24 +930,33 @@ class Backlog:
                 raise
         return self._session
 
-    def check_host(self, prepared):
-        """The host check, made with the parser that sends (urllib3's): the URL requests
-        prepared must reach the configured scheme, host and port, and nothing else."""
+    def check_host(self, prepared, full=False):
+        """The host check, made with the parser that sends (urllib3's): the URL prepared must
+        reach the configured scheme, host and port, and nothing else. Once the base URL has
+        passed it, a URL that starts with it and its /api/v2/ path (one that we built, not a
+        redirect's) has the same authority, a DNS name: no parse needed."""
+        base = self.space.settings.base_url
+        if not full and self.__dict__.get("_checked") == base \
+                and prepared.url.startswith(base + "/api/v2/"):
+            return
         from urllib3.util import parse_url
         got = parse_url(prepared.url)
-        if (got.scheme, got.host, got.port, got.auth) != self.origin() \
-                or not prepared.url.startswith(self.space.settings.base_url + "/api/v2/"):
-            raise ToolError("The request would not go to BACKLOG_BASE_URL's host; it was not "
-                            "sent.",
-                            "check BACKLOG_BASE_URL.")
+        if (got.scheme, got.host, got.port, got.auth) == self.origin() \
+                and prepared.url.startswith(base + "/api/v2/"):
+            self._checked = base
+            return
+        raise ToolError("The request would not go to BACKLOG_BASE_URL's host; it was not "
+                        "sent.", "check BACKLOG_BASE_URL.")
 
     def origin(self):
-        """(scheme, host, port, None) of BACKLOG_BASE_URL, as urllib3 reads it; parsed once."""
+        """(scheme, host, port, None) of BACKLOG_BASE_URL, read strictly (what base_url()
+        accepts: a DNS name or [::1], a port); None for anything else, which nothing reaches."""
         base = self.space.settings.base_url
         if self.__dict__.get("_origin", (None,))[0] != base:
-            from urllib3.util import parse_url
-            want = parse_url(base)
-            self._origin = (base, (want.scheme, want.host, want.port, None))
+            match = re.fullmatch(r"(https?)://([a-z0-9.-]+|\[::1\])(?::([0-9]{1,5}))?", base)
+            self._origin = (base, match and (match.group(1), match.group(2),
+                                             int(match.group(3)) if match.group(3) else None,
+                                             None))
         return self._origin[1]
 
     def url(self, path):
@@ -991,14 +1000,25 @@ class Backlog:
         return value
 
     def prepare(self, method, url, query, form, files, accept):
+        """The request as it is sent. A form (or no body) is built here, as requests would
+        build it (urlencode, + for spaces); a file goes through requests' multipart code."""
         requests = requests_module()
         headers = {"Accept": accept} if accept else {}
-        if not form and not files and method != "GET":
+        if files:
+            return self.session.prepare_request(requests.Request(
+                method, url, params=query or None, data=form or None, files=files,
+                headers=headers))
+        from urllib.parse import urlencode
+        if method != "GET":
             # As backlog-js sends a request without parameters: an empty form, typed.
             headers["Content-Type"] = "application/x-www-form-urlencoded"
-        request = requests.Request(method, url, params=query or None, data=form or None,
-                                   files=files, headers=headers)
-        return self.session.prepare_request(request)
+        prepared = requests.PreparedRequest()
+        prepared.method, prepared.hooks = method, {"response": []}
+        prepared.url = url + (("&" if "?" in url else "?") + urlencode(query) if query else "")
+        prepared.headers = requests.structures.CaseInsensitiveDict(self.session.headers)
+        prepared.headers.update(headers)
+        prepared.prepare_body(urlencode(form) if form else None, None)
+        return prepared
 
     def send(self, method, path, query=(), form=(), accept=None, files=None, cap=None,
              seconds=None):
@@ -1204,6 +1224,7 @@ class Watchdog:
         self.lock = None
         self.deadline = self.connection = None
         self.fired = False
+        self.wakes = None  # when the thread wakes by itself (None: only when told)
 
     def arm(self, seconds):
         import threading
@@ -1212,7 +1233,8 @@ class Watchdog:
             threading.Thread(target=self.run, name="deadline", daemon=True).start()
         with self.lock:
             self.deadline, self.fired = time.monotonic() + seconds, False
-            self.lock.notify()
+            if self.wakes is None or self.wakes > self.deadline:
+                self.lock.notify()  # else it wakes before the deadline and looks again
 
     def disarm(self):
         if self.lock is not None:
@@ -1224,9 +1246,10 @@ class Watchdog:
         while True:
             with self.lock:
                 while self.deadline is None or self.deadline > time.monotonic():
+                    self.wakes = self.deadline
                     self.lock.wait(None if self.deadline is None
                                    else self.deadline - time.monotonic())
-                self.deadline, self.fired = None, True
+                self.deadline, self.fired, self.wakes = None, True, None
                 sock = getattr(self.connection, "sock", None)
             try:
                 if sock is not None:
@@ -1291,7 +1314,7 @@ def parse_backlog_json(data):
         value = json.loads(text, parse_constant=lambda _: None, parse_float=_finite)
     except (ValueError, RecursionError):
         return INVALID
-    if too_deep(value):  # before scrub, which recurses
+    if text.count("[") + text.count("{") > MAX_DEPTH and too_deep(value):  # (before scrub)
         return INVALID
     return scrub(value) if LONE.search(text) else value
 
@@ -1778,13 +1801,14 @@ def check_access(tool_, args):
 # model writing the text back knows.
 
 EMOJI = "\u2300-\u23ff\u2600-\u27bf\u2b00-\u2bff\U0001f000-\U0001faff"
+INVISIBLE = ("[\u200b-\u200f\u2060-\u2064\ufeff\u180e\u034f\u115f\u1160\u3164\uffa0\u00ad"
+             "\u061c\u202a-\u202e\u2066-\u2069"                    # direction controls
+             "\U000e0000-\U000e007f"                                  # tags
+             "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")                  # control characters
 HIDDEN = re.compile(
     "(?P<keep>\U0001f3f4[\U000e0020-\U000e007e]{1,12}\U000e007f"  # a subdivision flag
-    f"|(?<=[{EMOJI}\ufe0f])\u200d(?=[{EMOJI}]))"                  # 👩‍💻, 🏳️‍🌈
-    "|[\u200b-\u200f\u2060-\u2064\ufeff\u180e\u034f\u115f\u1160\u3164\uffa0\u00ad"  # zero width
-    "\u061c\u202a-\u202e\u2066-\u2069"                            # direction controls
-    "\U000e0000-\U000e007f"                                       # tags
-    "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")                       # control characters
+    f"|(?<=[{EMOJI}\ufe0f])\u200d(?=[{EMOJI}]))|" + INVISIBLE)    # 👩‍💻, 🏳️‍🌈
+HIDDEN_CHAR = re.compile(INVISIBLE)  # any of them: a quick first look
 COMMENT = re.compile(r"<!--.*?-->", re.S)
 CODE = re.compile(r"(?P<open>(?:^|\n)(?P<fence>`{3,}|~{3,})[^\n]*\n)"    # a fence line, then
                   r"(?P<code>.*?)(?:\n(?P=fence)[^\S\n]*(?=\n|\Z)|\Z)"       # the code
@@ -1809,6 +1833,16 @@ def stripped(text, found):
     out = visible(text)
     found["characters"] = found.get("characters", 0) + len(text) - len(out)
     return out
+
+
+ESCAPED_CONTROL = re.compile(r"\\u00[01][0-9a-fA-F]|\\u007[fF]|\\[bf]")
+
+
+def may_hide(text):
+    """Could a JSON value, dumped as `text`, hold something `stripped` removes? An answer with
+    nothing to take out (most) is looked at once, whole, in C."""
+    return "<!--" in text or bool(HIDDEN_CHAR.search(text)) \
+        or bool(ESCAPED_CONTROL.search(text))
 
 
 def _uncomment(text, found):
@@ -2263,16 +2297,15 @@ LIST_TEXT = 1000     # characters of one text in a list item
 NOTE_ROOM = 800      # bytes left for the notes when an answer is cut to the budget
 
 
-def bounded(value, tool_, steer):
+def bounded(value, tool_, steer, size):
     """A tool's answer shaped by the pipeline's parameters: paged here when Backlog gives the
-    list whole, its long texts windowed (details) or cut (lists), its fields selected."""
-    if isinstance(value, Download):
-        return value.bounded(steer.get("offset") or 0)
+    list whole, its long texts windowed (details) or cut (lists), its fields selected. `size`:
+    the length of its JSON (no text in it is longer)."""
     if tool_.pages is not None and isinstance(value, list):
         value = paged(value, tool_, steer)
-    if isinstance(value, list):
+    if isinstance(value, list) and size > LIST_TEXT:
         value = relist(value, [clipped(item, LIST_TEXT, tool_) for item in value])
-    elif isinstance(value, dict):
+    elif isinstance(value, dict) and size > TEXT_WINDOW:
         value = windowed(value, steer.get("text_offset") or 0, tool_)
     fields = steer.get("fields")
     if fields is not None and isinstance(value, list):
@@ -2337,14 +2370,14 @@ def windowed(value, offset, tool_, path=""):
 
 
 def fit(value, budget=None):
-    """(value within the answer budget, items kept of a list or None). A list keeps the
+    """(JSON of the value within the answer budget, items kept of a list or None). A list keeps the
     items that fit; an object has its longest texts, then its longest lists, halved until it
     fits; each cut is said. Sizes are counted as the client reads them (escaped once more
     inside the result's text)."""
     budget = (budget or settings().max_answer) - NOTE_ROOM
-    size = wire_size(dumps(value))
-    if size <= budget:
-        return value, None
+    text = dumps(value)
+    if len(text) * 2 <= budget or wire_size(text) <= budget:
+        return text, None
     if isinstance(value, list):
         total, kept = 2, 0
         for item in value:
@@ -2352,7 +2385,7 @@ def fit(value, budget=None):
             if total > budget:
                 break
             kept += 1
-        return value[:kept], kept
+        return dumps(value[:kept]), kept
     for _ in range(64):  # each round halves the largest text or list: a few rounds suffice
         found = largest(value)
         if found is None:
@@ -2368,7 +2401,7 @@ def fit(value, budget=None):
             break
     if size > budget:
         value = {"note": "This answer does not fit in one; ask for less (fields, count)."}
-    return value, None
+    return dumps(value), None
 
 
 def wire_size(text):
@@ -2574,7 +2607,13 @@ def run_admitted(tool_, args):
             if exc.status == 404 and exc.backlog:
                 raise not_found(tool_, args, said=exc.said) from None
             raise
-        return bounded(strip_hidden(hold(value, tool_, args)), tool_, steer)
+        value = hold(value, tool_, args)
+        if isinstance(value, Download):
+            return value.bounded(steer.get("offset") or 0)
+        text = json.dumps(value, ensure_ascii=False)  # looked at once, whole, for the rest
+        if may_hide(text):
+            value = strip_hidden(value)
+        return bounded(value, tool_, steer, len(text))
 
 
 def run_tool(tool_, arguments):
@@ -2665,7 +2704,7 @@ def result_of(tool_, args, value):
         content = [{"type": "text", "text": value}]
     else:
         answer, kept = fit(shaped(value))
-        content = [{"type": "text", "text": dumps(answer)}]
+        content = [{"type": "text", "text": answer}]
         if isinstance(value, list):
             content.append({"type": "text", "text": page_note(tool_, args, value, kept)})
     notes = NOTES.get() or []
@@ -4494,8 +4533,8 @@ def gather(parts):
         try:
             args, value = run_tool(TOOLS[name], arguments)
             answer, kept = fit(shaped(value), share)
-            text = dumps(answer) + (f"\n({page_note(TOOLS[name], args, value, kept)})"
-                                    if isinstance(value, list) else "")
+            text = answer + (f"\n({page_note(TOOLS[name], args, value, kept)})"
+                             if isinstance(value, list) else "")
         except ToolError as exc:
             if isinstance(exc, NotFound) and not out:
                 raise

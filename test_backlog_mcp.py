@@ -4494,3 +4494,12 @@ def test_prompts_carry_their_page_notes_within_the_budget(big):
     text = seen(rpc("prompts/get", {"name": "triage", "arguments": {"issue": "DEMO-42"}}))
     assert len(text) < b.MAX_ANSWER + 4000
     assert "more may exist: call again with" in text or "more: call again with" in text
+
+
+def test_the_host_check_reads_ipv6_loopback_and_ports_as_sent():
+    for url in ("http://[::1]:8080", "https://x.backlog.com:8443", "http://127.0.0.1:9"):
+        b.configure(dict(ENV, BACKLOG_BASE_URL=url))
+        space = b.here()
+        from urllib3.util import parse_url
+        got = parse_url(space.api.url("space"))
+        assert (got.scheme, got.host, got.port, None) == space.api.origin()

@@ -1,5 +1,5 @@
 """Benchmark of mcp-backlog-server: start-up, context cost, call overhead, memory, throughput,
-the bundle.
+the bundle, common answers, and every read call against a big space.
 
     python3 benchmarks/bench.py [--pyz backlog_mcp.pyz] [--json out.json] [--runs 20] [--calls 200]
 
@@ -392,15 +392,11 @@ def scale_calls(b, host):
     return calls
 
 
-def scale(module_dir=None, keep=10):
+def scale(keep=10):
     """Calls against a big space (tests/big_space.py) through the server's dispatch, in
     process: the bytes a client reads (tokens ~ bytes/3.5), Backlog requests, time; the
-    worst first. `module_dir`: another backlog_mcp.py to measure (a before)."""
-    import importlib
-    if module_dir:
-        sys.path.insert(0, module_dir)
-    sys.modules.pop("backlog_mcp", None)
-    b = importlib.import_module("backlog_mcp")
+    worst first."""
+    import backlog_mcp as b
     from fake_backlog import FakeBacklog
     rows = []
     with FakeBacklog(KEY, big=True) as fake:
@@ -420,9 +416,6 @@ def scale(module_dir=None, keep=10):
                          "requests": len(fake.requests),
                          "ms": round((time.perf_counter() - started) * 1000, 1),
                          "error": b'"isError":true' in reply or b'"error":{' in reply})
-    if module_dir:
-        sys.path.remove(module_dir)
-        sys.modules.pop("backlog_mcp", None)
     rows.sort(key=lambda r: -r["bytes"])
     over = [r for r in rows if r["bytes"] > BUDGET_BYTES]
     return {"calls": len(rows), "over_budget": len(over),
@@ -455,14 +448,10 @@ COMMON = [  # what a session does most: (label, tool, arguments)
 ]
 
 
-def common_answers(module_dir=None):
+def common_answers():
     """The model-facing bytes (and tokens ~ bytes/3.5) of COMMON, lean and full, against the
     stand-in's documented shapes (20 issues for the list)."""
-    import importlib
-    if module_dir:
-        sys.path.insert(0, module_dir)
-    sys.modules.pop("backlog_mcp", None)
-    b = importlib.import_module("backlog_mcp")
+    import backlog_mcp as b
     from fake_backlog import FakeBacklog, load
     issue = load("issue")
     rows = {}
@@ -477,9 +466,6 @@ def common_answers(module_dir=None):
                                   "params": {"name": tool, "arguments": arguments}}, b.Session())
                 texts = "".join(c.get("text", "") for c in reply["result"]["content"])
                 rows.setdefault(label, {})[mode] = len(texts.encode())
-    if module_dir:
-        sys.path.remove(module_dir)
-        sys.modules.pop("backlog_mcp", None)
     total = {mode: sum(r[mode] for r in rows.values()) for mode in ("lean", "full")}
     return {"answers": rows, "total_bytes": total,
             "total_tokens": {m: round(v / 3.5) for m, v in total.items()}}
@@ -542,7 +528,16 @@ def table(results):
                     f"({named['min'] * 1000:.1f}-{named['max'] * 1000:.1f}); with "
                     f"{row['interpreter']} itself {real['median'] * 1000:.1f} ms "
                     f"({real['min'] * 1000:.1f}-{real['max'] * 1000:.1f})")
+    rows.append(answers_table(results))
     return "\n".join(rows)
+
+
+def answers_table(results):
+    common = results["common"]
+    return "\n".join([f"answers   {len(common['answers'])} common answers: lean "
+                      f"{common['total_bytes']['lean']:,} B (~{common['total_tokens']['lean']:,}"
+                      f" tokens), full {common['total_bytes']['full']:,} B "
+                      f"(~{common['total_tokens']['full']:,})", scale_table(results["scale"])])
 
 
 def main(argv=None):
@@ -552,7 +547,15 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=20, help="start-up runs per command")
     parser.add_argument("--calls", type=int, default=1000, help="calls for overhead and memory")
     parser.add_argument("--burst", type=int, default=1000, help="messages per pipelined burst")
+    parser.add_argument("--worst", type=int, default=10, help="calls of the scale run shown")
+    parser.add_argument("--answers-of", metavar="DIR", help="only the answers (common and "
+                        "scale) of the backlog_mcp.py in DIR: an earlier version, to compare")
     args = parser.parse_args(argv)
+    if args.answers_of:
+        sys.path.insert(0, os.path.abspath(args.answers_of))
+        results = {"common": common_answers(), "scale": scale(keep=args.worst)}
+        print(answers_table(results))
+        return results
     if not os.path.exists(args.pyz):
         raise SystemExit(f"{args.pyz} not found: run `bash zipapp.sh` first")
     sys.path.insert(0, args.pyz)  # the requests that the .pyz carries, for the bare loop
@@ -572,6 +575,8 @@ def main(argv=None):
             "burst": burst(pyz, standin.url, args.burst),
             "stalls": stalls(pyz, standin),
             "bundle": bundle(args.pyz, standin.url, args.runs),
+            "common": common_answers(),
+            "scale": scale(keep=args.worst),
         }
     finally:
         standin.close()
