@@ -366,6 +366,8 @@ SETTINGS_TABLE = (  # in the order they are read: a later parser may use an earl
     Setting("BACKLOG_DOWNLOAD_DIR", folders, [], "a folder where a file too large for one "
             "answer is saved, its path answered (default: none; for hosts that read files)",
             verbatim=True, attribute="download_dir"),
+    Setting("BACKLOG_CONVERT", flag, True, "0 leaves texts as the model wrote them (a mismatch "
+            "with the project's formatting rule is only said); default: converted"),
     Setting("BACKLOG_CONFIRM", choice("destructive", "writes", "off"), "destructive",
             "ask the person before what destroys (default), every write, or off; only "
             "where the client can ask"),
@@ -1892,13 +1894,15 @@ class P:
     """A tool parameter: JSON type, one-line description, constraints, and how to check it."""
 
     def __init__(self, type, doc, items=None, enum=None, minimum=None, maximum=None,
-                 pattern=None, check=None, alias=None, owner=None, ident=None, user=False):
+                 pattern=None, check=None, alias=None, owner=None, ident=None, user=False,
+                 text=False):
         self.type, self.doc, self.items, self.enum = type, doc, items, enum
         self.minimum, self.maximum, self.pattern = minimum, maximum, pattern
         self.check, self.alias = check, alias
         self.owner = owner  # a kind of OWNERS: the pipeline holds its project to the allow-list
         self.ident = ident  # what it names under its owner (comment, attachment), for messages
         self.user = user    # names a user: an id, a userId or a name, made an id before it runs
+        self.text = text    # a text Backlog formats: written in the project's rule
 
     def like(self, **changes):
         """The same parameter with some properties changed."""
@@ -2174,8 +2178,10 @@ DATE = r"\d{4}-\d{2}-\d{2}\Z"
 Date = P("string", "yyyy-MM-dd", pattern=DATE, check="is not a date like 2025-06-30")
 Text = P("string", "Text")
 Summary = P("string", "Title")
-Description = P("string", "Body text")
-Content = P("string", "Text")
+TEXT_RULE = "Markdown or Backlog notation: converted to the project's format"
+Description = P("string", f"Body ({TEXT_RULE})", text=True)
+Content = P("string", f"Text ({TEXT_RULE})", text=True)
+MilestoneText = P("string", "Description")
 Hours = P("number", "Hours", minimum=0)
 Bool = P("boolean", "true or false")
 CustomFields = P("object", "{field name or id: value}")
@@ -2608,6 +2614,8 @@ def run_admitted(tool_, args):
                 raise not_found(tool_, args, said=exc.said) from None
             raise
         value = hold(value, tool_, args)
+        if tool_.texts and isinstance(value, dict):
+            tell_rule(tool_, value)
         if isinstance(value, Download):
             return value.bounded(steer.get("offset") or 0)
         text = json.dumps(value, ensure_ascii=False)  # looked at once, whole, for the rest
@@ -2674,6 +2682,8 @@ def call_tool(name, arguments, confirm=None):
             args = admit(tool_, arguments)  # a bad or forbidden call is refused unasked
             if tool_.write:
                 audit_ready()
+                with guarded(tool_.name):
+                    render(tool_, args)  # its texts in the project's format
             if confirm is not None and needs_confirmation(tool_, args):
                 answer, instead = confirm(tool_, args)
                 if instead is not None:
@@ -2711,6 +2721,249 @@ def result_of(tool_, args, value):
     if notes:
         content.append({"type": "text", "text": " ".join(notes)})
     return {"content": content, "isError": False}
+
+
+# == Text formatting ===========================================================
+# Each project writes its texts in Markdown or in Backlog notation (textFormattingRule), and
+# Backlog never converts: Markdown in a notation project shows as literal **, ## and ```. So a
+# text a model writes (by habit in Markdown) is converted to the project's rule, but only
+# what cannot be read the other way (the constructs below), never inside code, never twice;
+# the answer says what was converted. Documents are always Markdown. Sources: Nulab's help
+# pages on both rules and the backlog-notation skill of Nulab's CLI (bee), as summed up in
+# shared/backlog-api, §8; what they do not settle is left alone.
+
+MD_FENCE = re.compile(r"^(`{3,}|~{3,})[ \t]*([\w+#.-]*)[ \t]*$")
+MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(\S.*?)[ \t]*#*[ \t]*$")
+MD_SEPARATOR = re.compile(r"^[ \t]*\|?[ \t]*:?-{3,}:?[ \t]*(\|[ \t]*:?-{3,}:?[ \t]*)+\|?[ \t]*$")
+MD_INLINE = [  # (what, pattern, notation), in this order, outside inline code
+    ("image", re.compile(r"!\[([^\]\n]*)\]\(([^)\s]+)\)"), r"#image(\2)"),
+    ("link", re.compile(r"(?<!!)\[([^\]\n]+)\]\(((?:https?|ftp)://[^)\s]+)\)"), r"[[\1>\2]]"),
+    ("bold", re.compile(r"(?<![*\w])\*\*(?=\S)([^*\n]+?)(?<=\S)\*\*(?![*\w])"), r"''\1''"),
+    ("bold", re.compile(r"(?<![_\w])__(?=\S)([^_\n]+?)(?<=\S)__(?![_\w])"), r"''\1''"),
+    ("strike", re.compile(r"(?<!~)~~(?=\S)([^~\n]+?)(?<=\S)~~(?!~)"), r"%%\1%%"),
+]
+MD_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)")
+NT_CODE = re.compile(r"^\{code(?::([\w+#.-]+))?\}[ \t]*$")
+NT_CODE_END = re.compile(r"^\{/code\}[ \t]*$")
+NT_HEADING = re.compile(r"^(\*{2,6})[ \t]+(\S.*)$")  # one * is also a Markdown bullet: kept
+NT_TABLE_HEAD = re.compile(r"^(\|.*\|)h[ \t]*$")
+NT_INLINE = [  # (what, pattern, Markdown), in this order, outside {code}
+    ("code", re.compile(r"\{code(?::[\w+#.-]+)?\}([^\n{}]+?)\{/code\}"), r"`\1`"),
+    ("italic", re.compile(r"'''(?=\S)([^'\n]+?)(?<=\S)'''"), r"*\1*"),
+    ("bold", re.compile(r"(?<!')''(?=[^'\s])([^'\n]+?)(?<=[^'\s])''(?!')"), r"**\1**"),
+    ("strike", re.compile(r"%%(?=\S)([^%\n]+?)(?<=\S)%%"), r"~~\1~~"),
+    ("link", re.compile(r"\[\[([^\]>\n]+?)>((?:https?|ftp)://[^\]\s]+)\]\]"), r"[\1](\2)"),
+    ("link", re.compile(r"\[\[([^\]:\n]+?):((?:https?|ftp)://[^\]\s]+)\]\]"), r"[\1](\2)"),
+    ("link", re.compile(r"\[\[((?:https?|ftp)://[^\]\s]+)\]\]"), r"<\1>"),
+    ("image", re.compile(r"#(?:image|thumbnail)\(([^)\s]+)\)"), r"![](\1)"),
+    ("line break", re.compile(r"&br;"), "  \n"),
+    ("colour", re.compile(r"&color\([^)\n]*\)\s*\{\s*([^}\n]*?)\s*\}"), r"\1"),
+]
+RULES = {"markdown": "Markdown", "backlog": "Backlog notation"}
+
+
+def to_notation(text):
+    """(text in Backlog notation, what was converted) of Markdown: fenced code to {code},
+    # headings to *, **bold** and __bold__ to ''bold'', ~~x~~ to %%x%%, [label](url) to
+    [[label>url]], ![](url) to #image(url), a table's header row to |a|b|h, and inline code to
+    ''bold'' (notation has no inline code). Code stays as it is."""
+    out, done, fence, code = [], [], None, False
+    for line in text.split("\n"):
+        if fence is not None:  # inside Markdown code: as it is, to the fence that closes it
+            if line.strip().startswith(fence) and not line.strip().strip(fence[0]):
+                out.append("{/code}")
+                fence = None
+            else:
+                out.append(line)
+            continue
+        if code or NT_CODE.match(line):  # notation code already: as it is
+            out.append(line)
+            code = not NT_CODE_END.match(line)
+            continue
+        opened = MD_FENCE.match(line)
+        if opened:
+            fence = opened.group(1)
+            out.append("{code:%s}" % opened.group(2) if opened.group(2) else "{code}")
+            done.append("fenced code → {code}")
+            continue
+        heading = MD_HEADING.match(line)
+        if heading:
+            out.append("*" * min(len(heading.group(1)), 4) + " " + heading.group(2))
+            done.append("# headings → *")
+            continue
+        if MD_SEPARATOR.match(line) and out and out[-1].strip().startswith("|"):
+            out[-1] = "|" + out[-1].strip().strip("|") + "|h"
+            done.append("table header → |…|h")
+            continue
+        out.append(_spans(line, done))
+    if fence is not None:  # a fence never closed is code to the end, as Markdown reads it
+        out.append("{/code}")
+    return "\n".join(out), done
+
+
+def _spans(line, done):
+    """A line's inline Markdown as notation, its code spans made ''bold''."""
+    parts, last = [], 0
+    for code in MD_CODE_SPAN.finditer(line):
+        parts += [_inline(line[last:code.start()], MD_INLINE, done),
+                  "''" + code.group(2).strip() + "''"]
+        done.append("`code` → ''bold'' (notation has no inline code)")
+        last = code.end()
+    return "".join(parts + [_inline(line[last:], MD_INLINE, done)])
+
+
+def _inline(text, table, done):
+    for what, pattern, replacement in table:
+        text, n = pattern.subn(replacement, text)
+        if n:
+            done.append(what)
+    return text
+
+
+def to_markdown(text):
+    """(text in Markdown, what was converted) of Backlog notation: {code} to fences, ** and
+    deeper headings to #, ''bold'' to **bold**, '''italic''' to *italic*, %%x%% to ~~x~~,
+    [[label>url]] to [label](url), #image() to ![](), &br; to a line break, a |a|b|h header
+    row to a Markdown table head; &color() keeps its text. Code stays as it is."""
+    out, done, code, fenced_ = [], [], False, None
+    for line in text.split("\n"):
+        if fenced_ is not None:  # a Markdown fence already: as it is
+            out.append(line)
+            if line.strip().startswith(fenced_) and not line.strip().strip(fenced_[0]):
+                fenced_ = None
+            continue
+        if code:
+            if NT_CODE_END.match(line):
+                out.append("```")
+                code = False
+            else:
+                out.append(line)
+            continue
+        opened = NT_CODE.match(line)
+        if opened:
+            out.append("```" + (opened.group(1) or ""))
+            done.append("{code} → fenced code")
+            code = True
+            continue
+        if MD_FENCE.match(line):
+            fenced_ = MD_FENCE.match(line).group(1)
+            out.append(line)
+            continue
+        heading = NT_HEADING.match(line)
+        if heading:
+            out.append("#" * len(heading.group(1)) + " " + heading.group(2))
+            done.append("** headings → ##")
+            continue
+        head = NT_TABLE_HEAD.match(line)
+        if head:
+            cells = head.group(1).strip("|").split("|")
+            out += [head.group(1), "|" + "|".join("---" for _ in cells) + "|"]
+            done.append("table header |…|h → |---|")
+            continue
+        parts, last = [], 0
+        for span in MD_CODE_SPAN.finditer(line):  # inline Markdown code stays as it is
+            parts += [_inline(line[last:span.start()], NT_INLINE, done), span.group(0)]
+            last = span.end()
+        out.append("".join(parts + [_inline(line[last:], NT_INLINE, done)]))
+    if code:  # a {code} never closed: closed here, as Backlog shows it to the end
+        out.append("```")
+    return "\n".join(out), done
+
+
+def render(tool_, args):
+    """The texts of a write as the project shows them: literal \\n sequences made line
+    breaks, Markdown and notation converted to the project's rule (or, with BACKLOG_CONVERT
+    off, a mismatch said), members mentioned by @userId or @name; the notes say what."""
+    texts = [n for n, p in tool_.params.items() if p.text and isinstance(args.get(n), str)]
+    if not texts:
+        return
+    try:
+        project, rule = text_rule(tool_, args)
+    except ToolError:  # the project cannot be read: the text goes as it was written
+        note("The project's text format could not be read: the text is sent as written.")
+        return
+    for name in texts:
+        text = repaired(args[name])
+        converted, done = (to_notation if rule == "backlog" else to_markdown)(text)
+        if done and settings().convert:
+            text = converted
+            note(f"{name}: converted to {RULES[rule]}, as {project} writes it: "
+                 f"{', '.join(dict.fromkeys(done))}.")
+        elif done:
+            note(f"{name} looks written in the other syntax ({', '.join(dict.fromkeys(done))})"
+                 f" and will show as written; in {RULES[rule]} it reads: "
+                 + (converted if len(converted) <= 4000 else "(too long to repeat here)"))
+        args[name] = mentioned(text, project) if "@" in text else text
+    note(f"Text formatting of {project}: {RULES[rule]}.")
+
+
+def tell_rule(tool_, record):
+    """Say once, in an answer that carries a text, which format its project writes in, so
+    that a model editing the text keeps it."""
+    if tool_.category == "document":
+        note("Documents are written in Markdown.")
+        return
+    project = record.get("projectId") or (record.get("issueKey") or "").rsplit("-", 1)[0]
+    try:
+        key, rule = rule_of(project) if project else (None, None)
+    except ToolError:
+        return
+    if key:
+        note(f"{key} writes texts in {RULES[rule]}; keep it when you edit them.")
+
+
+def repaired(text):
+    """A long text sent with literal \\n sequences and no line break, with line breaks."""
+    if "\n" not in text and text.count("\\n") >= 2:
+        note("Literal \\n sequences in the text were made line breaks.")
+        return text.replace("\\r\\n", "\n").replace("\\n", "\n").replace("\\t", "\t")
+    return text
+
+
+def text_rule(tool_, args):
+    """(project key, its textFormattingRule) of the project a call writes in; documents are
+    always Markdown."""
+    if tool_.category == "document":
+        return str(args.get("project_id_or_key") or "the document"), "markdown"
+    for name in ("project_id_or_key", "issue_id_or_key", "wiki_id"):
+        param = tool_.params.get(name)
+        if param is not None and args.get(name) is not None:
+            return rule_of(OWNERS[param.owner][0](args[name], args))
+    return "the project", "markdown"
+
+
+def rule_of(project):
+    """(key, textFormattingRule) of a project (by key or id), read once and kept."""
+    found = project_info(project)
+    rule = found.get("textFormattingRule")
+    return found["projectKey"], rule if rule in RULES else "markdown"
+
+
+MENTION = re.compile(r"(?<![\w@.])@(?=\S)")
+
+
+def mentioned(text, project):
+    """@userId or @name of exactly one member of the project as Backlog's mention, <@U{id}>;
+    anything else (a mail address, an unknown or shared name) as written."""
+    members = [m for m in listed("users", project) if isinstance(m.get("id"), int)]
+    out, last, named = [], 0, []
+    for at in MENTION.finditer(text):
+        rest = text[at.end():].casefold()
+        found = {}
+        for member in members:
+            for handle in (member.get("userId"), member.get("name")):
+                if isinstance(handle, str) and handle and rest.startswith(handle.casefold()) \
+                        and not re.match(r"\w", rest[len(handle):len(handle) + 1]):
+                    found.setdefault(len(handle), set()).add(member["id"])
+        if not found or len(found[max(found)]) != 1:
+            continue
+        size, (user,) = max(found), found[max(found)]
+        out += [text[last:at.start()], f"<@U{user}>"]
+        last = at.end() + size
+        named.append(text[at.end():last])
+    if named:
+        note(f"Mentioned: {', '.join(dict.fromkeys(named))}.")
+    return "".join(out + [text[last:]])
 
 
 # == Confirmation ==============================================================
@@ -3236,7 +3489,9 @@ def document_attachment_download(document_id: DocumentId, attachment_id: Attachm
 
 @tool("Add document", write="document")
 def document_add(project_id_or_key: ProjectIdOrKey.like(alias="project_id"),
-                 title: P("string", "Title") = None, content: Content = None,
+                 title: P("string", "Title") = None,
+                 content: Content.like(doc="Body in Markdown (documents are always Markdown)")
+                 = None,
                  emoji: P("string", "Emoji shown with the title") = None,
                  parent_id: DocumentId.like(doc="Parent document id") = None,
                  add_last: P("boolean", "Place it last among its siblings") = None):
@@ -3367,7 +3622,7 @@ def git_pr_update(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrNa
                   pr_number: PrNumber, summary: Summary = None, description: Description = None,
                   issue_id: IssueId.like(doc="Linked issue id") = None,
                   assignee_id: Assignee = None, notified_user_ids: UserIds = None,
-                  comment: P("string", "Comment to add with the change") = None,
+                  comment: Content.like(doc="Comment to add with the change") = None,
                   attachment_ids: AttachmentIds = None):
     """Update a pull request's summary, description, linked issue or assignee."""
     if assignee_id is not None:
@@ -3802,7 +4057,7 @@ def issue_update(issue_id_or_key: IssueIdOrKey, summary: Summary = None,
                  milestone_ids: Milestones = None, version_ids: Versions = None,
                  parent_issue_id: ParentIssue = None,
                  custom_fields: CustomFields = None,
-                 comment: P("string", "Comment to add with the change") = None,
+                 comment: Content.like(doc="Comment to add with the change") = None,
                  notified_user_ids: UserIds = None, attachment_ids: AttachmentIds = None,
                  clear: P("array", "Fields to empty, e.g. assignee_id to unassign; a custom "
                                    "field: custom_fields {name: null}", items="string",
@@ -4052,7 +4307,7 @@ VersionName = P("string", "Milestone name")
 
 @tool("Add milestone", write="project")
 def project_version_add(project_id_or_key: ProjectIdOrKey, name: VersionName,
-                        description: Description = None, start_date: Date = None,
+                        description: MilestoneText = None, start_date: Date = None,
                         release_due_date: Date = None):
     """Add a milestone (version) to a project."""
     return api.post(("projects", project_id_or_key, "versions"),
@@ -4064,7 +4319,7 @@ def project_version_add(project_id_or_key: ProjectIdOrKey, name: VersionName,
       destructive=lambda a: a.get("description") is not None)
 def project_version_update(project_id_or_key: ProjectIdOrKey,
                            version_id: P("integer", "Milestone id", minimum=1), name: VersionName,
-                           description: Description = None, start_date: Date = None,
+                           description: MilestoneText = None, start_date: Date = None,
                            release_due_date: Date = None,
                            archived: P("boolean", "Archive or unarchive") = None):
     """Update a milestone (version): name, dates, description, archived."""
@@ -4272,7 +4527,7 @@ def wiki_list_get(project_id_or_key: OptProject = None, keyword: Keyword = None,
     pages = []
     for project in projects:
         Progress.step(f"wiki pages of {project}", total=len(projects))
-        pages += api.get("wikis", {"projectIdOrKey": project, "keyword": keyword})
+        pages += rows(api.get("wikis", {"projectIdOrKey": project, "keyword": keyword}), {})
     return pages
 
 
