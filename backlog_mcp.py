@@ -1793,6 +1793,202 @@ def check_access(tool_, args):
                               "project you may change.")
 
 
+# == Pasted addresses ==========================================================
+# People paste links, not ids: wherever a tool takes an issue, a comment, a wiki page, a pull
+# request, a document, a shared file or a project, it takes the address of it in Backlog too.
+# The address's host picks the space (an unknown host is refused, and no key goes there);
+# what the address names is filled in for the parameters it fills (a comment's address gives
+# the issue and the comment_id; a pull request's the project, the repository and the number).
+
+WEB_PATHS = [  # (pattern of the path in Backlog's web app, what it names)
+    (r"view/(?P<project>[_A-Z0-9]{1,25})-(?P<number>[1-9][0-9]{0,9})", "issue"),
+    (r"(?:alias/)?wiki/(?P<wiki>[1-9][0-9]{0,17})", "wiki"),
+    (r"wiki/(?P<project>[_A-Z0-9]{1,25})/(?P<name>.+)", "wiki name"),
+    (r"git/(?P<project>[_A-Z0-9]{1,25})/(?P<repo>[A-Za-z0-9][A-Za-z0-9_.-]{0,99}?)"
+     r"(?:\.git)?(?:/pullRequests/(?P<pr>[1-9][0-9]{0,9}))?(?:/.*)?", "repo"),
+    (r"document/(?:(?P<project>[_A-Z0-9]{1,25})/)?(?P<document>[0-9a-fA-F]{32})", "document"),
+    (r"file/(?P<project>[_A-Z0-9]{1,25})/(?P<path>.+)", "file"),
+    (r"projects/(?P<project>[_A-Z0-9]{1,25})(?:/.*)?", "project"),
+]
+WEB = re.compile(r"https?://([^/?#\s]+)/([^\s]*)\Z", re.I)
+
+
+def host_of(space):
+    from urllib.parse import urlsplit
+    return urlsplit(space.settings.base_url).netloc if space.settings.base_url else ""
+
+
+def url_space(text):
+    """The space whose host a pasted URL names (None when the text is no URL); a tool error,
+    and no request, for a host that no space has."""
+    match = re.match(r"https?://([^/?#]+)", text.strip(), re.I)
+    if not match:
+        return None
+    host = match.group(1).lower()
+    for space in SPACES.values():
+        if host_of(space) and host == host_of(space):
+            return space
+    raise ToolError(f"{clip(host, 80)} is not the host of a space this server uses "
+                    f"({', '.join(host_of(s) for s in SPACES.values() if host_of(s))}).",
+                    "paste a URL of one of them.")
+
+
+def web_address(text):
+    """(space, {name: value}) of the address of something in a configured space's web app,
+    or None when the text is no address; a tool error, with nothing sent, for a host that no
+    space has or a path that names nothing known."""
+    from urllib.parse import unquote_plus
+    match = WEB.match(text.strip()) if isinstance(text, str) else None
+    if not match:
+        return None
+    space = url_space(text)
+    path, _, fragment = match.group(2).partition("#")
+    path = path.partition("?")[0].rstrip("/")
+    for pattern, kind in WEB_PATHS:
+        found = re.fullmatch(pattern, path, re.I)
+        if found:
+            parts = {k: v for k, v in found.groupdict().items() if v}
+            parts.update({k: unquote_plus(parts[k]) for k in ("name", "path") if k in parts})
+            if "project" in parts:
+                parts["project"] = parts["project"].upper()
+            comment = re.fullmatch(r"comment-([1-9][0-9]{0,17})", fragment)
+            if kind == "issue" and comment:
+                parts["comment"] = comment.group(1)
+            return space, dict(parts, kind=kind)
+    raise ToolError(f"{clip(text, 120)} is not the address of an issue, comment, wiki page, "
+                    "pull request, document, shared file or project.",
+                    "paste the page's address, or give the key or id.")
+
+
+ADDRESSED = {"project", "issue", "comment", "wiki", "repo", "pull request", "document",
+             "shared file"}  # what a parameter may name that has an address
+
+
+def pasted(tool_, arguments):
+    """[(name, param, value)] of the arguments given as addresses, in parameters that name
+    something with one (a text that is only a URL stays a text)."""
+    found = []
+    for name, value in arguments.items():
+        param = tool_.params.get(tool_.aliases.get(name, name))
+        if param is None or (param.owner or param.ident) not in ADDRESSED:
+            continue
+        for one in value if isinstance(value, list) else [value]:
+            if isinstance(one, str) and WEB.match(one.strip()):
+                found.append((name, param, one))
+    return found
+
+
+def addresses_space(tool_, arguments):
+    """The name of the space the pasted addresses of a call name (None when there is none);
+    they must all name one. An unknown host is a tool error, and nothing is sent."""
+    spaces = {url_space(value).name for _, _, value in pasted(tool_, arguments)}
+    if len(spaces) > 1:
+        raise ToolError("The addresses given are of different spaces.", "give one at a time.")
+    return spaces.pop() if spaces else None
+
+
+def expand_addresses(tool_, arguments):
+    """The arguments with each pasted address replaced by what it names, filling the other
+    parameters it gives (a comment's issue, a pull request's project and repository) where
+    they were not given. Lookups (a wiki page by name, a shared file by path) are made only
+    in projects this server may read."""
+    named = addresses_space(tool_, arguments)
+    if named is not None and named != here().name:
+        raise ToolError(f"That address is of space '{named}', not '{here().name}'.",
+                        f"call again with space '{named}'.")
+    out = dict(arguments)
+    for name, param, value in pasted(tool_, arguments):
+        parts = web_address(value)[1]
+        project = parts.get("project")
+        if project and level_of(project) is None:
+            raise not_found(tool_, {}, ("project", project))
+        try:
+            given = addressed(param, parts, tool_, project)
+        except Missing as exc:
+            raise not_found(tool_, {}, (exc.kind, exc.value)) from None
+        if isinstance(out[name], list):
+            out[name] = [given if item == value else item for item in out[name]]
+        else:
+            out[name] = given
+        fill = {"project_id_or_key": project, "repo_id_or_name": parts.get("repo"),
+                "pr_number": parts.get("pr") and int(parts["pr"]),
+                "issue_id_or_key": parts.get("number") and f"{project}-{parts['number']}",
+                "comment_id": parts.get("comment") and int(parts["comment"])}
+        given_names = {tool_.aliases.get(n, n) for n in arguments}
+        out.update({k: v for k, v in fill.items() if v is not None and k in tool_.params
+                    and k not in given_names and k != name})
+    return out
+
+
+def addressed(param, parts, tool_, project):
+    """What an address gives a parameter of this kind."""
+    kind, issue = parts["kind"], f"{project}-{parts.get('number')}"
+    wanted = param.owner or param.ident
+    if wanted == "project" and project:
+        return project
+    if wanted == "issue" and kind == "issue":
+        if param.type == "string":
+            return issue
+        try:
+            return checked(api.get(("issues", issue)), {"id": int})["id"]
+        except BacklogError as exc:
+            if exc.status == 404 and exc.backlog:
+                raise Missing("issue", issue) from None
+            raise
+    if wanted == "comment" and parts.get("comment"):
+        return int(parts["comment"])
+    if wanted == "wiki" and kind == "wiki":
+        return int(parts["wiki"])
+    if wanted == "wiki" and kind == "wiki name":
+        pages = rows(api.get("wikis", {"projectIdOrKey": project, "keyword": parts["name"]}), {})
+        found = [p["id"] for p in pages if p.get("name") == parts["name"]]
+        if len(found) != 1:
+            raise Missing("wiki page", f"{project}/{parts['name']}")
+        return found[0]
+    if wanted == "repo" and parts.get("repo"):
+        return parts["repo"]
+    if wanted == "pull request" and parts.get("pr"):
+        return int(parts["pr"])
+    if wanted == "document" and parts.get("document"):
+        return parts["document"].lower()
+    if wanted == "shared file" and kind == "file":
+        folder, _, filename = parts["path"].rstrip("/").rpartition("/")
+        listed_ = rows(api.get(("projects", project, "files", "metadata")
+                               + (directory(folder) or (SLASH,)), {"count": 100}), {})
+        found = [f["id"] for f in listed_ if f.get("name") == filename and isinstance(
+            f.get("id"), int)]
+        if len(found) != 1:
+            raise Missing("shared file", f"{project}/{parts['path']}")
+        return found[0]
+    raise ToolError(f"That address names a {kind}, not a {wanted}.",
+                    f"give the {wanted} itself.")
+
+
+def resource_of_address(text):
+    """backlog://HOST/... for a pasted address of what a resource can show, else None. A wiki
+    page by name and a shared file by path are looked up (in an allowed project only)."""
+    found = web_address(text)
+    if found is None:
+        return None
+    space, parts = found
+    project, kind = parts.get("project"), parts["kind"]
+    with within(space.name):
+        if project and level_of(project) is None:
+            raise Missing("project", project)
+        if kind in ("wiki name", "file"):
+            parts = dict(parts, id=addressed(WikiId if kind == "wiki name" else SharedFileId,
+                                             parts, None, project))
+    paths = {"issue": f"view/{project}-{parts.get('number')}",
+             "wiki": f"wiki/{parts.get('wiki')}", "wiki name": f"wiki/{parts.get('id')}",
+             "document": f"document/{parts.get('document')}",
+             "file": f"file/{project}/{parts.get('id')}",
+             "project": f"projects/{project}",
+             "repo": f"git/{project}/{parts.get('repo')}/pullRequests/{parts.get('pr')}"
+             if parts.get("pr") else None}
+    path = paths.get(kind)
+    return f"backlog://{host_of(space)}/{path}" if path else None
+
+
 # == Untrusted text ============================================================
 # Text that anyone typed into Backlog reaches the model through every channel, so on its way
 # out (strip_hidden in run_admitted, for every entry point) it loses what no reader of Backlog can see, and
@@ -2148,7 +2344,8 @@ DocumentId = P("string", "Document id (32 hex)", pattern=r"[0-9a-fA-F]{32}\Z",
                check="is not a 32-character document id", owner="document")
 AttachmentId = P("integer", "Attachment id", minimum=1, ident="attachment")
 SharedFileId = P("integer", "Shared file id", minimum=1, ident="shared file")
-SharedFileIds = P("array", "Shared file ids (file_shared_list_get)", items="integer")
+SharedFileIds = P("array", "Shared file ids (file_shared_list_get)", items="integer",
+                  ident="shared file")
 WikiId = P("integer", "Wiki page id", minimum=1, owner="wiki")
 CommentId = P("integer", "Comment id", minimum=1, ident="comment")
 UserId = P("string", "User: id, userId or name", ident="user", user=True)
@@ -2586,6 +2783,8 @@ def admit(tool_, arguments):
     or sent yet). Returns the checked arguments; raises ToolError."""
     if too_deep(arguments, 32):
         raise ToolError("The arguments are nested too deep to be a tool's arguments.")
+    with guarded(tool_.name):
+        arguments = expand_addresses(tool_, arguments)  # pasted links made ids
     args = tool_.bind(scrub(arguments))  # no lone surrogate reaches a URL or a form
     with guarded(tool_.name):
         check_access(tool_, args)
@@ -2677,6 +2876,12 @@ def call_tool(name, arguments, confirm=None):
                              f"Next: use one of {', '.join(SPACES)}."}], "isError": True}
     with within(space):
         tool_ = find_tool(name)
+        try:  # a pasted address names its space by its host
+            named = addresses_space(tool_, arguments)
+        except ToolError as exc:
+            return failure(exc)
+    with within(space or named):
+        tool_ = find_tool(name)  # as the space of the address has it
         answer = None
         try:
             args = admit(tool_, arguments)  # a bad or forbidden call is refused unasked
@@ -4357,7 +4562,7 @@ def file_shared_list_get(project_id_or_key: ProjectIdOrKey,
 
 @tool("Download shared file", file=True)
 def file_shared_download(project_id_or_key: ProjectIdOrKey,
-                         shared_file_id: P("integer", "Shared file id", minimum=1),
+                         shared_file_id: SharedFileId,
                          format: Format = None):
     """Download a project's shared file as image, text or base64."""
     return download(("projects", project_id_or_key, "files", shared_file_id),
@@ -4965,26 +5170,6 @@ RESOURCE_TEMPLATES = [  # (URI template below backlog://HOST/, name, description
 RESOURCES_PAGE = 50
 
 
-def host_of(space):
-    from urllib.parse import urlsplit
-    return urlsplit(space.settings.base_url).netloc if space.settings.base_url else ""
-
-
-def url_space(text):
-    """The space whose host a pasted URL names (None when the text is no URL); a tool error,
-    and no request, for a host that no space has."""
-    match = re.match(r"https?://([^/?#]+)", text.strip(), re.I)
-    if not match:
-        return None
-    host = match.group(1).lower()
-    for space in SPACES.values():
-        if host_of(space) and host == host_of(space):
-            return space
-    raise ToolError(f"{clip(host, 80)} is not the host of a space this server uses "
-                    f"({', '.join(host_of(s) for s in SPACES.values() if host_of(s))}).",
-                    "paste a URL of one of them.")
-
-
 def resource_space(uri):
     """(space name, path) of a backlog:// URI; -32002 when no space has its host."""
     match = re.match(r"backlog://([^/]+)/(.*)\Z", uri or "") if isinstance(uri, str) else None
@@ -4997,6 +5182,12 @@ def resource_space(uri):
 
 
 def read_resource(uri):
+    if isinstance(uri, str) and WEB.match(uri.strip()):  # a page's address, pasted
+        try:
+            uri = resource_of_address(uri) or uri
+        except ToolError as exc:
+            raise RpcError(-32002, f"Resource not found: {redact(exc)}",
+                           {"uri": clip(uri, 200)}) from None
     name, path = resource_space(uri)
     with within(name):
         for template, label, _, pattern in RESOURCE_TEMPLATES:
@@ -5170,6 +5361,8 @@ def complete(params):
         raise RpcError(-32602, "completion/complete needs argument {name, value} strings.")
     ref = params.get("ref") if isinstance(params.get("ref"), dict) else {}
     values, every = [], True
+    if WEB.match(prefix.strip()):  # a pasted address completes to what it names
+        return {"completion": {"values": addressed_value(name, prefix), "hasMore": False}}
     try:
         # the space of the prompt or resource completed: its own projects, issues, repos
         space = resource_space(ref.get("uri"))[0] if ref.get("type") == "ref/resource" \
@@ -5182,6 +5375,23 @@ def complete(params):
     values = list(dict.fromkeys(v for v in values if v.lower().startswith(prefix.lower())))
     return {"completion": {"values": values[:100], "total": len(values),
                            "hasMore": len(values) > 100 or not every}}
+
+
+def addressed_value(name, address):
+    """[the value of a prompt argument or template variable that a pasted address names]
+    (none for an address of no space, of another kind, or outside BACKLOG_PROJECTS)."""
+    try:
+        space, parts = web_address(address)
+        with within(space.name):
+            project = parts.get("project")
+            if not project or level_of(project) is None:
+                return []
+            value = {"project": project, "issue": parts.get("number") and
+                     f"{project}-{parts.get('number')}", "repo": parts.get("repo") and
+                     f"{project}/{parts.get('repo')}", "number": parts.get("pr")}.get(name)
+    except (ToolError, BacklogError):
+        return []
+    return [value] if value else []
 
 
 # Each completer: (values, whether they are every value that starts with the prefix).

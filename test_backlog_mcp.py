@@ -3109,7 +3109,8 @@ def test_resources_list_templates_and_read(backlog):
 
 
 @pytest.mark.parametrize("uri", ["backlog://evil.com/view/DEMO-42", "backlog://example.backlog.com/x",
-                                 "https://example.backlog.com/view/DEMO-42", 5, None,
+                                 "https://evil.com/view/DEMO-42", 5, None,
+                                 "https://example.backlog.com/nothing/here",
                                  "backlog://example.backlog.com/view/../../space"])
 def test_unknown_resources_are_32002(backlog, uri):
     reply = rpc("resources/read", {"uri": uri})
@@ -4506,3 +4507,105 @@ def test_the_host_check_reads_ipv6_loopback_and_ports_as_sent():
         from urllib3.util import parse_url
         got = parse_url(space.api.url("space"))
         assert (got.scheme, got.host, got.port, None) == space.api.origin()
+
+
+# == Pasted addresses (issue 21) ===============================================
+
+ADDRESSES = [  # (tool, arguments with an address, the request it makes)
+    ("issue_details_get", {"issue_id_or_key": f"{BASE}/view/DEMO-42"}, "issues/DEMO-42"),
+    ("issue_details_get", {"issue_id_or_key": f"{BASE}/view/demo-42?x=1"}, "issues/DEMO-42"),
+    ("issue_comment_details_get", {"issue_id_or_key": f"{BASE}/view/DEMO-42#comment-123"},
+     "issues/DEMO-42/comments/123"),
+    ("issue_comment_details_get", {"issue_id_or_key": "DEMO-42",
+                                   "comment_id": f"{BASE}/view/DEMO-42#comment-77"},
+     "issues/DEMO-42/comments/77"),
+    ("wiki_details_get", {"wiki_id": f"{BASE}/alias/wiki/5001"}, "wikis/5001"),
+    ("wiki_details_get", {"wiki_id": f"{BASE}/wiki/DEMO/Guides/Onboarding"}, "wikis/5001"),
+    ("wiki_details_get", {"wiki_id": f"{BASE}/wiki/DEMO/Guides%2FOnboarding"}, "wikis/5001"),
+    ("git_pr_details_get", {"repo_id_or_name": f"{BASE}/git/DEMO/webapp/pullRequests/4"},
+     "projects/DEMO/git/repositories/webapp/pullRequests/4"),
+    ("git_pr_comment_list_get", {"pr_number": f"{BASE}/git/DEMO/webapp/pullRequests/4/diff"},
+     "projects/DEMO/git/repositories/webapp/pullRequests/4/comments"),
+    ("git_repository_details_get", {"repo_id_or_name": f"{BASE}/git/DEMO/webapp.git"},
+     "projects/DEMO/git/repositories/webapp"),
+    ("document_details_get", {"document_id": f"{BASE}/document/DEMO/{DOC}"}, f"documents/{DOC}"),
+    ("file_shared_download", {"shared_file_id": f"{BASE}/file/DEMO/specs/2025/requirements.pdf"},
+     "projects/DEMO/files/825952"),
+    ("project_details_get", {"project_id_or_key": f"{BASE}/projects/DEMO/"}, "projects/DEMO"),
+    ("issue_list_get", {"ids": [f"{BASE}/view/DEMO-42"]}, "issues"),
+]
+
+
+@pytest.mark.parametrize("tool_, arguments, path", ADDRESSES,
+                         ids=[f"{t}-{i}" for i, (t, _, _) in enumerate(ADDRESSES)])
+def test_a_pasted_address_stands_for_what_it_names(backlog, tool_, arguments, path):
+    """Every kind of identifier taken as its page's address: the request is the one the key
+    or id makes, and the parameters the address gives (the comment's issue, the pull
+    request's project and repository) are filled in."""
+    result = call(tool_, **arguments)
+    assert not result["isError"], result
+    assert sent(backlog, "GET", path)
+
+
+def test_an_address_given_as_an_integer_id_is_looked_up(backlog):
+    """Where a tool takes an issue's numeric id, the address's key is looked up in Backlog."""
+    call("issue_list_get", ids=[f"{BASE}/view/DEMO-42"])
+    issue_id = json.load(open(os.path.join(HERE, "tests", "data", "issue.json")))["id"]
+    assert ("id[]", str(issue_id)) in sent(backlog, "GET", "issues").query
+
+
+@pytest.mark.parametrize("address", [
+    "https://evil.example.com/view/DEMO-42", f"{BASE}/nothing/DEMO-42",
+    f"{BASE}/view/OTHER-1", f"{BASE}/git/OTHER/webapp/pullRequests/1"])
+def test_an_address_of_no_space_or_outside_the_allow_list_sends_nothing(backlog, address):
+    b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
+    text = error(call("issue_details_get", issue_id_or_key=address)
+                 if "/git/" not in address else
+                 call("git_pr_details_get", project_id_or_key="DEMO", repo_id_or_name=address,
+                      pr_number=1))
+    assert ("not the host of a space" in text or "not the address" in text
+            or "among the projects this server may use (DEMO)" in text), text
+    assert backlog.requests == []
+
+
+def test_a_text_that_is_an_address_stays_a_text(backlog):
+    call("issue_comment_add", issue_id_or_key="DEMO-42", content=f"{BASE}/view/DEMO-7")
+    assert ("content", f"{BASE}/view/DEMO-7") in sent(backlog, "POST",
+                                                       "issues/DEMO-42/comments").form
+
+
+def test_an_address_picks_its_space_by_its_host(two):
+    work, client = two
+    b.configure(two_env(work, client))
+    for fake in (work, client):
+        reply = call("issue_details_get", issue_id_or_key=f"{fake.url}/view/DEMO-42")
+        assert not reply["isError"] and {r.key for r in fake.requests} == {fake.api_key}
+    before = len(work.requests) + len(client.requests)
+    text = error(call("issue_details_get", issue_id_or_key=f"{work.url}/view/DEMO-42",
+                      space="client"))
+    assert "of space 'work', not 'client'" in text
+    text = error(call("issue_list_get", ids=[f"{work.url}/view/DEMO-1",
+                                            f"{client.url}/view/DEMO-2"]))
+    assert "different spaces" in text
+    text = error(call("issue_details_get", issue_id_or_key="https://evil.com/view/DEMO-42"))
+    assert "evil.com is not the host of a space this server uses" in text
+    assert len(work.requests) + len(client.requests) == before
+
+
+def test_resources_and_completions_take_addresses(backlog):
+    contents = rpc("resources/read", {"uri": f"{BASE}/view/DEMO-42#comment-5"})[
+        "result"]["contents"]
+    assert contents[0]["uri"] == "backlog://example.backlog.com/view/DEMO-42"
+    assert "# DEMO-42" in contents[0]["text"]
+    wiki = rpc("resources/read", {"uri": f"{BASE}/wiki/DEMO/Guides/Onboarding"})["result"]
+    assert wiki["contents"][0]["uri"] == "backlog://example.backlog.com/wiki/5001"
+    reply = rpc("completion/complete", {"ref": {"type": "ref/prompt", "name": "triage"},
+                                        "argument": {"name": "issue",
+                                                     "value": f"{BASE}/view/DEMO-42"}})
+    assert reply["result"]["completion"]["values"] == ["DEMO-42"]
+    b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
+    reply = rpc("completion/complete", {"ref": {"type": "ref/prompt", "name": "triage"},
+                                        "argument": {"name": "issue",
+                                                     "value": f"{BASE}/view/OTHER-1"}})
+    assert reply["result"]["completion"]["values"] == []
+    assert rpc("resources/read", {"uri": f"{BASE}/view/OTHER-1"})["error"]["code"] == -32002
