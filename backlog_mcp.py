@@ -1869,7 +1869,7 @@ def pasted(tool_, arguments):
     something with one (a text that is only a URL stays a text)."""
     found = []
     for name, value in arguments.items():
-        param = tool_.params.get(tool_.aliases.get(name, name))
+        param = tool_.params.get(tool_.named(name))
         if param is None or (param.owner or param.ident) not in ADDRESSED:
             continue
         for one in value if isinstance(value, list) else [value]:
@@ -1914,7 +1914,7 @@ def expand_addresses(tool_, arguments):
                 "pr_number": parts.get("pr") and int(parts["pr"]),
                 "issue_id_or_key": parts.get("number") and f"{project}-{parts['number']}",
                 "comment_id": parts.get("comment") and int(parts["comment"])}
-        given_names = {tool_.aliases.get(n, n) for n in arguments}
+        given_names = {tool_.named(n) for n in arguments}
         out.update({k: v for k, v in fill.items() if v is not None and k in tool_.params
                     and k not in given_names and k != name})
     return out
@@ -1991,8 +1991,8 @@ def resource_of_address(text):
 
 # == Untrusted text ============================================================
 # Text that anyone typed into Backlog reaches the model through every channel, so on its way
-# out (strip_hidden in run_admitted, for every entry point) it loses what no reader of Backlog can see, and
-# that can only hide instructions: zero-width characters (but a joiner inside an emoji
+# out (strip_hidden in run_admitted, for every entry point) it loses what no reader of Backlog
+# can see, and that can only hide instructions: zero-width characters (but a joiner inside an emoji
 # sequence), direction controls, Unicode tag characters (but a flag's tag sequence), control
 # characters, and HTML comments outside code. Visible text is never touched (angle brackets,
 # code, notation stay as typed), and an answer that lost something says what, so that a
@@ -2190,6 +2190,10 @@ def _types(kind):
     return " or ".join(names.get(k, k) for k in (kind if isinstance(kind, list) else [kind]))
 
 
+CATEGORY_NOTES = {  # said in the description of each tool of the category
+    "document": "Documents can't be edited via API."}
+
+
 class Tool:
     """A registered tool: the function, its parameters, its group and its annotations."""
 
@@ -2200,7 +2204,8 @@ class Tool:
         self.fn, self.name, self.title, self.write = fn, fn.__name__, title, write
         self.requires = requires  # a setting (its attribute): the tool is off until it is set
         self.category = self.name.split("_")[0]
-        self.description = " ".join((fn.__doc__ or "").split())
+        self.description = " ".join((fn.__doc__ or "").split() + [
+            CATEGORY_NOTES.get(self.category, "")]).strip()
         self.params = dict(group, **{name: fn.__annotations__[name] for name in names})
         self.defaults = dict(dict.fromkeys(group),
                              **dict(zip(names[len(names) - len(defaults):], defaults)))
@@ -2266,14 +2271,31 @@ class Tool:
             return "only with several spaces (BACKLOG_SPACES)"
         return None
 
+    def named(self, key):
+        """The parameter an argument's name means: ours, an alias, or the same said as other
+        servers say it (Nulab's camelCase issueKey, projectId, repoName, number, a singular
+        for a list, `id` for the one id the tool needs); None when it means none."""
+        if not isinstance(key, str):
+            return None
+        snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", key).lower()
+        ids = [n for n in self.required if n.endswith("_id")]
+        for name in (key, self.aliases.get(key), snake, *SAME_AS.get(snake, ()), snake + "s",
+                     snake[:-1], *(ids if snake == "id" and len(ids) == 1 else ())):
+            if name in self.params:
+                return name
+        return None
+
     def bind(self, arguments):
         """Check the arguments against the schema; returns the keyword arguments for fn."""
         args = {}
         for key, value in arguments.items():
-            name = self.aliases.get(key, key)
-            if name not in self.params:
+            name = self.named(key)
+            if name is None:
                 raise ToolError(f"Unknown parameter '{key}' for {self.name}. Valid parameters: "
                                 f"{', '.join(self.params) or 'none'}.")
+            if name != key and self.params[name].type != "array" and isinstance(value, list) \
+                    and len(value) == 1:
+                value = value[0]  # Nulab's projectId: [DEMO] where one project is taken
             if value is not None:
                 args[name] = self.params[name].convert(key, value)
         missing = [name for name in self.required if name not in args]
@@ -2283,6 +2305,13 @@ class Tool:
 
 
 TOOLS = {}
+SAME_AS = {  # an argument's name in other servers' words -> ours, in the order tried
+    "issue_id": ("issue_id_or_key",), "issue_key": ("issue_id_or_key", "issue_id"),
+    "project_id": ("project_id_or_key", "project_ids"),
+    "project_key": ("project_id_or_key", "project_ids"),
+    "project_id_or_key": ("project_ids",), "project_ids": ("project_id_or_key",),
+    "repo_id": ("repo_id_or_name",), "repo_name": ("repo_id_or_name",),
+    "number": ("pr_number",), "watch_id": ("watching_id",)}
 
 
 def signature(fn):
@@ -2351,14 +2380,12 @@ CommentId = P("integer", "Comment id", minimum=1, ident="comment")
 UserId = P("string", "User: id, userId or name", ident="user", user=True)
 WatchingId = P("integer", "Watching id", minimum=1, owner="watching")
 Format = P("string", "Default: detected", enum=["image", "text", "raw"])
-Count = P("integer", "Page size 1-100", minimum=1, maximum=100)
-PageOf100 = P("integer", "Page size 1-100 (default 100)", minimum=1, maximum=100)
-LocalKeyword = P("string", "Only those whose name (or id, mail) holds this text")
+Count = P("integer", "Page size, max 100", minimum=1, maximum=100)
+PageOf100 = P("integer", "Page size, max 100", minimum=1, maximum=100)
+LocalKeyword = P("string", "Filter by name, id or mail")
 PEOPLE = ("name", "userId", "mailAddress")  # what a keyword finds a user by
-ByteOffset = P("integer", "A text file too long for one answer: read from this byte on",
-               minimum=0)
-TextOffset = P("integer", "Read long texts from this character on (the answer says where)",
-               minimum=0)
+ByteOffset = P("integer", "Read a long text file from this byte", minimum=0)
+TextOffset = P("integer", "Read long texts from this character", minimum=0)
 Offset = P("integer", "Items to skip", minimum=0)
 Order = P("string", "Default desc", enum=["asc", "desc"])
 MinId = P("integer", "Only ids above", minimum=0)   # Backlog's bounds are exclusive
@@ -2366,16 +2393,15 @@ MaxId = P("integer", "Only ids below", minimum=0)
 Fields = P("array", "Fields to keep", items=["string"])
 Ids = P("array", "Ids", items="integer")
 NamesOrIds = P("array", "Ids or names", items=["integer", "string"])
-UserIds = P("array", "Users to notify: ids, userIds or names", items="string", user=True)
+UserIds = P("array", "Users to notify (id, userId or name)", items="string", user=True)
 Users = P("array", "Users: ids, userIds or names", items="string", user=True)
 Assignee = P("string", "Assignee user id or userId (project_user_list_get)")
-AttachmentIds = P("array", "Ids from issue_attachment_upload (needs BACKLOG_UPLOAD_DIRS)",
-                  items="integer")
+AttachmentIds = P("array", "Ids from issue_attachment_upload", items="integer")
 DATE = r"\d{4}-\d{2}-\d{2}\Z"
 Date = P("string", "yyyy-MM-dd", pattern=DATE, check="is not a date like 2025-06-30")
 Text = P("string", "Text")
 Summary = P("string", "Title")
-TEXT_RULE = "Markdown or Backlog notation: converted to the project's format"
+TEXT_RULE = "in the project's format, Markdown or Backlog's: converted"
 Description = P("string", f"Body ({TEXT_RULE})", text=True)
 Content = P("string", f"Text ({TEXT_RULE})", text=True)
 MilestoneText = P("string", "Description")
@@ -2763,10 +2789,62 @@ def save_download(filename, data):
                     "empty the folder, or read the file in parts (offset).")
 
 
+# Names people know: Nulab's server's tool names (v0.15.1), taken in tools/call and by `call`
+# but not listed (the list would grow in every conversation), so that prompts and habits
+# written for it keep working. Their camelCase arguments are understood by Tool.named.
+NULAB_NAMES = dict(
+    get_issue="issue_details_get", get_issues="issue_list_get", count_issues="issue_count_get",
+    add_issue="issue_add", update_issue="issue_update", delete_issue="issue_delete",
+    get_issue_comments="issue_comment_list_get", add_issue_comment="issue_comment_add",
+    update_issue_comment="issue_comment_update", delete_issue_comment="issue_comment_delete",
+    get_issue_attachments="issue_attachment_list_get",
+    get_issue_attachment="issue_attachment_download",
+    delete_issue_attachment="issue_attachment_delete",
+    get_related_issues="issue_related_list_get", add_related_issue="issue_related_add",
+    remove_related_issue="issue_related_delete", get_priorities="issue_priority_list_get",
+    get_resolutions="project_resolution_list_get", get_issue_types="project_issue_type_list_get",
+    get_categories="project_category_list_get", get_custom_fields="project_custom_field_list_get",
+    get_version_milestone_list="issue_milestone_list_get",
+    add_version_milestone="project_version_add",
+    update_version_milestone="project_version_update", delete_version="project_version_delete",
+    get_project="project_details_get", get_project_list="project_list_get",
+    get_project_users="project_user_list_get", add_project="project_add",
+    update_project="project_update", delete_project="project_delete",
+    get_space="space_details_get", get_space_activities="space_activity_list_get",
+    get_users="user_list_get", get_myself="user_myself_get",
+    get_user_recent_updates="user_activity_list_get", get_user_stars_count="user_star_count_get",
+    get_watching_list_items="user_watching_list_get",
+    get_watching_list_count="user_watching_count_get", add_watching="issue_watching_add",
+    update_watching="issue_watching_update", delete_watching="issue_watching_delete",
+    mark_watching_as_read="issue_watching_mark_read", get_notifications="notification_list_get",
+    count_notifications="notification_count_get",
+    reset_unread_notification_count="notification_count_reset",
+    mark_notification_as_read="notification_mark_read", get_wiki_pages="wiki_list_get",
+    get_wikis_count="wiki_count_get", get_wiki="wiki_details_get", add_wiki="wiki_add",
+    update_wiki="wiki_update", get_git_repositories="git_repository_list_get",
+    get_git_repository="git_repository_details_get", get_pull_requests="git_pr_list_get",
+    get_pull_requests_count="git_pr_count_get", get_pull_request="git_pr_details_get",
+    add_pull_request="git_pr_add", update_pull_request="git_pr_update",
+    get_pull_request_comments="git_pr_comment_list_get",
+    add_pull_request_comment="git_pr_comment_add",
+    update_pull_request_comment="git_pr_comment_update",
+    get_pull_request_attachments="git_pr_attachment_list_get",
+    get_pull_request_attachment="git_pr_attachment_download",
+    get_documents="document_list_get", get_document_tree="document_tree_get",
+    get_document="document_details_get", addDocument="document_add", add_document="document_add",
+    delete_document="document_delete", get_document_comments="document_comment_list_get")
+
+
+def tool_named(name):
+    """The tool behind an exposed name: ours with the prefix, or Nulab's; None if none."""
+    prefix = settings().prefix
+    bare = name[len(prefix):] if name.startswith(prefix) else None
+    return TOOLS.get(bare) if bare in TOOLS else TOOLS.get(NULAB_NAMES.get(name) or "")
+
+
 def find_tool(name):
     """The enabled tool behind an exposed (prefixed) name; unknown or disabled is -32602."""
-    prefix = settings().prefix
-    tool_ = TOOLS.get(name[len(prefix):]) if name.startswith(prefix) else None
+    tool_ = tool_named(name)
     if tool_ is None:
         raise RpcError(-32602, f"Unknown tool: {clip(name, 80)}. Call tools/list to see the "
                                "available tools.")
@@ -2809,6 +2887,9 @@ def run_admitted(tool_, args):
         except Missing as exc:
             raise not_found(tool_, args, (exc.kind, exc.value)) from None
         except BacklogError as exc:
+            off = feature_off(tool_, args)
+            if off is not None:
+                raise off from None
             if exc.status == 404 and exc.backlog:
                 raise not_found(tool_, args, said=exc.said) from None
             raise
@@ -2821,6 +2902,30 @@ def run_admitted(tool_, args):
         if may_hide(text):
             value = strip_hidden(value)
         return bounded(value, tool_, steer, len(text))
+
+
+NO_WIKI = "a project's wiki can be turned off, and spaces made since 2026-07-14 have none"
+FEATURES = {  # a category of tools: (the project's setting that turns it on, its name, why)
+    "wiki": ("useWiki", "wiki", NO_WIKI),
+    "git": ("useGit", "Git", "it is turned off in the project's settings"),
+    "file": ("useFileSharing", "file sharing", "it is turned off in the project's settings")}
+
+
+def feature_off(tool_, args):
+    """After Backlog refused a call: the plain error when the project it names has the
+    tool's feature turned off (no wiki, no Git), else None."""
+    feature, project = FEATURES.get(tool_.category), args.get("project_id_or_key")
+    if feature is None or project is None:
+        return None
+    try:
+        info = project_info(project)
+    except (ToolError, BacklogError):
+        return None
+    if info.get(feature[0]) is not False:
+        return None
+    return ToolError(f"Project {info['projectKey']} has no {feature[1]} ({feature[2]}).",
+                     "use the documents (document_list_get)." if feature[1] == "wiki"
+                     else "ask a project administrator to turn it on.")
 
 
 def run_tool(tool_, arguments):
@@ -3618,7 +3723,7 @@ def find_milestone(project, milestone_name):
 @tool("Get document", texts=True)
 def document_details_get(document_id: DocumentId,
                          json: P("boolean", "Also the ProseMirror JSON of the content") = False):
-    """Get a document: title, content as Markdown ('plain'), metadata."""
+    """Get a document: title, Markdown content ('plain'), metadata."""
     doc = checked(api.get(("documents", document_id.lower())), {})
     return doc if json else {k: v for k, v in doc.items() if k != "json"}
 
@@ -3628,7 +3733,7 @@ def document_list_get(project_id_or_key: ProjectIdOrKey, keyword: Keyword = None
                       sort: P("string", "Sort key", enum=["created", "updated"]) = None,
                       order: Order = None, offset: Offset = 0, count: Count = 20,
                       fields: Fields = None):
-    """List a project's documents, newest first, optionally matching a keyword."""
+    """List a project's documents, newest first, by keyword."""
     return api.get("documents", {"projectId": [project_id(project_id_or_key)],
                                  "keyword": keyword, "sort": sort, "order": order,
                                  "offset": offset, "count": count})
@@ -3640,7 +3745,7 @@ def document_tree_get(project_id_or_key: ProjectIdOrKey,
                       parent_id: DocumentId.like(doc="Start at this document") = None,
                       depth: P("integer", "Levels shown (default 2)", minimum=1,
                                maximum=20) = 2):
-    """Get a project's document tree, a few levels at a time (the trash only when asked)."""
+    """Get a project's document tree, some levels at a time."""
     tree = checked(api.get(("documents", "tree"), {"projectIdOrKey": project_id_or_key}), {})
     roots = {"activeTree": tree.get("activeTree"), "trashTree": tree.get("trashTree")} \
         if include_trash else {"activeTree": tree.get("activeTree", tree)}
@@ -3700,7 +3805,7 @@ def document_add(project_id_or_key: ProjectIdOrKey.like(alias="project_id"),
                  emoji: P("string", "Emoji shown with the title") = None,
                  parent_id: DocumentId.like(doc="Parent document id") = None,
                  add_last: P("boolean", "Place it last among its siblings") = None):
-    """Add a document to a project, optionally under a parent document."""
+    """Add a document to a project, optionally under a parent."""
     return api.post("documents", {"projectId": project_id(project_id_or_key), "title": title,
                                   "content": content, "emoji": emoji,
                                   "parentId": parent_id and parent_id.lower(),
@@ -3709,8 +3814,46 @@ def document_add(project_id_or_key: ProjectIdOrKey.like(alias="project_id"),
 
 @tool("Delete document", write="document", destructive=True, idempotent=True)
 def document_delete(document_id: DocumentId):
-    """Delete a document; returns the deleted document."""
+    """Delete a document (admins, project admins); returns it."""
     return api.delete(("documents", document_id.lower()))
+
+
+@tool("List document comments", pages=())
+def document_comment_list_get(document_id: DocumentId,
+                              json: P("boolean", "Also the ProseMirror JSON of each") = False):
+    """List a document's comments with their replies, as text."""
+    found = rows(api.get(("documents", document_id.lower(), "comments")), {})
+    return found if json else [dict(without_json(c), replies=[
+        without_json(r) for r in c.get("replies") or [] if isinstance(r, dict)])
+        if "replies" in c else without_json(c) for c in found]
+
+
+def without_json(comment):
+    """A document comment without `content`, its ProseMirror JSON (`plain` is its text)."""
+    return {k: v for k, v in comment.items() if k != "content" or "plain" not in comment}
+
+
+@tool("Count documents", extra=True)
+def document_count_get(project_id_or_key: ProjectIdOrKey):
+    """Count a project's documents."""
+    return api.get(("documents", "count"), {"projectIdOrKey": project_id_or_key})
+
+
+TagNames = P("array", "Tag names", items="string")
+
+
+@tool("Add document tags", write="document", idempotent=True, extra=True)
+def document_tag_add(document_id: DocumentId, tag_names: TagNames):
+    """Tag a document (new names make new tags)."""
+    return api.post(("documents", document_id.lower(), "tags"), {"tagNames": tag_names})
+
+
+@tool("Delete document tags", write="document", destructive=True, idempotent=True,
+      extra=True)
+def document_tag_delete(document_id: DocumentId, tag_names: TagNames):
+    """Remove tags from a document."""
+    api.delete(("documents", document_id.lower(), "tags"), {"tagNames": tag_names})
+    return f"Removed the tags {', '.join(map(quoted, tag_names))} from document {document_id}."
 
 
 # == Tools: git ================================================================
@@ -3771,7 +3914,7 @@ def git_pr_details_get(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoI
     return api.get(repo_path(project_id_or_key, repo_id_or_name, "pullRequests", pr_number))
 
 
-@tool("List pull request attachments")
+@tool("List pull request attachments", extra=True)
 def git_pr_attachment_list_get(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
                                pr_number: PrNumber):
     """List a pull request's attachments."""
@@ -3779,7 +3922,7 @@ def git_pr_attachment_list_get(project_id_or_key: ProjectIdOrKey, repo_id_or_nam
                              "attachments"))
 
 
-@tool("Download pull request attachment", file=True)
+@tool("Download pull request attachment", file=True, extra=True)
 def git_pr_attachment_download(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
                                pr_number: PrNumber, attachment_id: AttachmentId,
                                format: Format = None):
@@ -4178,7 +4321,7 @@ def issue_shared_file_unlink(issue_id_or_key: IssueIdOrKey, shared_file_id: Shar
     return api.delete(issue_path(issue_id_or_key, "sharedFiles", shared_file_id))
 
 
-@tool("List issue participants", pages=PEOPLE)
+@tool("List issue participants", pages=PEOPLE, extra=True)
 def issue_participant_list_get(issue_id_or_key: IssueIdOrKey):
     """List the users who took part in an issue."""
     return api.get(issue_path(issue_id_or_key, "participants"))
@@ -4314,7 +4457,7 @@ def issue_comment_delete(issue_id_or_key: IssueIdOrKey, comment_id: CommentId):
     return api.delete(issue_path(issue_id_or_key, "comments", comment_id))
 
 
-@tool("Notify about comment", write="issue")
+@tool("Notify about comment", write="issue", extra=True)
 def issue_comment_notify(issue_id_or_key: IssueIdOrKey, comment_id: CommentId,
                          notified_user_ids: P("array", "Users to notify", items="integer")):
     """Notify users of an existing comment (only its author may)."""
@@ -4609,7 +4752,7 @@ def user_recent_list_get(kind: P("string", "What to list", enum=list(RECENT)) = 
     return api.get(("users", "myself", RECENT[kind]), {"offset": offset, "count": count})
 
 
-@tool("List stars received")
+@tool("List stars received", extra=True)
 def user_star_list_get(user_id: UserId, min_id: MinId = None, max_id: MaxId = None,
                        count: Count = 20, order: Order = None):
     """List the stars a user received (what was starred, by whom)."""
@@ -4622,7 +4765,7 @@ STAR_TARGETS = {"issue_id_or_key": "issueId", "comment_id": "commentId", "wiki_i
                 "pull_request_comment_id": "pullRequestCommentId"}
 
 
-@tool("Add star", write="star")
+@tool("Add star", write="star", extra=True)
 def user_star_add(issue_id_or_key: IssueIdOrKey.like(
                       doc="Issue to star (or the issue of comment_id)") = None,
                   comment_id: P("integer", "Issue comment to star", minimum=1,
@@ -4722,8 +4865,11 @@ def wiki_list_get(project_id_or_key: OptProject = None, keyword: Keyword = None,
     elif restricted():
         projects = settings().projects
     else:  # Backlog lists one project's pages at a time
-        projects = [p["projectKey"] for p in rows(api.get("projects", {"archived": False}),
-                                                  {"projectKey": str})]
+        found = rows(api.get("projects", {"archived": False}), {"projectKey": str})
+        projects = [p["projectKey"] for p in found if p.get("useWiki") is not False]
+        if found and not projects:
+            raise ToolError("No active project of this space has a wiki (" + NO_WIKI + ").",
+                            "use the documents: document_list_get.")
         if len(projects) > WIKI_PROJECTS:
             raise ToolError(f"The space has {len(projects)} active projects; listing the wiki "
                             "of each is too much.",
@@ -4773,13 +4919,13 @@ def wiki_history_get(wiki_id: WikiId, min_id: MinId = None, max_id: MaxId = None
         {"minId": min_id, "maxId": max_id, "count": count, "order": order}), {})]
 
 
-@tool("List wiki attachments")
+@tool("List wiki attachments", extra=True)
 def wiki_attachment_list_get(wiki_id: WikiId):
     """List a wiki page's attachments."""
     return api.get(("wikis", wiki_id, "attachments"))
 
 
-@tool("Download wiki attachment", file=True)
+@tool("Download wiki attachment", file=True, extra=True)
 def wiki_attachment_download(wiki_id: WikiId, attachment_id: AttachmentId, format: Format = None):
     """Download a wiki attachment as image, text or base64."""
     return download(("wikis", wiki_id, "attachments", attachment_id), format)
@@ -4823,14 +4969,14 @@ def wiki_delete(wiki_id: WikiId, mail_notify: MailNotify = None):
     return api.delete(wiki_path(wiki_id), {"mailNotify": mail_notify})
 
 
-@tool("Attach files to wiki page", write="wiki")
+@tool("Attach files to wiki page", write="wiki", extra=True)
 def wiki_attachment_add(wiki_id: WikiId, attachment_ids: P(
         "array", "Ids from issue_attachment_upload", items="integer")):
     """Attach uploaded files to a wiki page."""
     return api.post(wiki_path(wiki_id, "attachments"), {"attachmentId": attachment_ids})
 
 
-@tool("Delete wiki attachment", write="wiki", destructive=True, idempotent=True)
+@tool("Delete wiki attachment", write="wiki", destructive=True, idempotent=True, extra=True)
 def wiki_attachment_delete(wiki_id: WikiId, attachment_id: AttachmentId):
     """Delete an attachment from a wiki page; returns it."""
     return api.delete(wiki_path(wiki_id, "attachments", attachment_id))
@@ -5318,7 +5464,7 @@ def list_resources(cursor):
                     viewed = run_tool(TOOLS["user_recent_list_get"], {"kind": kind, "count": 20})[1]
                 except ToolError:
                     viewed = []
-                for item in viewed:
+                for item in viewed if isinstance(viewed, list) else []:  # odd answers too
                     thing = item.get(inner) if isinstance(item, dict) else None
                     if isinstance(thing, dict) and re.fullmatch(pattern, str(thing.get(key))):
                         path, title = make(thing)
@@ -5329,7 +5475,7 @@ def list_resources(cursor):
                 listed_ = []
             items += [{"uri": f"backlog://{host}/projects/{p['projectKey']}",
                        "name": f"Project {p['projectKey']}: {one_line(p.get('name'))}{label}"}
-                      for p in listed_ if isinstance(p, dict)
+                      for p in (listed_ if isinstance(listed_, list) else []) if isinstance(p, dict)
                       and PROJECT_KEY.match(str(p.get("projectKey")))]
     start = int(cursor) if isinstance(cursor, str) and DIGITS.match(cursor) else 0
     if cursor not in (None, "") and not (isinstance(cursor, str) and DIGITS.match(cursor)):
@@ -6049,7 +6195,7 @@ def usage(message):
 
 def cli_value(tool_, name, text):
     """A command-line value read by the parameter's schema type."""
-    param = tool_.params[tool_.aliases.get(name, name)]
+    param = tool_.params[tool_.named(name)]
     kinds = param.items if param.type == "array" else param.type
     kinds = kinds if isinstance(kinds, list) else [kinds]
 
@@ -6125,7 +6271,7 @@ def cli_run(name, pairs, json_arg, output, pretty):
         key, sep, text = pair.partition("=")
         if not sep:
             usage(f"'{pair}' is not name=value")
-        if tool_.aliases.get(key, key) not in tool_.params:
+        if tool_.named(key) is None:
             usage(f"{tool_.name} has no parameter '{key}'. "
                              f"Parameters: {', '.join(tool_.params) or 'none'}")
         value = cli_value(tool_, key, text)
@@ -6187,7 +6333,7 @@ def cli_rpc(command, argv):
 
 
 def cli_tool(name):
-    found = TOOLS.get(name) or TOOLS.get(name[len(settings().prefix):])
+    found = TOOLS.get(name) or tool_named(name)
     if found is None:
         wanted = name[len(settings().prefix):][:64] if name.startswith(settings().prefix) \
             else name[:64]
@@ -6203,7 +6349,7 @@ def cli_tool(name):
 
 
 def cli_help(name):
-    tool_ = TOOLS.get(name) or TOOLS.get(name[len(settings().prefix):]) or cli_tool(name)
+    tool_ = cli_tool(name)
     lines = [f"{tool_.name}: {tool_.title}", tool_.description,
              f"group: {tool_.write or 'read'}; " + (tool_.disabled_because() or "enabled"), "",
              "parameters:"]

@@ -298,7 +298,8 @@ def test_tool_definition(name):
         assert annotations["destructiveHint"]
     if name.endswith("_add"):
         assert not annotations["destructiveHint"]
-    if name.endswith("_add") and name != "issue_related_add":  # relating twice changes nothing
+    if name.endswith("_add") and name not in ("issue_related_add", "document_tag_add"):
+        # relating twice, or tagging twice, changes nothing
         assert not annotations["idempotentHint"]
     schema = definition["inputSchema"]
     # No additionalProperties: 28 bytes a tool in every conversation; bind() refuses an
@@ -610,6 +611,13 @@ TOOL_CALLS = [
      "POST", "documents", {"projectId": ["101"], "title": ["T"], "content": ["C"],
                            "addLast": ["true"]}),
     ("document_delete", {"document_id": DOC}, "DELETE", f"documents/{DOC}", {}),
+    ("document_comment_list_get", {"document_id": DOC}, "GET", f"documents/{DOC}/comments", {}),
+    ("document_count_get", {"project_id_or_key": "DEMO"}, "GET", "documents/count",
+     {"projectIdOrKey": ["DEMO"]}),
+    ("document_tag_add", {"document_id": DOC, "tag_names": ["a", "b"]}, "POST",
+     f"documents/{DOC}/tags", {"tagNames[]": ["a", "b"]}),
+    ("document_tag_delete", {"document_id": DOC, "tag_names": ["a"]}, "DELETE",
+     f"documents/{DOC}/tags", {"tagNames[]": ["a"]}),
     ("git_repository_list_get", {"project_id_or_key": "DEMO"}, "GET",
      "projects/DEMO/git/repositories", {}),
     ("git_repository_details_get", {"project_id_or_key": "DEMO", "repo_id_or_name": "webapp"},
@@ -1672,8 +1680,12 @@ def test_check_reports_space_and_user(pyz, fake):
 def test_readme_lists_exactly_the_tools():
     with open(os.path.join(HERE, "README.md"), encoding="utf-8") as fh:
         readme = fh.read()
-    listed = re.findall(r"^\| `([a-z_]+)` \|", readme, re.M)
-    assert sorted(listed) == sorted(b.TOOLS)
+    listed = re.findall(r"^\| `([a-z_]+)` \| (.*) \| (.*) \|$", readme, re.M)
+    assert sorted(listed) == sorted(
+        (t.name, t.description, (f"{t.write} (write)" if t.write else "read")
+         + (", extra" if t.extra else "")) for t in b.TOOLS.values())
+    assert f"{len(b.TOOLS)} tools;" in readme
+    assert f"The {sum(t.extra for t in b.TOOLS.values())} marked *extra*" in readme
     settings_rows = re.findall(r"^\| `([A-Z_]+)` \| (.*) \|$", readme, re.M)
     assert settings_rows == [(row.name, row.help) for row in b.SETTINGS_TABLE]
     assert "bash zipapp.sh" in readme and ".venv/bin/python -m pytest" in readme
@@ -4609,3 +4621,100 @@ def test_resources_and_completions_take_addresses(backlog):
                                                      "value": f"{BASE}/view/OTHER-1"}})
     assert reply["result"]["completion"]["values"] == []
     assert rpc("resources/read", {"uri": f"{BASE}/view/OTHER-1"})["error"]["code"] == -32002
+
+
+# == Documents, complete; wikis turned off; Nulab's names (issue 21) ===========
+
+def test_document_comments_count_and_tags_send_backlogs_requests(backlog):
+    """The requests follow backlog-js and Nulab's API docs (2.119-2.120): comments and count
+    are GETs (count by projectIdOrKey), tags are tagNames[] posted or deleted as a form."""
+    comments = data(call("document_comment_list_get", document_id=DOC.upper()))
+    assert sent(backlog, "GET", f"documents/{DOC}/comments").query == []
+    assert comments[0]["plain"] and "content" not in comments[0]
+    assert comments[0]["replies"][0]["plain"] == "Updated, thanks."
+    assert "content" not in comments[0]["replies"][0]
+    whole = data(call("document_comment_list_get", document_id=DOC, json=True))
+    assert json.loads(whole[0]["content"])["type"] == "doc"
+    assert data(call("document_count_get", project_id_or_key="DEMO")) == {"count": 11}
+    assert sent(backlog, "GET", "documents/count").query == [("projectIdOrKey", "DEMO")]
+    added = data(call("document_tag_add", document_id=DOC, tag_names=["guide", "リリース"]))
+    assert [t["name"] for t in added] == ["guide", "release"]
+    assert sent(backlog, "POST", f"documents/{DOC}/tags").form == [
+        ("tagNames[]", "guide"), ("tagNames[]", "リリース")]
+    result = call("document_tag_delete", document_id=DOC, tag_names="guide")
+    assert not result["isError"] and "Removed the tags “guide”" in result["content"][0]["text"]
+    assert sent(backlog, "DELETE", f"documents/{DOC}/tags").form == [("tagNames[]", "guide")]
+
+
+def test_document_tools_say_what_the_api_cannot_do():
+    described = {n: t.description for n, t in b.TOOLS.items() if t.category == "document"}
+    assert len(described) == 10
+    assert all("Documents can't be edited via API." in d for d in described.values())
+    assert "(admins, project admins)" in described["document_delete"]
+
+
+def test_document_tools_of_another_project_are_refused_unsent(backlog):
+    b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO"))
+    for name, args in (("document_comment_list_get", {"document_id": "f" * 32}),
+                       ("document_count_get", {"project_id_or_key": "OTHER"}),
+                       ("document_tag_add", {"document_id": "f" * 32, "tag_names": ["x"]})):
+        assert "among the projects this server may use (DEMO)" in error(call(name, **args))
+    assert not [r for r in backlog.requests if "tags" in r.path or "count" in r.path
+                or r.path.endswith("/comments")]
+
+
+def test_a_project_without_a_wiki_is_said_plainly(backlog):
+    backlog.fixtures["project"] = dict(json.load(open(os.path.join(DATA, "project.json"))),
+                                       useWiki=False)
+    backlog.errors.append(("GET", r"wikis", 403, {"errors": [
+        {"message": "Wiki is not available.", "code": 11, "moreInfo": ""}]}))
+    text = error(call("wiki_count_get", project_id_or_key="DEMO"))
+    assert text.startswith("Project DEMO has no wiki (a project's wiki can be turned off")
+    assert "document_list_get" in text
+    projects = [dict(p, useWiki=False) for p in backlog.both("projects_list")]
+    backlog.list_projects = lambda request: projects
+    text = error(call("wiki_list_get"))
+    assert text.startswith("No active project of this space has a wiki")
+
+
+NULAB_CALLS = [  # (Nulab's tool and arguments, our request)
+    ("get_issue", {"issueKey": "DEMO-42"}, ("GET", "issues/DEMO-42")),
+    ("get_issue", {"issueId": 42}, ("GET", "issues/42")),
+    ("add_issue_comment", {"issueKey": "DEMO-42", "content": "Done."},
+     ("POST", "issues/DEMO-42/comments")),
+    ("get_pull_request", {"projectKey": "DEMO", "repoName": "webapp", "number": 4},
+     ("GET", "projects/DEMO/git/repositories/webapp/pullRequests/4")),
+    ("get_documents", {"projectIds": [101], "offset": 0}, ("GET", "documents")),
+    ("get_wiki_pages", {"projectKey": "DEMO"}, ("GET", "wikis")),
+    ("get_issues", {"projectId": [101], "statusId": [1, 2], "count": 5}, ("GET", "issues")),
+    ("delete_version", {"projectKey": "DEMO", "id": 3},
+     ("DELETE", "projects/DEMO/versions/3")),
+    ("get_document_comments", {"documentId": DOC}, ("GET", f"documents/{DOC}/comments")),
+]
+
+
+@pytest.mark.parametrize("name, arguments, request_", NULAB_CALLS,
+                         ids=[n for n, _, _ in NULAB_CALLS])
+def test_nulabs_tool_names_and_arguments_are_understood(backlog, name, arguments, request_):
+    result = call(name, **arguments)
+    assert not result["isError"], result
+    assert sent(backlog, *request_)
+    assert name not in {t["name"] for t in rpc("tools/list")["result"]["tools"]}
+
+
+def test_nulab_names_point_at_tools_that_exist_and_go_through_the_pipeline(backlog):
+    assert set(b.NULAB_NAMES.values()) <= set(b.TOOLS)
+    b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO", BACKLOG_READ_ONLY="1"))
+    assert "among the projects this server may use (DEMO)" in error(
+        call("get_issue", issueKey="OTHER-1"))
+    assert "error" in rpc("tools/call", {"name": "add_issue_comment", "arguments": {
+        "issueKey": "DEMO-42", "content": "x"}})
+    sent_ = [r for r in backlog.requests if r.method != "GET"]
+    assert sent_ == []
+
+
+def test_issues_by_nulab_argument_names_are_filtered(backlog):
+    call("get_issues", projectId=[101], statusId=[1, 2], count=5)
+    query = sent(backlog, "GET", "issues").query
+    assert ("projectId[]", "101") in query and ("statusId[]", "2") in query
+    assert ("count", "5") in query
