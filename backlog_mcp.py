@@ -2441,7 +2441,8 @@ def issue_view(issue):
             value = field.get("value")
             if kind == 4 and isinstance(value, str) and value.endswith("T00:00:00Z"):
                 value = value[:10]  # a date field: yyyy-MM-dd, as every other date
-            view = {"id": field.get("id"), "fieldTypeId": FIELD_TYPES.get(kind, kind),
+            view = {"id": field.get("id"), "fieldTypeId": FIELD_TYPES.get(kind, kind)
+                    if isinstance(kind, int) else kind,
                     "value": value}
             if "otherValue" in field:
                 view["otherValue"] = field["otherValue"]
@@ -3045,12 +3046,17 @@ def result_of(tool_, args, value):
 MD_FENCE = re.compile(r"^(`{3,}|~{3,})[ \t]*([\w+#.-]*)[ \t]*$")
 MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(\S.*?)[ \t]*#*[ \t]*$")
 MD_SEPARATOR = re.compile(r"^[ \t]*\|?[ \t]*:?-{3,}:?[ \t]*(\|[ \t]*:?-{3,}:?[ \t]*)+\|?[ \t]*$")
+EDGE = r"[^\s*'~%]"  # a converted span's first and last: no markup of either syntax
 MD_INLINE = [  # (what, pattern, notation), in this order, outside inline code
-    ("image", re.compile(r"!\[([^\]\n]*)\]\(([^)\s]+)\)"), r"#image(\2)"),
+    ("image", re.compile(r"!\[([^\]\n]*)\]\(([^()\s]+)\)"), r"#image(\2)"),
     ("link", re.compile(r"(?<!!)\[([^\]\n]+)\]\(((?:https?|ftp)://[^)\s]+)\)"), r"[[\1>\2]]"),
-    ("bold", re.compile(r"(?<![*\w])\*\*(?=\S)([^*\n]+?)(?<=\S)\*\*(?![*\w])"), r"''\1''"),
-    ("bold", re.compile(r"(?<![_\w])__(?=\S)([^_\n]+?)(?<=\S)__(?![_\w])"), r"''\1''"),
-    ("strike", re.compile(r"(?<!~)~~(?=\S)([^~\n]+?)(?<=\S)~~(?!~)"), r"%%\1%%"),
+    ("link", re.compile(r"<((?:https?|ftp)://[^>\s]+)>"), r"\1"),  # notation links bare URLs
+    # **x** is bold next to letters too (CommonMark; so in Japanese, **太字**です); __x__ is
+    # left alone: __init__.py is more often a name than bold
+    ("bold", re.compile(r"(?<!\*)\*\*(?=%s)([^*\n]+?)(?<=%s)\*\*(?!\*)" % (EDGE, EDGE)),
+     r"''\1''"),
+    ("strike", re.compile(r"(?<!~)~~(?=%s)([^~\n]+?)(?<=%s)~~(?!~)" % (EDGE, EDGE)),
+     r"%%\1%%"),
 ]
 MD_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)")
 NT_CODE = re.compile(r"^\{code(?::([\w+#.-]+))?\}[ \t]*$")
@@ -3058,25 +3064,27 @@ NT_CODE_END = re.compile(r"^\{/code\}[ \t]*$")
 NT_HEADING = re.compile(r"^(\*{2,6})[ \t]+(\S.*)$")  # one * is also a Markdown bullet: kept
 NT_TABLE_HEAD = re.compile(r"^(\|.*\|)h[ \t]*$")
 NT_INLINE = [  # (what, pattern, Markdown), in this order, outside {code}
-    ("code", re.compile(r"\{code(?::[\w+#.-]+)?\}([^\n{}]+?)\{/code\}"), r"`\1`"),
-    ("italic", re.compile(r"'''(?=\S)([^'\n]+?)(?<=\S)'''"), r"*\1*"),
-    ("bold", re.compile(r"(?<!')''(?=[^'\s])([^'\n]+?)(?<=[^'\s])''(?!')"), r"**\1**"),
-    ("strike", re.compile(r"%%(?=\S)([^%\n]+?)(?<=\S)%%"), r"~~\1~~"),
+    ("code", re.compile(r"\{code(?::[\w+#.-]+)?\}([^\n{}`\ue000]+?)\{/code\}"), r"`\1`"),
+    ("italic", re.compile(r"'''(?=%s)([^'\n]+?)(?<=%s)'''" % (EDGE, EDGE)), r"*\1*"),
+    ("bold", re.compile(r"(?<!')''(?=%s)([^'\n]+?)(?<=%s)''(?!')" % (EDGE, EDGE)),
+     r"**\1**"),
+    ("strike", re.compile(r"%%%%(?=%s)([^%%\n]+?)(?<=%s)%%%%" % (EDGE, EDGE)), r"~~\1~~"),
     ("link", re.compile(r"\[\[([^\]>\n]+?)>((?:https?|ftp)://[^\]\s]+)\]\]"), r"[\1](\2)"),
     ("link", re.compile(r"\[\[([^\]:\n]+?):((?:https?|ftp)://[^\]\s]+)\]\]"), r"[\1](\2)"),
     ("link", re.compile(r"\[\[((?:https?|ftp)://[^\]\s]+)\]\]"), r"<\1>"),
-    ("image", re.compile(r"#(?:image|thumbnail)\(([^)\s]+)\)"), r"![](\1)"),
-    ("line break", re.compile(r"&br;"), "  \n"),
-    ("colour", re.compile(r"&color\([^)\n]*\)\s*\{\s*([^}\n]*?)\s*\}"), r"\1"),
+    ("image", re.compile(r"#(?:image|thumbnail)\(([^()\s]+)\)"), r"![](\1)"),
+    ("colour", re.compile(r"&color\([^)\n]*\)[ \t]*\{[ \t]*([^}\n]*?[^}\s])[ \t]*\}"), r"\1"),
 ]
 RULES = {"markdown": "Markdown", "backlog": "Backlog notation"}
+MD_STARTS = (MD_FENCE, MD_HEADING, MD_SEPARATOR, NT_CODE, NT_CODE_END)  # what a line can be
+NT_STARTS = (NT_CODE, NT_CODE_END, NT_HEADING, NT_TABLE_HEAD, MD_FENCE)
 
 
 def to_notation(text):
     """(text in Backlog notation, what was converted) of Markdown: fenced code to {code},
-    # headings to *, **bold** and __bold__ to ''bold'', ~~x~~ to %%x%%, [label](url) to
-    [[label>url]], ![](url) to #image(url), a table's header row to |a|b|h, and inline code to
-    ''bold'' (notation has no inline code). Code stays as it is."""
+    # headings to *, **bold** to ''bold'', ~~x~~ to %%x%%, [label](url) to [[label>url]],
+    <url> to url, ![](url) to #image(url), a table's header row to |a|b|h, and inline code
+    to ''bold'' (notation has no inline code). Code stays as it is."""
     out, done, fence, code = [], [], None, False
     for line in text.split("\n"):
         if fence is not None:  # inside Markdown code: as it is, to the fence that closes it
@@ -3098,28 +3106,59 @@ def to_notation(text):
             continue
         heading = MD_HEADING.match(line)
         if heading:
-            out.append("*" * min(len(heading.group(1)), 4) + " " + heading.group(2))
+            out.append("*" * min(len(heading.group(1)), 4) + " " + _spans(
+                heading.group(2), MD_INLINE, done, _code_as_bold))
             done.append("# headings → *")
             continue
         if MD_SEPARATOR.match(line) and out and out[-1].strip().startswith("|"):
             out[-1] = "|" + out[-1].strip().strip("|") + "|h"
             done.append("table header → |…|h")
             continue
-        out.append(_spans(line, done))
+        out.append(_spans(line, MD_INLINE, done, _code_as_bold, MD_STARTS))
     if fence is not None:  # a fence never closed is code to the end, as Markdown reads it
         out.append("{/code}")
     return "\n".join(out), done
 
 
-def _spans(line, done):
-    """A line's inline Markdown as notation, its code spans made ''bold''."""
-    parts, last = [], 0
-    for code in MD_CODE_SPAN.finditer(line):
-        parts += [_inline(line[last:code.start()], MD_INLINE, done),
-                  "''" + code.group(2).strip() + "''"]
-        done.append("`code` → ''bold'' (notation has no inline code)")
-        last = code.end()
-    return "".join(parts + [_inline(line[last:], MD_INLINE, done)])
+def _spans(line, table, done, code=None, starts=()):
+    """A line's inline constructs converted by `table`, whole but for its code spans, which
+    `code(span, done)` makes something else (None: they stay as they are). A line that the
+    conversion would leave convertible again, or starting another line construct (`starts`:
+    a heading, a code block), stays as it was: converting twice never changes a text."""
+    out, mine = _converted_line(line, table, code)
+    if out != line and (any(start.match(out) for start in starts)
+                        or _converted_line(out, table, code)[0] != out):
+        return line
+    done += mine
+    return out
+
+
+def _converted_line(line, table, code):
+    if HELD in line:
+        return line, []
+    spans, done = [], []
+
+    def hold(span):
+        spans.append(span)
+        return f"{HELD}{len(spans) - 1}\ue001"
+
+    def give_back(found):
+        span = spans[int(found.group(1))]
+        return span.group(0) if code is None else code(span, done)
+    masked = _inline(MD_CODE_SPAN.sub(hold, line), table, done)
+    return re.sub(HELD + r"(\d+)\ue001", give_back, masked), done
+
+
+HELD = "\ue000"  # a code span's place while the rest of its line is converted
+
+
+def _code_as_bold(span, done):
+    """Inline code in notation, which has none: ''bold'', the closest; code that holds
+    markup of either syntax stays as typed (made bold, it would read as that markup)."""
+    if re.search(r"[*'~%\[\]|#`&{}<>]", span.group(2)):
+        return span.group(0)
+    done.append("`code` → ''bold'' (notation has no inline code)")
+    return "''" + span.group(2).strip() + "''"
 
 
 def _inline(text, table, done):
@@ -3136,7 +3175,14 @@ def to_markdown(text):
     [[label>url]] to [label](url), #image() to ![](), &br; to a line break, a |a|b|h header
     row to a Markdown table head; &color() keeps its text. Code stays as it is."""
     out, done, code, fenced_ = [], [], False, None
-    for line in text.split("\n"):
+    lines = text.split("\n")[::-1]
+    while lines:
+        line = lines.pop()
+        if fenced_ is None and not code and "&br;" in line and HELD not in line:
+            line, _, rest = line.partition("&br;")  # the rest is a line of its own
+            lines.append(rest)
+            line += "  "
+            done.append("&br; → line break")
         if fenced_ is not None:  # a Markdown fence already: as it is
             out.append(line)
             if line.strip().startswith(fenced_) and not line.strip().strip(fenced_[0]):
@@ -3161,20 +3207,18 @@ def to_markdown(text):
             continue
         heading = NT_HEADING.match(line)
         if heading:
-            out.append("#" * len(heading.group(1)) + " " + heading.group(2))
+            out.append("#" * len(heading.group(1)) + " " + _spans(heading.group(2), NT_INLINE,
+                                                                   done))
             done.append("** headings → ##")
             continue
         head = NT_TABLE_HEAD.match(line)
         if head:
             cells = head.group(1).strip("|").split("|")
-            out += [head.group(1), "|" + "|".join("---" for _ in cells) + "|"]
+            out += [_spans(head.group(1), NT_INLINE, done, None, NT_STARTS),
+                    "|" + "|".join("---" for _ in cells) + "|"]
             done.append("table header |…|h → |---|")
             continue
-        parts, last = [], 0
-        for span in MD_CODE_SPAN.finditer(line):  # inline Markdown code stays as it is
-            parts += [_inline(line[last:span.start()], NT_INLINE, done), span.group(0)]
-            last = span.end()
-        out.append("".join(parts + [_inline(line[last:], NT_INLINE, done)]))
+        out.append(_spans(line, NT_INLINE, done, None, NT_STARTS))  # `code` stays as it is
     if code:  # a {code} never closed: closed here, as Backlog shows it to the end
         out.append("```")
     return "\n".join(out), done
@@ -3769,7 +3813,13 @@ def nodes(node):
         item = stack.pop()
         if isinstance(item, dict):
             yield item
-            stack += [c for c in item.get("children") or [] if isinstance(c, dict)]
+            stack += children_of(item)
+
+
+def children_of(node):
+    """The child documents of a tree node (whatever else Backlog put there, none)."""
+    children = node.get("children")
+    return [c for c in children if isinstance(c, dict)] if isinstance(children, list) else []
 
 
 def pruned(node, depth):
@@ -3777,7 +3827,7 @@ def pruned(node, depth):
     that shows them."""
     if not isinstance(node, dict):
         return node
-    children = [c for c in node.get("children") or [] if isinstance(c, dict)]
+    children = children_of(node)
     if depth <= 0 and children:
         below = sum(1 for c in children for _ in nodes(c))
         note("Deeper documents are counted, not shown: call again with parent_id (and depth).")
@@ -5544,7 +5594,8 @@ def addressed_value(name, address):
 
 def _projects(prefix, context):
     found = run_tool(TOOLS["project_list_get"], {"keyword": prefix} if prefix else {})[1]
-    return strings(found, "projectKey"), (getattr(found, "total", 0) or 0) <= len(found)
+    return strings(found, "projectKey"), (getattr(found, "total", 0) or 0) <= len(
+        strings(found, "projectKey"))
 
 
 ISSUE_PREFIX = re.compile(r"([_A-Za-z0-9]{1,25})-([0-9]{0,9})\Z")
@@ -5580,7 +5631,8 @@ def _milestones(prefix, context):
     found = run_tool(TOOLS["issue_milestone_list_get"], dict(
         {"project_id_or_key": project, "archived": True},
         **({"keyword": prefix} if prefix else {})))[1]
-    return strings(found, "name"), (getattr(found, "total", 0) or 0) <= len(found)
+    return strings(found, "name"), (getattr(found, "total", 0) or 0) <= len(
+        strings(found, "name"))
 
 
 def _repos(prefix, context):

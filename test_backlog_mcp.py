@@ -3451,6 +3451,9 @@ def test_prompts_of_another_space_are_listed_by_its_name(two):
     ("resources/read", {"uri": "backlog://HOST/view/DEMO-42"}, "issues/DEMO-42$",
      b'[{"id": 913}]'),
     ("prompts/get", {"name": "standup"}, "users/myself", b'["x"]'),
+    ("resources/list", {}, "recentlyViewedIssues", b"true"),
+    ("completion/complete", {"argument": {"name": "project", "value": "D"}}, "projects",
+     b"true"),
 ])
 def test_odd_answers_in_prompts_resources_completions(fake, method, params, path, body):
     b.configure(fault_env(fake))
@@ -3458,6 +3461,20 @@ def test_odd_answers_in_prompts_resources_completions(fake, method, params, path
     fake.fault("raw", (200, {"Content-Type": "application/json"}, body), path=path)
     reply = rpc(method, params)
     assert reply.get("error", {}).get("code") != -32603, reply
+
+
+@pytest.mark.parametrize("tool_, arguments, path, body", [  # found by the fuzz runs
+    ("issue_details_get", {"issue_id_or_key": "DEMO-42"}, "issues/DEMO-42",
+     b'{"id": 913, "projectId": 101, "issueKey": "DEMO-42", "customFields": '
+     b'[{"id": 1, "name": "x", "fieldTypeId": [1]}]}'),
+    ("document_tree_get", {"project_id_or_key": "DEMO"}, "documents/tree",
+     b'{"activeTree": {"id": "Active", "children": -1}}'),
+])
+def test_odd_answers_are_no_bug(fake, tool_, arguments, path, body):
+    b.configure(fault_env(fake))
+    fake.fault("raw", (200, {"Content-Type": "application/json"}, body), path=path)
+    result = call(tool_, **arguments)
+    assert "a bug" not in result["content"][0]["text"], result
 
 
 # == The bundle (.mcpb): what Claude Desktop installs with a double click (issue 15) ======
@@ -4718,3 +4735,184 @@ def test_issues_by_nulab_argument_names_are_filtered(backlog):
     query = sent(backlog, "GET", "issues").query
     assert ("projectId[]", "101") in query and ("statusId[]", "2") in query
     assert ("count", "5") in query
+
+
+# == Writes that render (issue 21) =============================================
+
+TO_NOTATION = [  # (Markdown a model writes, what a notation project is sent, what was said)
+    ("## 手順\n\n1. **ログイン**する\n2. `npm test` を実行",
+     "** 手順\n\n1. ''ログイン''する\n2. ''npm test'' を実行",
+     ["# headings → *", "bold", "`code` → ''bold'' (notation has no inline code)"]),
+    ("```python\nprint('**not bold**')\n# not a heading\n```\nDone ~~old~~ new.",
+     "{code:python}\nprint('**not bold**')\n# not a heading\n{/code}\nDone %%old%% new.",
+     ["fenced code → {code}", "strike"]),
+    ("| a | b |\n|---|:---:|\n| 1 | 2 |", "| a | b |h\n| 1 | 2 |", ["table header → |…|h"]),
+    ("See [the guide](https://example.com/g) and ![shot](https://example.com/a.png), "
+     "<https://example.com>.",
+     "See [[the guide>https://example.com/g]] and #image(https://example.com/a.png), "
+     "https://example.com.", ["image", "link"]),
+    ("# Release notes\n**Bold** at a line start, ~~cut~~.",
+     "* Release notes\n''Bold'' at a line start, %%cut%%.", ["# headings → *", "bold", "strike"]),
+    ("~~~\nunclosed code\n## stays", "{code}\nunclosed code\n## stays\n{/code}",
+     ["fenced code → {code}"]),
+    ("日本語の **太字** と English **bold** mixed.", "日本語の ''太字'' と English ''bold'' mixed.",
+     ["bold"]),
+]
+TO_MARKDOWN = [  # (notation a model writes, what a Markdown project is sent, what was said)
+    ("** 見出し2\n''太字'' と '''斜体''' と %%取消%%", "## 見出し2\n**太字** と *斜体* と ~~取消~~",
+     ["** headings → ##", "italic", "bold", "strike"]),
+    ('{code:java}\nString s = "\'\'x\'\'";\n{/code}', '```java\nString s = "\'\'x\'\'";\n```',
+     ["{code} → fenced code"]),
+    ("|名前|値|h\n|a|1|", "|名前|値|\n|---|---|\n|a|1|", ["table header |…|h → |---|"]),
+    ("[[ガイド>https://example.com/g]] [[https://example.com]] [[x:https://e.com]]",
+     "[ガイド](https://example.com/g) <https://example.com> [x](https://e.com)", ["link"]),
+    ("#image(https://e.com/a.png) and #thumbnail(b.png)", "![](https://e.com/a.png) and ![](b.png)",
+     ["image"]),
+    ("&color(red) { 警告 } done", "警告 done", ["colour"]),
+    ("{code}\nnever closed", "```\nnever closed\n```", ["{code} → fenced code"]),
+]
+AS_IS = [  # texts that must stay as they are, in both directions
+    "* item one\n* item two",           # a bullet in Markdown, a heading in notation
+    "- a\n-- b\n+ one",                  # lists read alike
+    "snake_case, 2*3*4, a_b_c and __init__.py",
+    "メールは a@example.com まで、50%の確率",
+    "x ** y ** z",                       # a spaced ** is no bold
+    "Plain text, 日本語のみ。\n\nTwo paragraphs.",
+    "> a quote\n\nPROJ-123 links itself",
+    "|a|b|\n|1|2|",                      # a table in both, without a header
+    "Pass `**kwargs` or `~~x~~` through",  # code that holds markup stays as typed
+]
+
+
+@pytest.mark.parametrize("markdown, notation, said", TO_NOTATION)
+def test_markdown_becomes_notation(markdown, notation, said):
+    converted, done = b.to_notation(markdown)
+    assert converted == notation and list(dict.fromkeys(done)) == said
+    assert b.to_notation(notation) == (notation, [])  # never twice
+
+
+@pytest.mark.parametrize("notation, markdown, said", TO_MARKDOWN)
+def test_notation_becomes_markdown(notation, markdown, said):
+    converted, done = b.to_markdown(notation)
+    assert converted == markdown and list(dict.fromkeys(done)) == said
+    assert b.to_markdown(markdown) == (markdown, [])
+
+
+@pytest.mark.parametrize("text", AS_IS)
+def test_what_reads_alike_stays_as_it_is(text):
+    assert b.to_notation(text) == (text, []) and b.to_markdown(text) == (text, [])
+
+
+MARKUP = st.lists(st.sampled_from([
+    "**", "*", "__", "~~", "`", "``", "''", "'''", "%%", "[", "]", "(", ")", "[[", "]]", ">",
+    "|", "|h", "---", "#", "## ", "* ", "** ", "```", "~~~", "{code}", "{/code}", "{code:js}",
+    "&br;", "&color(red) {", "}", "#image(", "https://e.com/x", "\n", " ", "a", "字", "x y",
+    "- ", ":", "!", "\\", "@admin"]), max_size=40).map("".join)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(MARKUP)
+def test_converting_twice_changes_nothing(text):
+    once = b.to_notation(text)[0]
+    assert b.to_notation(once)[0] == once
+    once = b.to_markdown(text)[0]
+    assert b.to_markdown(once)[0] == once
+
+
+CODE_LINE = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"),
+                    max_size=30).filter(lambda line: not re.match(r"\s*(```|~~~|\{/?code)", line))
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(st.lists(CODE_LINE, min_size=1, max_size=6), MARKUP, MARKUP)
+def test_code_survives_byte_for_byte(code, before, after):
+    """Whatever surrounds it, the body of a code block reaches the other syntax unchanged."""
+    body = "\n".join(code)
+    for opened, closed, convert, (start, end) in (
+            ("```", "```", b.to_notation, ("{code}", "{/code}")),
+            ("{code}", "{/code}", b.to_markdown, ("```", "```"))):
+        text = f"{before}\n{opened}\n{body}\n{closed}\n{after}"
+        converted = convert(text)[0]
+        assert f"\n{body}\n" in converted
+
+
+TEXT_WRITES = [(name, param) for name, tool_ in sorted(b.TOOLS.items())
+               for param, p in tool_.params.items() if p.text]
+SAMPLE = {"backlog": ("## 手順\n**ログイン**して [docs](https://e.com/d) を見る",
+                      "** 手順\n''ログイン''して [[docs>https://e.com/d]] を見る"),
+          "markdown": ("** 手順\n''ログイン''して [[docs>https://e.com/d]] を見る",
+                       "## 手順\n**ログイン**して [docs](https://e.com/d) を見る")}
+
+
+def project_rule(fake, rule):
+    fake.fixtures["project"] = dict(json.load(open(os.path.join(DATA, "project.json"))),
+                                    textFormattingRule=rule)
+
+
+@pytest.mark.parametrize("rule", ["backlog", "markdown"])
+@pytest.mark.parametrize("name, param", TEXT_WRITES, ids=[f"{n}.{p}" for n, p in TEXT_WRITES])
+def test_every_text_write_is_sent_in_its_projects_rule(backlog, name, param, rule):
+    """Each write that carries a text, in a notation project and in a Markdown one: the text
+    written in the other syntax reaches Backlog in the project's (documents: Markdown), and
+    the answer says so and names the rule."""
+    project_rule(backlog, rule)
+    arguments, method, path = next((a, m, p) for n, a, m, p, *_ in TOOL_CALLS if n == name)
+    written, expected = SAMPLE["markdown" if name.startswith("document") else rule]
+    result = call(name, **dict(arguments, **{param: written}))
+    assert not result["isError"], result
+    field = re.sub(r"_(\w)", lambda m: m.group(1).upper(), param)
+    assert (field, expected) in sent(backlog, method, path).form
+    notes = " ".join(c["text"] for c in result["content"][1:])
+    if not name.startswith("document"):
+        said = "Backlog notation" if rule == "backlog" else "Markdown"
+        assert f"{param}: converted to {said}" in notes and f"Text formatting of DEMO: {said}." \
+            in notes
+
+
+def test_with_conversion_off_a_mismatch_is_only_said(backlog):
+    b.configure(dict(ENV, BACKLOG_CONVERT="0"))
+    project_rule(backlog, "backlog")
+    written, converted = SAMPLE["backlog"]
+    result = call("issue_comment_add", issue_id_or_key="DEMO-42", content=written)
+    assert ("content", written) in sent(backlog, "POST", "issues/DEMO-42/comments").form
+    notes = " ".join(c["text"] for c in result["content"][1:])
+    assert "looks written in the other syntax" in notes and converted in notes
+
+
+def test_text_already_in_the_projects_rule_is_sent_as_is(backlog):
+    project_rule(backlog, "backlog")
+    text = "* 見出し\n''太字'' と\n{code}\n**x**\n{/code}"
+    result = call("issue_comment_add", issue_id_or_key="DEMO-42", content=text)
+    assert ("content", text) in sent(backlog, "POST", "issues/DEMO-42/comments").form
+    assert "converted" not in json.dumps(result, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("written, sent_, said", [
+    ("@admin please check, cc @山田太郎.", "<@U1> please check, cc <@U2>.",
+     "Mentioned: admin, 山田太郎."),
+    ("mail admin@example.com, @nobody here", "mail admin@example.com, @nobody here", None),
+])
+def test_members_named_by_at_are_mentioned(backlog, written, sent_, said):
+    result = call("issue_comment_add", issue_id_or_key="DEMO-42", content=written)
+    assert ("content", sent_) in sent(backlog, "POST", "issues/DEMO-42/comments").form
+    notes = " ".join(c["text"] for c in result["content"][1:])
+    assert (said in notes) if said else "Mentioned" not in notes
+
+
+def test_literal_newlines_in_a_long_text_are_repaired(backlog):
+    result = call("issue_comment_add", issue_id_or_key="DEMO-42",
+                  content="Line one\\nLine two\\n\\n- item")
+    assert ("content", "Line one\nLine two\n\n- item") in sent(
+        backlog, "POST", "issues/DEMO-42/comments").form
+    assert "Literal \\n sequences in the text were made line breaks." in json.dumps(
+        result, ensure_ascii=False).replace("\\\\", "\\")
+    call("issue_comment_add", issue_id_or_key="DEMO-42", content="a real\nbreak and a \\n")
+    assert ("content", "a real\nbreak and a \\n") in sent(
+        backlog, "POST", "issues/DEMO-42/comments").form
+
+
+def test_reading_a_text_names_its_projects_rule(backlog):
+    project_rule(backlog, "backlog")
+    result = call("issue_details_get", issue_id_or_key="DEMO-42")
+    assert "DEMO writes texts in Backlog notation; keep it when you edit them." in [
+        c["text"] for c in result["content"]]
