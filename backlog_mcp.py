@@ -5838,6 +5838,10 @@ class Session:
         return {}  # our log goes to stderr; no notifications/message are sent
 
 
+CACHEABLE = {  # 2026-07-28: results that extend CacheableResult -> (ttlMs, cacheScope)
+    "tools/list": (3600000, "public"), "prompts/list": (0, "private"),
+    "resources/list": (0, "private"), "resources/templates/list": (0, "private"),
+    "resources/read": (0, "private")}
 METHODS = {"initialize": Session.initialize, "server/discover": Session.discover,
            "ping": Session.ping, "tools/list": Session.list_tools,
            "tools/call": Session.call_tool, "prompts/list": Session.list_prompts,
@@ -5910,9 +5914,8 @@ def handle(message, session):
             ANSWERING.reset(bound[0])
         if modern:
             result = dict(result, resultType=result.get("resultType", "complete"))
-            if method.endswith("/list"):
-                result.update(ttlMs=3600000 if method == "tools/list" else 0,
-                              cacheScope="public" if method == "tools/list" else "private")
+            if method in CACHEABLE:  # the era's results that may be cached say how long
+                result.update(zip(("ttlMs", "cacheScope"), CACHEABLE[method]))
         return {"jsonrpc": "2.0", "id": id_, "result": result}
     except RpcError as exc:
         return error_reply(id_, exc.code, exc.message, exc.data)

@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import re
+import collections
 import subprocess
 import sys
 import time
@@ -4916,3 +4917,118 @@ def test_reading_a_text_names_its_projects_rule(backlog):
     result = call("issue_details_get", issue_id_or_key="DEMO-42")
     assert "DEMO writes texts in Backlog notation; keep it when you edit them." in [
         c["text"] for c in result["content"]]
+
+
+# == Every message valid in every version (issue 22) ===========================
+# The spec's own schema of each version (schema/<version>/schema.json of
+# modelcontextprotocol/modelcontextprotocol at b0f60ba5), stored here as the bundle's is: the
+# SDKs' models let through what it refuses (a resources/read result of 2026-07-28 without ttlMs).
+
+SCHEMAS = os.path.join(HERE, "tests", "schema")
+RESULTS = {"initialize": "InitializeResult", "server/discover": "DiscoverResult",
+           "ping": "EmptyResult", "logging/setLevel": "EmptyResult",
+           "tools/list": "ListToolsResult", "tools/call": "CallToolResult",
+           "prompts/list": "ListPromptsResult", "prompts/get": "GetPromptResult",
+           "resources/list": "ListResourcesResult",
+           "resources/templates/list": "ListResourceTemplatesResult",
+           "resources/read": "ReadResourceResult", "completion/complete": "CompleteResult"}
+
+
+def spec_validator(version, definition):
+    jsonschema = pytest.importorskip("jsonschema")
+    with open(os.path.join(SCHEMAS, version, "schema.json"), encoding="utf-8") as fh:
+        schema = json.load(fh)
+    where = "definitions" if "definitions" in schema else "$defs"
+    schema = dict(schema, **{"$ref": f"#/{where}/{definition}"})
+    schema.pop("anyOf", None), schema.pop("oneOf", None)
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+def drive(version, host):
+    """Every method the server answers, in one version, with each kind of tool result (JSON,
+    a sentence, an image, a tool error, a question), each prompt, each resource template,
+    completions, progress and the errors: [(the request's method or None, message)]."""
+    modern = version in b.MODERN_VERSIONS
+    meta = {b.META + "protocolVersion": version,
+            b.META + "clientCapabilities": {"elicitation": {}}} if modern else None
+    requests = [] if modern else [("initialize", {"protocolVersion": version, "capabilities": {
+        "elicitation": {}}, "clientInfo": {"name": "t", "version": "1"}})]
+    requests += [("server/discover", {})] if modern else [("logging/setLevel", {"level": "info"})]
+    requests += [("ping", {}), ("tools/list", {}), ("prompts/list", {}),
+                 ("resources/list", {}), ("resources/templates/list", {}),
+                 ("completion/complete", {"ref": {"type": "ref/prompt", "name": "triage"},
+                                          "argument": {"name": "issue", "value": "DEMO-4"}})]
+    calls = [("issue_details_get", {"issue_id_or_key": "DEMO-42"}),
+             ("issue_list_get", {"count": 2}), ("document_tag_delete",
+                                                {"document_id": DOC, "tag_names": ["a"]}),
+             ("issue_attachment_download", {"issue_id_or_key": "DEMO-42", "attachment_id": 8}),
+             ("issue_details_get", {"issue_id_or_key": "OTHER-1"}),
+             ("issue_delete", {"issue_id_or_key": "DEMO-42"})]
+    requests += [("tools/call", {"name": n, "arguments": a, "_meta": {"progressToken": i}})
+                 for i, (n, a) in enumerate(calls)]
+    requests += [("prompts/get", {"name": p.name, "_meta": {"progressToken": p.name},
+                                  "arguments": {n: {"issue": "DEMO-42", "project": "DEMO",
+                                                    "repo": "DEMO/webapp", "number": "4"}.get(
+                                      n, "x") for n, _, required in p.arguments if required}})
+                 for p in b.PROMPTS.values()]
+    requests += [("resources/read", {"uri": f"backlog://{host}/{path}"}) for path in (
+        "view/DEMO-42", "wiki/5001", f"document/{DOC}", "projects/DEMO",
+        "git/DEMO/webapp/pullRequests/4", "file/DEMO/825")]
+    requests += [("tools/call", {"name": "nope", "arguments": {}}), ("nope/nope", {}),
+                 ("resources/read", {"uri": "backlog://nowhere/x"})]
+    lines, methods = [], {}
+    for i, (method, params) in enumerate(requests, start=1):
+        if meta:
+            params = dict(params, _meta=dict(params.get("_meta", {}), **meta))
+        lines.append({"jsonrpc": "2.0", "id": i, "method": method, "params": params})
+        methods[i] = method
+        if not modern and method == "initialize":
+            lines.append({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        if not modern and params.get("name") == "issue_delete":
+            lines.append(answer("accept", True))
+    return [(methods.get(m.get("id")) if "method" not in m else None, m)
+            for m in conversation(*lines)]
+
+
+@pytest.mark.parametrize("version", b.LEGACY_VERSIONS + b.MODERN_VERSIONS)
+def test_every_message_is_valid_against_the_spec_schema(backlog, version):
+    b.configure(dict(ENV, BACKLOG_TOOLSETS="all"))
+    messages = drive(version, "example.backlog.com")
+    whole = spec_validator(version, "JSONRPCMessage")
+    errors = spec_validator(version, "JSONRPCError" if version < "2025-11-25"
+                            else "JSONRPCErrorResponse")
+    checked = collections.Counter()
+    for method, message in messages:
+        problems = [e.message for e in whole.iter_errors(message)]
+        if "error" in message:
+            problems += [e.message for e in errors.iter_errors(message)]
+        elif method is not None:
+            kind = RESULTS[method]
+            if message["result"].get("resultType") == "input_required":
+                kind = "InputRequiredResult"
+            problems += [f"{kind}: {e.message}" for e in spec_validator(version, kind)
+                         .iter_errors(message["result"])]
+        elif "id" in message:
+            problems += [e.message for e in spec_validator(version, "ServerRequest")
+                         .iter_errors(message)]
+        else:
+            problems += [e.message for e in spec_validator(version, "ServerNotification")
+                         .iter_errors(message)]
+        assert not problems, (method, json.dumps(message, ensure_ascii=False)[:600], problems)
+        checked[method or message.get("method")] += 1
+    assert checked["tools/call"] == 7 and checked["prompts/get"] == len(b.PROMPTS), checked
+    assert checked["resources/read"] == 7 and checked["notifications/progress"]
+    assert "elicitation/create" in checked or version in b.MODERN_VERSIONS + ("2025-03-26",
+                                                                              "2024-11-05")
+
+
+def test_stored_schemas_are_the_specs():
+    mirror = "/work/.mirror/modelcontextprotocol+modelcontextprotocol/repo"
+    if not os.path.isdir(mirror):
+        pytest.skip("no copy of the spec repository here (it is fetched, not vendored)")
+    for version in b.LEGACY_VERSIONS + b.MODERN_VERSIONS:
+        stored = open(os.path.join(SCHEMAS, version, "schema.json"), "rb").read()
+        fetched = subprocess.run(["git", "--git-dir", mirror, "show",
+                                  f"b0f60ba5:schema/{version}/schema.json"],
+                                 capture_output=True).stdout
+        assert stored == fetched, version
