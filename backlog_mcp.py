@@ -2113,6 +2113,8 @@ class P:
         type inside it): ids-or-names are advertised as strings, and integers are taken too.
         """
         schema = {"type": self.type, "description": self.doc}
+        if self.type == "object":  # keys of its own choosing (Codex reads none without this)
+            schema["additionalProperties"] = True
         if self.items:
             kinds = self.items if isinstance(self.items, list) else [self.items]
             schema["items"] = {"type": "string" if "string" in kinds else kinds[0]}
@@ -2249,6 +2251,8 @@ class Tool:
             self._definition = {"title": self.title, "description": self.description,
                                 "inputSchema": schema,
                                 "annotations": self.annotations}
+            if self.name in ALWAYS_LOAD:
+                self._definition["_meta"] = {"anthropic/alwaysLoad": True}
         return dict(name=prefix + self.name, **self._definition)
 
     def disabled_because(self, listed=True):
@@ -3787,7 +3791,7 @@ def document_list_get(project_id_or_key: ProjectIdOrKey, keyword: Keyword = None
 def document_tree_get(project_id_or_key: ProjectIdOrKey,
                       include_trash: P("boolean", "Also return the trash tree") = False,
                       parent_id: DocumentId.like(doc="Start at this document") = None,
-                      depth: P("integer", "Levels shown (default 2)", minimum=1,
+                      depth: P("integer", "Levels shown (default 2, max 20)", minimum=1,
                                maximum=20) = 2):
     """Get a project's document tree, some levels at a time."""
     tree = checked(api.get(("documents", "tree"), {"projectIdOrKey": project_id_or_key}), {})
@@ -4177,7 +4181,7 @@ IssueSort = P("string", "Sort by", enum=[
     "attachment", "sharedFile", "created", "createdUser", "updated", "updatedUser", "assignee",
     "startDate", "dueDate", "estimatedHours", "actualHours", "childIssue"])
 ParentChild = P("integer", "0 all, 1 not child, 2 child, 3 neither, 4 parent", minimum=0,
-                maximum=10)
+                maximum=4)
 FieldFilters = P("object", '{field: text, items or {"min","max"}}')
 
 
@@ -5245,13 +5249,20 @@ def _get_prompt(name, found, arguments):
             "messages": [{"role": "user", "content": {"type": "text", "text": text}}]}
 
 
+def this_servers(name):
+    """A tool named in a prompt so that a model finds it whatever prefix its host shows."""
+    return (f"the {settings().prefix}{name} tool of this server (your host may show it with "
+            f"a prefix, e.g. mcp__backlog__{settings().prefix}{name})")
+
+
 @prompt("Triage an issue", ("issue", "Issue key, e.g. DEMO-42", True))
 def triage(issue):
     """Propose status, priority, assignee and next step for an issue, from its data."""
     key = issue.upper()
     project = key.rsplit("-", 1)[0]
     return (f"Triage Backlog issue {key}. Propose its status, priority, assignee and the next "
-            "step, each with a one-line reason, then offer to apply them with issue_update.\n\n"
+            f"step, each with a one-line reason, then offer to apply them with "
+            f"{this_servers('issue_update')}.\n\n"
             + gather([("Issue", "issue_details_get", {"issue_id_or_key": key}),
                       ("Comments, oldest first", "issue_comment_list_get",
                        {"issue_id_or_key": key, "order": "asc", "count": 30}),
@@ -5299,7 +5310,8 @@ def release_notes(project, milestone):
 def draft_issue(project):
     """What issue_add needs in a project, to turn your text into one correct call."""
     key = project.upper()
-    return (f"Turn what I write next into one issue_add call for project {key}: choose the "
+    return (f"Turn what I write next into one call of {this_servers('issue_add')} for "
+            f"project {key}: choose the "
             "issue type, priority and fields from the lists below, fill every required custom "
             "field, and show me the call before you make it.\n\n"
             + gather([("Issue types", "project_issue_type_list_get", {"project_id_or_key": key}),
@@ -5662,9 +5674,24 @@ COMPLETERS = {"project": _projects, "issue": _issues, "milestone": _milestones,
 SERVER_INFO = {"name": "mcp-backlog-server", "version": __version__}
 CAPABILITIES = {"tools": {}, "prompts": {}, "resources": {}, "completions": {}}
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
-INSTRUCTIONS = ("Backlog (Nulab) issues, wikis, documents, Git pull requests and shared files. "
-                "Find ids with the *_list_get tools; names of statuses, types and users work in "
-                "issue_list_get when one project is given.")
+INSTRUCTIONS = (  # routing in few words: Codex repeats them in every tool, Claude Code
+    # shows them with the tool names only (their definitions load on search), Cline drops them
+    "Backlog (Nulab; *.backlog.com, *.backlog.jp, *.backlogtool.com): issues (課題, keys like "
+    "PROJ-123), comments (コメント), wiki (Wiki), documents (ドキュメント), pull requests "
+    "(プルリクエスト), shared files (共有ファイル). Find issues: {p}issue_list_get (status, type "
+    "and user names work within one project); read one: {p}issue_details_get; comment: "
+    "{p}issue_comment_add; change: {p}issue_update. Others by family: {p}wiki_*, "
+    "{p}document_*, {p}git_pr_*, {p}file_shared_*, {p}project_* (statuses, members, "
+    "milestones). A pasted Backlog URL works where an id does. Answers are paged and cut to "
+    "size; each says how to get the rest. Texts are written in the project's format (Markdown "
+    "or Backlog notation), converted if needed.")
+ALWAYS_LOAD = ("issue_list_get", "issue_details_get", "issue_comment_add", "project_list_get")
+# ^ what the first turn of a Backlog session calls: loaded up front by hosts that defer the
+# rest (Claude Code's tool search honours _meta anthropic/alwaysLoad)
+
+
+def instructions():
+    return INSTRUCTIONS.format(p=settings().prefix)
 
 
 def form_mode(elicitation):
@@ -5695,12 +5722,12 @@ class Session:
         info = dict(SERVER_INFO, title="Backlog") if self.version >= "2025-06-18" else SERVER_INFO
         prefetch()
         return {"protocolVersion": self.version, "capabilities": CAPABILITIES,
-                "serverInfo": info, "instructions": INSTRUCTIONS}
+                "serverInfo": info, "instructions": instructions()}
 
     def discover(self, params):
         prefetch()
         return {"supportedVersions": list(MODERN_VERSIONS), "capabilities": CAPABILITIES,
-                "instructions": INSTRUCTIONS, "ttlMs": 3600000, "cacheScope": "public",
+                "instructions": instructions(), "ttlMs": 3600000, "cacheScope": "public",
                 "_meta": {META + "serverInfo": SERVER_INFO}}
 
     def ping(self, params):

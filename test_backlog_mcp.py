@@ -5032,3 +5032,40 @@ def test_stored_schemas_are_the_specs():
                                   f"b0f60ba5:schema/{version}/schema.json"],
                                  capture_output=True).stdout
         assert stored == fetched, version
+
+
+# == What hosts show the model (issue 22) ======================================
+
+def test_instructions_route_in_few_words():
+    text = b.instructions()
+    assert len(text.encode()) <= 800
+    for words in ("課題", "コメント", "Wiki", "ドキュメント", "共有ファイル", "プルリクエスト",
+                  "PROJ-123", ".backlog.jp", "backlogtool.com", "issue_list_get",
+                  "issue_details_get", "issue_comment_add", "paged", "URL", "Backlog notation"):
+        assert words in text
+    named = set(re.findall(r"\b([a-z]+(?:_[a-z]+)+)\b", text))
+    assert {n for n in named if not n.endswith("_")} <= set(b.TOOLS)
+    b.configure(dict(ENV, BACKLOG_PREFIX="bl_"))
+    assert "bl_issue_list_get" in b.instructions()
+
+
+def test_the_first_turns_tools_load_up_front():
+    listed = {t["name"]: t for t in rpc("tools/list")["result"]["tools"]}
+    loaded = {n for n, t in listed.items() if t.get("_meta", {}).get("anthropic/alwaysLoad")}
+    assert loaded == set(b.ALWAYS_LOAD) and 3 <= len(loaded) <= 5
+    assert all(not b.TOOLS[n].extra and not b.TOOLS[n].write or n == "issue_comment_add"
+               for n in loaded)
+
+
+def test_schemas_say_nothing_a_host_drops():
+    """Codex drops format, pattern, default, minimum, maximum, minLength and reads an object
+    without properties as one with no keys: limits are in the words, objects declare theirs."""
+    dropped = {"format", "pattern", "default", "minimum", "maximum", "minLength", "maxLength"}
+    for tool_ in b.TOOLS.values():
+        for name, schema in tool_.definition()["inputSchema"]["properties"].items():
+            assert not dropped & set(schema) and not dropped & set(schema.get("items", {}))
+            if schema["type"] == "object" and "properties" not in schema:
+                assert schema.get("additionalProperties") is True, (tool_.name, name)
+            param = tool_.params.get(name)
+            if param is not None and param.maximum is not None:
+                assert str(param.maximum) in schema["description"], (tool_.name, name)
