@@ -1489,11 +1489,12 @@ def test_misconfigured_server_still_serves(pyz):
     assert err.count("BACKLOG_BASE_URL is not set") == 1
 
 
-def stock_pythons():
-    """Every CPython 3.9-3.13 under pyenv (this machine and CI's have them)."""
+def stock_pythons(minors=("3.9", "3.10", "3.11", "3.12", "3.13")):
+    """Every CPython 3.9-3.13 (or those minors) under pyenv (this machine and CI's have
+    them)."""
     root = os.path.expanduser("~/.pyenv/versions")
     found = []
-    for minor in ("3.9", "3.10", "3.11", "3.12", "3.13"):
+    for minor in minors:
         dirs = sorted(d for d in (os.listdir(root) if os.path.isdir(root) else [])
                       if d.startswith(minor + "."))
         if dirs:
@@ -1516,6 +1517,16 @@ def test_pyz_in_a_bare_venv(pyz, fake, tmp_path, python):
     assert json.loads(result["result"]["content"][0]["text"])["issueKey"] == "DEMO-42"
     code, err = server.close()
     assert code == 0 and err == ""
+
+
+@pytest.mark.parametrize("python", stock_pythons(("2.7", "3.6", "3.7", "3.8")) or ["missing"])
+def test_pyz_on_too_old_a_python_says_so(pyz, python):
+    if python == "missing":
+        pytest.skip("no Python older than 3.9 under pyenv here")
+    done = subprocess.run([python, pyz], input=b"", capture_output=True, timeout=30)
+    assert done.returncode == 1 and done.stdout == b""
+    assert b"mcp-backlog-server needs Python 3.9 or newer" in done.stderr
+    assert b"Traceback" not in done.stderr
 
 
 def test_zipapp_build_is_reproducible(pyz, tmp_path):

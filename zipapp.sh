@@ -55,6 +55,11 @@ with open(os.path.join(stage, "__main__.py"), "w") as main:
 import os
 import sys
 
+if sys.version_info < (3, 9):  # said in words any Python (2 too) can run: not a traceback
+    sys.stderr.write("mcp-backlog-server needs Python 3.9 or newer; %s is Python %s. Run it "
+                     "with python3 (3.9 to 3.13): python3 backlog_mcp.pyz\\n"
+                     % (sys.executable, sys.version.split()[0]))
+    sys.exit(1)
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "_pyc", sys.implementation.cache_tag))
 import backlog_mcp  # noqa: E402
 
