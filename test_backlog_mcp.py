@@ -1696,8 +1696,22 @@ def test_readme_lists_exactly_the_tools():
     assert sorted(listed) == sorted(
         (t.name, t.description, (f"{t.write} (write)" if t.write else "read")
          + (", extra" if t.extra else "")) for t in b.TOOLS.values())
-    assert f"{len(b.TOOLS)} tools;" in readme
-    assert f"The {sum(t.extra for t in b.TOOLS.values())} marked *extra*" in readme
+    extras = sum(t.extra for t in b.TOOLS.values())
+    assert f"{len(b.TOOLS)} tools;" in readme and f"The {extras} marked *extra*" in readme
+    assert f"{len(b.TOOLS)} tools in all, of which the {extras} rarely needed" in readme
+    read = {}
+    for toolsets in ("", "all"):
+        b.configure(dict(ENV, BACKLOG_READ_ONLY="1", BACKLOG_TOOLSETS=toolsets))
+        read[toolsets] = sum(not t.disabled_because() for t in b.TOOLS.values())
+    assert f"leaves the {read['']} read tools of the default list ({read['all']}\n  with " \
+           "`BACKLOG_TOOLSETS=all`)" in readme
+    # every variable a snippet names is one the server reads (or its per-space form)
+    names = {r.name for r in b.SETTINGS_TABLE} | {a for r in b.SETTINGS_TABLE
+                                                   for a in getattr(r, "aliases", ()) or ()}
+    suffixes = "|".join(n[len("BACKLOG_"):] for n in names if n.startswith("BACKLOG_"))
+    for name in set(re.findall(r"BACKLOG_[A-Z0-9_]*[A-Z0-9](?![A-Z0-9_<])", readme)):
+        assert name in names or re.fullmatch(rf"BACKLOG_(?:ORG_)?[A-Z0-9]+_(?:{suffixes})",
+                                             name), name
     settings_rows = re.findall(r"^\| `([A-Z_]+)` \| (.*) \|$", readme, re.M)
     assert settings_rows == [(row.name, row.help) for row in b.SETTINGS_TABLE]
     assert "bash zipapp.sh" in readme and ".venv/bin/python -m pytest" in readme
