@@ -903,6 +903,7 @@ class Backlog:
     def __init__(self, space):
         self.space = space
         self._session = None
+        self.rate = {}  # the rate limit the last answer reported (see limits)
 
     def reset(self):
         self.reset_connections()
@@ -1046,6 +1047,8 @@ class Backlog:
                 raise ToolError(f"Backlog did not answer within {seconds:g} s.",
                                 "retry later, or raise BACKLOG_TIMEOUT.", retryable=True)
             status, answer = self.exchange(prepared, cap or MAX_JSON, left, seconds)
+            if isinstance(status, int):
+                self.limits(answer.headers)
             if status == "stale" and method == "GET" and stale < STALE_RETRIES:
                 stale += 1  # as urllib3 does: at once, on a fresh connection, uncharged
                 continue
@@ -1086,6 +1089,21 @@ class Backlog:
             if body is INVALID:
                 body = clip(answer.body.decode("utf-8", "replace"), 4096)
             raise BacklogError(status, body, answer.content_type, snake)
+
+    def limits(self, headers):
+        """Keep what an answer says of the key's rate limit in its class (read, update,
+        search, icon): {limit, remaining, reset (epoch seconds), retry (Retry-After)}."""
+        found = {}
+        for header, key in (("X-RateLimit-Limit", "limit"), ("X-RateLimit-Remaining",
+                                                              "remaining"),
+                            ("X-RateLimit-Reset", "reset"), ("Retry-After", "retry")):
+            try:
+                value = float(headers.get(header))
+            except (TypeError, ValueError):
+                continue
+            if value == value and abs(value) < 1e12:  # no NaN, no infinity
+                found[key] = value
+        self.rate = found
 
     def exchange(self, prepared, cap, seconds, budget=None):
         """(status, Answer) of one exchange, or ("reset" | "cut", reason) when the connection
@@ -2118,6 +2136,8 @@ class P:
         if self.items:
             kinds = self.items if isinstance(self.items, list) else [self.items]
             schema["items"] = {"type": "string" if "string" in kinds else kinds[0]}
+            if schema["items"]["type"] == "object":
+                schema["items"]["additionalProperties"] = True
         if self.enum:
             (schema["items"] if self.items else schema)["enum"] = self.enum
         return schema
@@ -2332,9 +2352,10 @@ def signature(fn):
 
 
 def tool(title, write=None, destructive=False, idempotent=False, requires=None, extra=False,
-         **answer):
+         asks=None, **answer):
     """Register a tool: its signature is its schema, its docstring its description. An extra
     tool is left out of the default set (every tool costs context in every conversation).
+    `asks(args)`: the question before it runs, where the generic one would say too little.
     `answer`: how the pipeline bounds its answer (pages, texts, whole, cursor: see Tool)."""
     def register(fn):
         missing = [n for n in signature(fn)[0] if not isinstance(fn.__annotations__.get(n), P)]
@@ -2343,7 +2364,7 @@ def tool(title, write=None, destructive=False, idempotent=False, requires=None, 
         if write is not None and write not in WRITE_GROUPS:
             raise TypeError(f"tool {fn.__name__}: unknown write group {write!r}")
         TOOLS[fn.__name__] = Tool(fn, title, write, destructive, idempotent, requires, **answer)
-        TOOLS[fn.__name__].extra = extra
+        TOOLS[fn.__name__].extra, TOOLS[fn.__name__].asks = extra, asks
         return fn
     return register
 
@@ -2941,7 +2962,15 @@ def run_tool(tool_, arguments):
     if why:
         raise ToolError(f"{tool_.name} is off: {why}.")
     args = admit(tool_, arguments)
+    preview_unless(False, tool_, args)
     return args, run_admitted(tool_, args)
+
+
+def preview_unless(can_ask, tool_, args):
+    """A tool that can preview (dry_run) only previews, unless told, where no one can be
+    asked before it writes."""
+    if "dry_run" in tool_.params and args.get("dry_run") is None:
+        args["dry_run"] = not can_ask
 
 
 def shaped(value):
@@ -2995,6 +3024,7 @@ def call_tool(name, arguments, confirm=None):
         answer = None
         try:
             args = admit(tool_, arguments)  # a bad or forbidden call is refused unasked
+            preview_unless(confirm is not None and settings().confirm != "off", tool_, args)
             if tool_.write:
                 audit_ready()
                 with guarded(tool_.name):
@@ -3342,13 +3372,18 @@ SUBJECTS = {"issue": ("issues", "summary"), "wiki": ("wikis", "name"),
 
 def needs_confirmation(tool_, args):
     mode = settings().confirm
-    return tool_.write is not None and (mode == "writes" or mode == "destructive"
-                                        and tool_.destroys(args))
+    batch = tool_.asks is not None and not args.get("dry_run")  # a batch asks once, always
+    return tool_.write is not None and mode != "off" and (
+        mode == "writes" or tool_.destroys(args) or batch)
 
 
 def question(tool_, args):
     """What the person is asked: the space (with several), the tool's title, what it acts on
     (with the name Backlog gives it), what the arguments destroy, and that it is final."""
+    if tool_.asks is not None:
+        where = f"In space '{here().name}': " if several() else ""
+        return f"{where}{tool_.asks(args)}" + (" This cannot be undone." if tool_.destroys(args)
+                                               else "")
     named, subject = [], ""
     for name, param in tool_.params.items():
         value = args.get(name)
@@ -4566,6 +4601,373 @@ def issue_watching_mark_read(watching_id: WatchingId):
     """Mark a watched issue as read."""
     api.post(("watchings", watching_id, "markAsRead"))
     return f"Watching {watching_id} marked as read."
+
+
+# == Bulk changes ==============================================================
+# Many issues changed or made in one call, as a project manager asks for them ("move every open
+# bug of Sprint 12 to Sprint 13"): one preview (dry_run), one question for the whole batch,
+# then one request at a time, paced within Backlog's rate limits, and a receipt per item with
+# the call that retries what is left. Every item goes through the pipeline of a single call
+# (run_tool: the allow-list, the arguments, the names; render: the project's text format), so
+# an item the settings forbid is refused on its own and the batch goes on. Items already as
+# asked are skipped: the same call run again changes nothing more.
+
+BULK_MAX = 100        # items in one call
+BULK_GAP = 1.0        # seconds between two writes (Nulab: one request at a time, >= 1 s apart)
+BULK_MAX_WAIT = 65.0  # seconds waited for the rate limit to reset (Backlog's is per minute)
+BULK_FIELDS = {  # issue_update's fields a bulk update sets: (the issue's field, label)
+    "status_id": ("status", "status"), "resolution_id": ("resolution", "resolution"),
+    "assignee_id": ("assignee", "assignee"), "priority_id": ("priority", "priority"),
+    "issue_type_id": ("issueType", "type"), "start_date": ("startDate", "start date"),
+    "due_date": ("dueDate", "due date"), "estimated_hours": ("estimatedHours", "estimate"),
+    "actual_hours": ("actualHours", "actual hours"), "category_ids": ("category", "category"),
+    "milestone_ids": ("milestone", "milestone"), "version_ids": ("versions", "version"),
+    "parent_issue_id": ("parentIssueId", "parent"),
+    "custom_fields": ("customFields", "custom field")}
+PLAN = contextvars.ContextVar("bulk plan", default=None)  # (call digest, plan) of the question
+
+
+class Pacer:
+    """One write at a time, at least BULK_GAP apart; when the last answer said the key has no
+    request left in its class, wait for the reset (at most BULK_MAX_WAIT); after a 429, wait
+    what it says and try once more."""
+
+    def __init__(self):
+        self.last, self.waited = 0.0, 0.0
+
+    def wait(self, seconds, why):
+        if seconds > BULK_MAX_WAIT:
+            raise ToolError(f"Backlog's rate limit resets in {seconds:.0f} s.",
+                            "run the retry call after a minute.", retryable=True)
+        if seconds > 0:
+            Progress.step(f"waiting {seconds:.1f} s for {why}")
+            time.sleep(seconds)
+            self.waited += seconds
+
+    def before(self):
+        rate = api.rate
+        if rate.get("remaining", 1) <= 0 and "reset" in rate:
+            self.wait(rate["reset"] - time.time(), "Backlog's rate limit to reset")
+        self.wait(self.last + BULK_GAP - time.monotonic(), "the next write")
+
+    def write(self, run):
+        """run() once, paced; a 429 is waited out and run() tried once more."""
+        for attempt in (0, 1):
+            self.before()
+            try:
+                return run()
+            except BacklogError as exc:
+                if exc.status != 429 or attempt:
+                    raise
+                rate = api.rate
+                self.wait(rate.get("retry", rate.get("reset", time.time() + 1) - time.time()),
+                          "Backlog's rate limit (HTTP 429)")
+            finally:
+                self.last = time.monotonic()
+
+
+def holding(issue, field):
+    """(value to compare, words) of what an issue holds in a field a bulk update sets."""
+    value = issue.get(BULK_FIELDS[field][0])
+    if isinstance(value, list):
+        value = [v for v in value if isinstance(v, dict)]
+        return sorted(v.get("id") for v in value), ", ".join(
+            str(v.get("name")) for v in value) or "none"
+    if isinstance(value, dict):
+        return value.get("id"), str(value.get("name") or value.get("userId") or value.get("id"))
+    if isinstance(value, str) and field.endswith("date"):
+        value = value[:10]
+    return value, "none" if value in (None, "") else str(value)
+
+
+def named_ids(field, ids, project):
+    """The names of ids of a NAMED field, as its project lists them."""
+    what, _, _, key, per_project = NAMED[field]
+    found = {item["id"]: item.get("name") or item.get(key) for item in
+             listed(what, project if per_project else None)}
+    return ", ".join(str(found.get(i, i)) for i in ids) or "none"
+
+
+def diff(issue, changes):
+    """[(label, before, after)] of the changes an issue does not hold yet (its project's
+    names resolved), or a ToolError for a name its project does not have."""
+    project = issue.get("projectId")
+    wanted = names_to_ids(dict(changes), project)
+    out = []
+    for field, value in wanted.items():
+        if field not in BULK_FIELDS:
+            continue
+        if field == "custom_fields":
+            for name, target in value.items():
+                now = (issue.get("customFields") or {}).get(name) or {}
+                before = now.get("value") if isinstance(now, dict) else None
+                if not loosely_equal(before, target):
+                    out.append((f"{name}", shown_value(before), shown_value(target)))
+            continue
+        before, words = holding(issue, field)
+        after = value if not isinstance(value, list) else sorted(value)
+        if before == after or (after in ("", []) and before in (None, "", [])):
+            continue
+        label = BULK_FIELDS[field][1]
+        target = (named_ids(field, after if isinstance(after, list) else [after], project)
+                  if field in NAMED and after not in ("", []) else shown_value(after))
+        out.append((label, words, target))
+    return out
+
+
+def loosely_equal(before, target):
+    """Does a custom field hold the target already (given by name, id or value)?"""
+    def words(value):
+        items = value if isinstance(value, list) else [value]
+        out = set()
+        for item in items:
+            if isinstance(item, dict):
+                out |= {str(item.get("id")), str(item.get("name"))}
+            elif item not in (None, ""):
+                out.add(str(item))
+        return out
+    wanted = words(target)
+    return wanted <= words(before) and len(target if isinstance(target, list) else [target]) \
+        == len(before if isinstance(before, list) else [before])
+
+
+def shown_value(value):
+    if value in (None, "", []):
+        return "none"
+    if isinstance(value, list):
+        return ", ".join(shown_value(v) for v in value)
+    if isinstance(value, dict):
+        return str(value.get("name") or value.get("id"))
+    return str(value)
+
+
+def bulk_changes(args):
+    """The changes a bulk update asks for, as issue_update takes them (clear made empty)."""
+    changes = {k: v for k, v in args.items() if k in BULK_FIELDS and v is not None}
+    for name in args.get("clear") or ():
+        if changes.get(name) not in (None, []):
+            raise ToolError(f"'{name}' is both set and in clear: give one of them.")
+        changes[name] = [] if CLEARABLE[name] else ""
+    return changes
+
+
+def bulk_plan(args):
+    """The items of a bulk update: [{issue, key, changes: [(label, before, after)]} or
+    {issue, why}], read through the pipeline (an issue outside the allow-list is refused
+    there, on its own)."""
+    digest = call_digest(TOOLS["issue_bulk_update"], args)
+    kept = PLAN.get()
+    if kept is not None and kept[0] == digest:
+        return kept[1]
+    if (args.get("issues") is None) == (args.get("where") is None):
+        raise ToolError("Give the issues either as a list (issues) or as filters (where).")
+    changes = bulk_changes(args)
+    if not changes and not args.get("comment"):
+        raise ToolError("Nothing to change: give at least one field, clear or a comment.")
+    if args.get("where") is not None:
+        where = dict(args["where"])
+        count = checked(run_tool(TOOLS["issue_count_get"], where)[1], {"count": int})["count"]
+        if count > BULK_MAX:
+            raise ToolError(f"{count} issues match; one call changes at most {BULK_MAX}.",
+                            "narrow `where` (a milestone, a status, an assignee) or change "
+                            "them in parts.")
+        found = run_tool(TOOLS["issue_list_get"], dict(where, count=BULK_MAX))[1]
+        issues = [(i.get("issueKey"), i) for i in found if isinstance(i, dict)]
+    else:
+        issues = []
+        for n, given in enumerate(args["issues"], 1):
+            Progress.step(f"reading {given}", total=len(args["issues"]))
+            try:
+                issues.append((given, run_tool(TOOLS["issue_details_get"],
+                                               {"issue_id_or_key": given})[1]))
+            except ToolError as exc:
+                issues.append((given, exc))
+    plan = []
+    for given, issue in issues:
+        if isinstance(issue, ToolError):
+            plan.append({"issue": str(given), "why": redact(issue)})
+            continue
+        key = issue.get("issueKey") or str(given)
+        try:
+            admit(TOOLS["issue_update"], {"issue_id_or_key": key})  # may it be written?
+            found = diff(issue, changes)
+        except ToolError as exc:
+            plan.append({"issue": key, "why": redact(exc)})
+            continue
+        plan.append({"issue": key, "changes": found if (found or changes)
+                     else [("comment", "", "added")]})
+    PLAN.set((digest, plan))
+    return plan
+
+
+def line_of(item):
+    """'DEMO-12: status Open → In Progress; milestone Sprint 12 → Sprint 13'."""
+    return f"{item['issue']}: " + "; ".join(
+        f"{label} {before} → {after}" if before else f"{label} {after}"
+        for label, before, after in item["changes"])
+
+
+def bulk_question(args):
+    """The one question for a whole batch: how many, which, what changes, what will not."""
+    plan = bulk_plan(args)
+    doing = [i for i in plan if i.get("changes")]
+    what = sorted({f"{label} → {after}" for i in doing for label, _, after in i["changes"]})
+    keys = [i["issue"] for i in doing]
+    rest = [f"{n} already so" for n in [sum(1 for i in plan if i.get("changes") == [])] if n] \
+        + [f"{n} refused" for n in [sum(1 for i in plan if "why" in i)] if n]
+    return (f"Update {len(doing)} issues ({', '.join(keys[:5])}"
+            f"{f' and {len(keys) - 5} more' if len(keys) > 5 else ''}): "
+            f"{'; '.join(what[:8]) or 'a comment'}"
+            f"{'; ' + ', '.join(rest) if rest else ''}? Fields are overwritten.")
+
+
+BulkWhere = P("object", "issue_list_get's filters, e.g. {project_ids: [DEMO], milestone_ids: "
+                        "[Sprint 12], status_ids: [Open]}")
+DryRun = P("boolean", "Only show what would change (default when you cannot be asked)")
+OnError = P("string", "On a failed item: stop (default) or continue", enum=["stop", "continue"])
+
+
+def bulk_update_params():
+    """issue_update's fields that a bulk update sets, described once, where they are."""
+    update = TOOLS["issue_update"].params
+    fields = {n: update[n] for n in BULK_FIELDS}
+    fields.update(comment=update["comment"].like(text=False),  # rendered per item's project
+                  notified_user_ids=update["notified_user_ids"],
+                  clear=update["clear"])
+    return fields
+
+
+@tool("Update many issues", write="issue", destructive=lambda a: not a.get("dry_run"),
+      idempotent=True, extra=True, asks=bulk_question)
+def issue_bulk_update(issues: P("array", "Issue keys or ids (at most 100)", items="string",
+                                ident="issue") = None,
+                      where: BulkWhere = None, dry_run: DryRun = None,
+                      on_error: OnError = "stop", **fields: bulk_update_params()):
+    """Change up to 100 issues at once: a preview, one confirmation, paced writes, a
+    receipt."""
+    args = dict(fields, issues=issues, where=where)
+    with answering():  # what reading the issues says of itself is not this answer's
+        plan = bulk_plan(args)
+    call = {"name": "issue_bulk_update", "arguments": {k: v for k, v in dict(
+        args, dry_run=False, on_error=on_error if on_error != "stop" else None).items()
+        if v is not None}}
+    if dry_run:
+        return {"would change": [line_of(i) for i in plan if i.get("changes")],
+                "unchanged": [i["issue"] for i in plan if i.get("changes") == []],
+                "refused": [{"issue": i["issue"], "why": i["why"]} for i in plan if "why" in i],
+                "apply": call}
+    changes = bulk_changes(args)
+    extra = {k: fields.get(k) for k in ("comment", "notified_user_ids") if fields.get(k)}
+    return run_batch(plan, TOOLS["issue_update"], on_error, lambda item: dict(
+        changes, issue_id_or_key=item["issue"], **extra), lambda left: dict(
+        call, arguments=dict(call["arguments"], issues=[i["issue"] for i in left], where=None)))
+
+
+def bulk_add_plan(args):
+    """The items of a bulk add: each checked as issue_add would check it (its arguments, the
+    allow-list, its names), and one the project already has (the same summary, among the
+    latest issues you made there) skipped."""
+    project = args["project_id_or_key"]
+    digest = call_digest(TOOLS["issue_bulk_add"], args)
+    kept = PLAN.get()
+    if kept is not None and kept[0] == digest:
+        return kept[1]
+    me = checked(api.get(("users", "myself")), {"id": int})["id"]
+    mine = run_tool(TOOLS["issue_list_get"], {
+        "project_ids": [project], "created_user_ids": [str(me)], "sort": "created",
+        "count": BULK_MAX, "fields": ["issueKey", "summary"]})[1]
+    made = {i.get("summary"): i.get("issueKey") for i in mine if isinstance(i, dict)}
+    plan = []
+    for n, given in enumerate(args["issues"], 1):
+        label = f"#{n} {clip(str(given.get('summary')), 60)}"
+        item = dict(given, project_id_or_key=project)
+        try:
+            checked_ = admit(TOOLS["issue_add"], item)
+            words = [f"{BULK_FIELDS[k][1] if k in BULK_FIELDS else k} {shown_value(v)}"
+                     for k, v in checked_.items()
+                     if k not in ("project_id_or_key", "summary", "description")]
+            names_to_ids(dict(checked_), project_id(project))
+        except ToolError as exc:
+            plan.append({"issue": label, "why": redact(exc)})
+            continue
+        if given.get("summary") in made:
+            plan.append({"issue": label, "changes": [], "exists": made[given["summary"]]})
+            continue
+        plan.append({"issue": label, "changes": [("new", "", "; ".join(words) or "issue")],
+                     "args": item, "given": given})
+    PLAN.set((digest, plan))
+    return plan
+
+
+def bulk_add_question(args):
+    plan = bulk_add_plan(args)
+    doing = [i for i in plan if i.get("changes")]
+    rest = [f"{n} already made" for n in [sum(1 for i in plan if "exists" in i)] if n] \
+        + [f"{n} refused" for n in [sum(1 for i in plan if "why" in i)] if n]
+    return (f"Add {len(doing)} issues to {args['project_id_or_key']} "
+            f"({', '.join(i['issue'] for i in doing[:5])}"
+            f"{f' and {len(doing) - 5} more' if len(doing) > 5 else ''})"
+            f"{'; ' + ', '.join(rest) if rest else ''}?")
+
+
+@tool("Add many issues", write="issue", extra=True, asks=bulk_add_question)
+def issue_bulk_add(project_id_or_key: ProjectIdOrKey,
+                   issues: P("array", "Up to 100 objects with issue_add's fields (summary, "
+                                      "issue_type_id, …)", items="object"),
+                   dry_run: DryRun = None, on_error: OnError = "stop"):
+    """Create up to 100 issues in a project: a preview, one confirmation, paced writes, a
+    receipt."""
+    args = {"project_id_or_key": project_id_or_key, "issues": issues}
+    with answering():
+        plan = bulk_add_plan(args)
+    call = {"name": "issue_bulk_add", "arguments": dict(
+        args, dry_run=False, **({"on_error": on_error} if on_error != "stop" else {}))}
+    if dry_run:
+        return {"would add": [line_of(i) for i in plan if i.get("changes")],
+                "already made": [f"{i['issue']} ({i['exists']})" for i in plan if "exists" in i],
+                "refused": [{"issue": i["issue"], "why": i["why"]} for i in plan if "why" in i],
+                "apply": call}
+    return run_batch(plan, TOOLS["issue_add"], on_error, lambda item: dict(item["args"]),
+                     lambda left: dict(call, arguments=dict(call["arguments"], issues=[
+                         i["given"] for i in left])))
+
+
+def run_batch(plan, tool_, on_error, arguments, retry):
+    """Run tool_ on each planned item (arguments(item)), paced, through the pipeline: the
+    receipt, with the call that retries what failed or was not run (retry(items))."""
+    pacer, left, stopped = Pacer(), [], False
+    receipt = {"done": [], "skipped": [i["issue"] + (f" ({i['exists']})" if "exists" in i else "")
+                                       for i in plan if i.get("changes") == []],
+               "refused": [{"issue": i["issue"], "why": i["why"]} for i in plan if "why" in i],
+               "failed": [], "not run": []}
+    items = [i for i in plan if i.get("changes")]
+    for n, item in enumerate(items, 1):
+        if stopped:  # the rest is left for the retry call
+            receipt["not run"].append(item["issue"])
+            left.append(item)
+            continue
+        args = arguments(item)
+        try:
+            with guarded(tool_.name):
+                render(tool_, args)  # the project's text format, per item
+            value = pacer.write(lambda: run_tool(tool_, args)[1])
+            made = value.get("issueKey") if isinstance(value, dict) and \
+                tool_.name == "issue_add" else None
+            receipt["done"].append(f"{made} ← {item['issue']}" if made else line_of(item))
+            audit(tool_, args, "done", "asked once for the batch")
+        except ToolError as exc:
+            audit(tool_, args, "failed", "asked once for the batch", exc)
+            receipt["failed"].append({"issue": item["issue"], "why": redact(exc)})
+            left.append(item)
+            stopped = on_error != "continue"
+        Progress.step(f"{item['issue']}: {'failed' if item in left else 'done'}", at=n,
+                      total=len(items))
+    if left:
+        receipt["retry"] = retry(left)
+    if pacer.waited >= 1:
+        note(f"Waited {pacer.waited:.0f} s in all for Backlog's rate limit and the pacing of "
+             "writes.")
+    return {k: v for k, v in receipt.items() if v}
 
 
 # == Tools: projects ===========================================================

@@ -313,7 +313,8 @@ def test_tool_definition(name):
         # What Gemini's function declarations accept: an array names one item type, and an
         # enum sits on a string.
         if prop["type"] == "array":
-            assert prop["items"]["type"] in ("string", "integer"), (name, pname)
+            assert prop["items"]["type"] in ("string", "integer") or prop["items"] == {
+                "type": "object", "additionalProperties": True}, (name, pname)
         assert "enum" not in prop or prop["type"] == "string", (name, pname)
         assert "enum" not in prop.get("items", {}) or prop["items"]["type"] == "string"
 
@@ -713,6 +714,13 @@ TOOL_CALLS = [
                                  "comment": ["done"], "actualHours": ["3"],  # no one to notify
                                  "notifiedUserId[]": [], "attachmentId[]": ["2", "3"]}),
     ("issue_delete", {"issue_id_or_key": "DEMO-42"}, "DELETE", "issues/DEMO-42", {}),
+    ("issue_bulk_update", {"issues": ["DEMO-42"], "status_id": "Resolved", "comment": "ok",
+                           "dry_run": False},
+     "PATCH", "issues/DEMO-42", {"statusId": ["3"], "comment": ["ok"]}),
+    ("issue_bulk_add", {"project_id_or_key": "DEMO", "dry_run": False, "issues": [
+        {"summary": "New", "issue_type_id": "Task", "priority_id": 2}]},
+     "POST", "issues", {"projectId": ["101"], "summary": ["New"], "issueTypeId": ["1002"],
+                        "priorityId": ["2"]}),
     ("issue_comment_add", {"issue_id_or_key": "DEMO-42", "content": "hi",
                            "notified_user_ids": [2, 3], "attachment_ids": [9]},
      "POST", "issues/DEMO-42/comments", {"content": ["hi"], "notifiedUserId[]": ["2", "3"],
@@ -1150,9 +1158,12 @@ EVERY_DENIAL = [(name, dict(arguments, **{param: value}))
                 for value in values]
 
 
+PER_ITEM = {"issue_bulk_update"}  # refuses item by item: test_a_batch_refuses_item_by_item
+
+
 def test_every_tool_that_reaches_a_project_is_tried_against_another():
     tried = {name for name, _ in EVERY_DENIAL}
-    assert tried | SPACE_WIDE == set(b.TOOLS) and len(EVERY_DENIAL) > 100
+    assert tried | SPACE_WIDE | PER_ITEM == set(b.TOOLS) and len(EVERY_DENIAL) > 100
 
 
 @pytest.mark.parametrize("name, arguments", EVERY_DENIAL,
@@ -1876,6 +1887,9 @@ def templates(name, arguments, method, path):
     extra = {("GET", "projects")} if name == "wiki_list_get" else set()  # no project: each one
     if name == "user_recent_list_get":  # the kind picks one of three paths
         extra = {("GET", "users/myself/" + path) for path in b.RECENT.values()}
+    if name.startswith("issue_bulk"):  # each item read and written as issue_* would
+        extra = {("GET", "users/myself"), ("GET", "issues"), ("GET", "issues/count"),
+                 ("GET", "issues/*"), (method, path if method == "POST" else "issues/*")}
     return {(method, "/".join(segments))} | LOOKUPS | extra
 
 
@@ -5094,3 +5108,163 @@ def test_schemas_say_nothing_a_host_drops():
             param = tool_.params.get(name)
             if param is not None and param.maximum is not None:
                 assert str(param.maximum) in schema["description"], (tool_.name, name)
+
+
+# == Many at once (issue 23) ===================================================
+
+KEYS_12 = [f"DEMO-{n}" for n in range(1, 13)]
+
+
+@pytest.fixture
+def bulk(fake, monkeypatch):
+    """The stand-in over HTTP, every tool on, no pacing gap (the rate limit is simulated)."""
+    monkeypatch.setattr(b, "BULK_GAP", 0.0)
+    b.configure(dict(fault_env(fake), BACKLOG_TIMEOUT="5"))
+    return fake
+
+
+def patches(fake):
+    return [(r.path, sorted(r.form)) for r in fake.requests if r.method == "PATCH"]
+
+
+def test_a_preview_is_what_is_then_applied(bulk):
+    args = {"issues": KEYS_12[:4], "status_id": "Resolved", "milestone_ids": ["Sprint 12"],
+            "comment": "Moved to Sprint 12"}
+    preview = data(call("issue_bulk_update", **args))  # no client to ask: a preview
+    assert preview["would change"][0] == ("DEMO-1: status In Progress → Resolved; milestone "
+                                          "v1.0 → Sprint 12")
+    assert len(preview["would change"]) == 4 and patches(bulk) == []
+    applied = data(call(preview["apply"]["name"], **preview["apply"]["arguments"]))
+    assert applied["done"] == preview["would change"]
+    assert patches(bulk) == [(f"/api/v2/issues/{key}", [
+        ("comment", "Moved to Sprint 12"), ("milestoneId[]", "3002"), ("statusId", "3")])
+        for key in KEYS_12[:4]]
+
+
+def test_a_batch_refuses_item_by_item(bulk):
+    b.configure(dict(fault_env(bulk), BACKLOG_PROJECTS="DEMO,OPS:read", BACKLOG_TIMEOUT="5"))
+    result = data(call("issue_bulk_update", issues=["DEMO-1", "OTHER-1", "DEMO-9999", "DEMO-2"],
+                       status_id="Resolved", dry_run=False))
+    assert [r["issue"] for r in result["refused"]] == ["OTHER-1", "DEMO-9999"]
+    assert all("among the projects this server may use" in r["why"] for r in result["refused"])
+    assert len(result["done"]) == 2 and [p for p, _ in patches(bulk)] == [
+        "/api/v2/issues/DEMO-1", "/api/v2/issues/DEMO-2"]
+    assert not [r for r in bulk.requests if "OTHER" in r.path and r.method != "GET"]
+
+
+def test_names_that_a_project_lacks_are_refused_per_item(bulk):
+    result = data(call("issue_bulk_update", issues=["DEMO-1"], status_id="Nope"))
+    assert "Status “Nope” is unknown" in result["refused"][0]["why"]
+
+
+def test_rate_limits_are_waited_out(bulk):
+    """Backlog's per-key limit of writes, simulated at 5 in 0.5 s: the pacer waits for the
+    reset when the answers say none is left, and a 429 (when they do not say) is waited out
+    and the write tried again; every item is done, in order."""
+    bulk.update_limit = (5, 0.5)
+    done = data(call("issue_bulk_update", issues=KEYS_12, status_id="Resolved", dry_run=False))
+    assert len(done["done"]) == 12 and bulk.limited == 0
+    assert [p for p, _ in patches(bulk)] == [f"/api/v2/issues/{k}" for k in KEYS_12]
+    bulk.requests.clear()
+    bulk.say_remaining = False
+    done = data(call("issue_bulk_update", issues=KEYS_12, status_id="Resolved", dry_run=False))
+    assert len(done["done"]) == 12 and bulk.limited >= 1
+    sent_ = [p for p, _ in patches(bulk)]  # a 429'd write, then the same write again
+    assert len(sent_) == 12 + bulk.limited
+    assert [p for i, p in enumerate(sent_) if i == 0 or sent_[i - 1] != p] == [
+        f"/api/v2/issues/{k}" for k in KEYS_12]
+
+
+def test_a_failure_leaves_a_receipt_and_the_call_that_retries_the_rest(bulk):
+    bulk.fault("raw", (500, {"Content-Type": "application/json"},
+                       b'{"errors":[{"message":"Internal error.","code":1,"moreInfo":""}]}'),
+               path="DEMO-7$", method="PATCH")
+    receipt = data(call("issue_bulk_update", issues=KEYS_12, status_id="Resolved",
+                        dry_run=False))
+    assert [line.split(":")[0] for line in receipt["done"]] == KEYS_12[:6]
+    assert receipt["failed"][0]["issue"] == "DEMO-7" and "HTTP 500" in receipt["failed"][0]["why"]
+    assert receipt["not run"] == KEYS_12[7:]
+    retry = receipt["retry"]
+    assert retry["arguments"]["issues"] == KEYS_12[6:] and retry["arguments"]["dry_run"] is False
+    bulk.requests.clear()
+    again = data(call(retry["name"], **retry["arguments"]))
+    assert len(again["done"]) == 6 and [p for p, _ in patches(bulk)] == [
+        f"/api/v2/issues/{k}" for k in KEYS_12[6:]]
+    bulk.fault("raw", (500, {"Content-Type": "application/json"}, b'{"errors":[]}'),
+               path="DEMO-3$", method="PATCH")
+    bulk.requests.clear()
+    going_on = data(call("issue_bulk_update", issues=KEYS_12[:5], status_id="Resolved",
+                         dry_run=False, on_error="continue"))
+    assert len(going_on["done"]) == 4 and going_on["retry"]["arguments"]["issues"] == ["DEMO-3"]
+
+
+def test_a_rerun_changes_nothing_more(bulk):
+    issue = json.load(open(os.path.join(DATA, "issue.json")))
+    bulk.fixtures["issue"] = dict(issue, status={"id": 3, "name": "Resolved"})
+    result = data(call("issue_bulk_update", issues=KEYS_12[:3], status_id="Resolved",
+                       dry_run=False))
+    assert result == {"skipped": KEYS_12[:3]} and patches(bulk) == []
+
+
+def test_one_question_for_the_batch_and_decline_writes_nothing(backlog):
+    ask = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "issue_bulk_update", "arguments": {"issues": KEYS_12[:7],
+                                                   "status_id": "Resolved"}}}
+    replies = conversation(ELICIT_INIT, ask, answer("decline"))
+    question = replies[1]["params"]["message"]
+    assert question.startswith("Update 7 issues (DEMO-1, DEMO-2, DEMO-3, DEMO-4, DEMO-5 and 2 "
+                               "more): status → Resolved? Fields are overwritten.")
+    assert "Nothing was changed" in replies[2]["result"]["content"][0]["text"]
+    assert not backlog.calls("PATCH")
+    replies = conversation(ELICIT_INIT, ask, answer("accept", True))
+    assert [r.method for r in backlog.calls("PATCH")] == ["PATCH"] * 7
+    assert sum(1 for r in replies if r.get("method") == "elicitation/create") == 1
+
+
+def test_the_2026_era_asks_once_for_a_batch(backlog):
+    asked = modern_call("issue_bulk_add", {"project_id_or_key": "DEMO", "issues": [
+        {"summary": "One", "issue_type_id": "Task"}, {"summary": "Two", "issue_type_id": "Bug"}]})
+    assert asked["resultType"] == "input_required" and not backlog.calls("POST")
+    message = asked["inputRequests"]["confirm"]["params"]["message"]
+    assert message.startswith("Add 2 issues to DEMO (#1 One, #2 Two)?")
+    done = modern_call("issue_bulk_add", {"project_id_or_key": "DEMO", "issues": [
+        {"summary": "One", "issue_type_id": "Task"}, {"summary": "Two", "issue_type_id": "Bug"}]},
+        2, inputResponses={"confirm": {"action": "accept", "content": {"confirm": True}}},
+        requestState=asked["requestState"])
+    assert len(backlog.calls("POST")) == 2 and "DEMO-43 ← #1 One" in done["content"][0]["text"]
+
+
+def test_bulk_add_previews_skips_what_exists_and_refuses_bad_items(backlog):
+    preview = data(call("issue_bulk_add", project_id_or_key="DEMO", issues=[
+        {"summary": "New one", "issue_type_id": "Task", "assignee_id": "taro"},
+        {"summary": "Login fails with SSO", "issue_type_id": "Bug"},
+        {"summary": "Bad", "issue_type_id": "Nope"}, {"issue_type_id": "Bug"}]))
+    assert preview["would add"] == ["#1 New one: new type Task; assignee taro"]
+    assert preview["already made"] == ["#2 Login fails with SSO (DEMO-42)"]
+    assert [r["issue"] for r in preview["refused"]] == ["#3 Bad", "#4 None"]
+    assert "Missing required parameter(s) for issue_add: summary" in preview["refused"][1]["why"]
+    assert not backlog.calls("POST")
+
+
+def test_progress_of_a_batch_comes_in_order_with_its_token(bulk):
+    line = {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
+        "name": "issue_bulk_update", "arguments": {"issues": KEYS_12[:5], "status_id":
+                                                   "Resolved", "dry_run": False},
+        "_meta": {"progressToken": "bulk"}}}
+    replies, _ = run_serve(json.dumps(line).encode() + b"\n")
+    steps = [r["params"] for r in replies if r.get("method") == "notifications/progress"]
+    assert all(s["progressToken"] == "bulk" for s in steps)
+    assert [s["progress"] for s in steps] == sorted(s["progress"] for s in steps)
+    assert [s["message"] for s in steps][-5:] == [f"DEMO-{n}: done" for n in range(1, 6)]
+    assert replies[-1]["id"] == 5 and len(json.loads(
+        replies[-1]["result"]["content"][0]["text"])["done"]) == 5
+
+
+def test_a_batch_is_a_write_of_the_issue_group():
+    for settings_ in ({"BACKLOG_READ_ONLY": "1"}, {"BACKLOG_WRITABLE": "wiki"}):
+        b.configure(dict(ENV, **settings_))
+        names = {t["name"] for t in rpc("tools/list")["result"]["tools"]}
+        assert not {"issue_bulk_update", "issue_bulk_add"} & names
+    for name in ("issue_bulk_update", "issue_bulk_add"):
+        assert b.TOOLS[name].write == "issue" and b.TOOLS[name].extra
+        assert "100" in b.TOOLS[name].description

@@ -213,6 +213,10 @@ class Backlog:
         self.fixtures = {}
         self.files = {}           # path regex -> (body bytes, headers)
         self.errors = []          # (method, path regex, status, body): answered instead
+        self.update_limit = None  # (requests, seconds): Backlog's per-key limit of writes
+        self.updates = []         # when the writes in the current window came
+        self.limited = 0          # writes answered 429
+        self.say_remaining = True  # False: a write's answer hides how many are left
         self.file = self.file if big else (
             PNG, {"Content-Type": "image/png",
                   "Content-Disposition": "attachment; filename*=UTF-8''"
@@ -222,6 +226,30 @@ class Backlog:
         return [r for r in self.requests if method is None or r.method == method]
 
     def respond(self, method, path, query, form, headers=None, raw_path=None, files=()):
+        """The answer to one request, with Backlog's rate-limit headers of the update class
+        for a write when update_limit is set (and 429 past the limit, as Backlog answers)."""
+        if self.update_limit is None or method == "GET":
+            return self.answer(method, path, query, form, headers, raw_path, files)
+        limit, window = self.update_limit
+        now = time.time()
+        self.updates = [t for t in self.updates if t > now - window]
+        reset = (self.updates[0] if self.updates else now) + window
+        said = {"X-RateLimit-Limit": str(limit), "X-RateLimit-Reset": f"{reset:.3f}"}
+        if len(self.updates) >= limit:
+            self.limited += 1
+            self.requests.append(Request(method, path, query, form, dict(headers or {}),
+                                         raw_path, files))
+            return json_reply(429, load("error_429"), dict(said, **{
+                "X-RateLimit-Remaining": "0", "Retry-After": f"{reset - now:.3f}"}))
+        self.updates.append(now)
+        status, answer_headers, data = self.answer(method, path, query, form, headers,
+                                                   raw_path, files)
+        if not self.say_remaining:
+            return status, answer_headers, data
+        return status, dict(answer_headers, **said, **{
+            "X-RateLimit-Remaining": str(limit - len(self.updates))}), data
+
+    def answer(self, method, path, query, form, headers=None, raw_path=None, files=()):
         key = dict(query).get("apiKey")
         self.keys = [v for k, v in query if k == "apiKey"]
         query = [(k, v) for k, v in query if k != "apiKey"]
@@ -270,6 +298,10 @@ class Backlog:
                 value = value[int(index)]
             if other:
                 value = to_other(value)
+            number = re.fullmatch(r"issues/DEMO-(\d+)", sub)
+            if route == "issue" and number and number.group(1) != "42":
+                value = dict(value, issueKey=f"DEMO-{number.group(1)}",  # each issue its own
+                             keyId=int(number.group(1)), id=900000 + int(number.group(1)))
         return json_reply(201 if route == "issue_created" else 200, value)
 
     def both(self, name):
@@ -334,7 +366,7 @@ class FakeBacklog(Backlog):
 
     def __init__(self, api_key="test-key-1234567890", big=False):
         super().__init__(api_key, big)
-        self.faults = []          # (path regex or None, kind, arg), consumed in order
+        self.faults = []          # (path regex or None, kind, arg, method), consumed in order
         self.server = None
         self.stopping = threading.Event()  # set by stop(): the long trickles end at once
 
@@ -378,9 +410,9 @@ class FakeBacklog(Backlog):
             self.server.shutdown()
             self.server.server_close()
 
-    def fault(self, kind, arg=None, path=None, times=1):
+    def fault(self, kind, arg=None, path=None, times=1, method=None):
         for _ in range(times):
-            self.faults.append((path, kind, arg))
+            self.faults.append((path, kind, arg, method))
 
     def handle(self, h):
         url = urlsplit(h.path)
@@ -400,8 +432,8 @@ class FakeBacklog(Backlog):
                        base64.b64decode(args.get("body", "")))
             self.fault(args["kind"], arg, args.get("path"), int(args.get("times", 1)))
             return self.send_bytes(h, 204, b"", {})
-        for i, (where, kind, arg) in enumerate(self.faults):
-            if where is None or re.search(where, path):
+        for i, (where, kind, arg, method) in enumerate(self.faults):
+            if (where is None or re.search(where, path)) and method in (None, h.command):
                 del self.faults[i]
                 self.requests.append(Request(h.command, path, query, form, dict(h.headers)))
                 return self.misbehave(h, kind, arg)
