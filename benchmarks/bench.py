@@ -484,6 +484,40 @@ def scale_table(result, title="scale"):
 
 # == Report ====================================================================
 
+# == 9. Many at once ============================================================
+
+def bulk(command, items=50, limit=30, window=60.0):
+    """issue_bulk_update of `items` issues through the spawned server, against a stand-in
+    that limits writes to `limit` a `window` seconds as Backlog limits a key: the requests
+    it took, how many were answered 429, and the wall time (the server's own pacing, one
+    write at least BULK_GAP apart, included)."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from fake_backlog import FakeBacklog
+    with FakeBacklog(KEY) as fake:
+        fake.update_limit = (limit, window)
+        server = Server(command, env_for(fake.url, BACKLOG_TOOLSETS="all",
+                                         BACKLOG_TIMEOUT="30"))
+        server.send(line(INIT))
+        server.reply()
+        keys = [f"DEMO-{n}" for n in range(1, items + 1)]
+        started = time.perf_counter()
+        server.send(line({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "issue_bulk_update", "arguments": {"issues": keys, "status_id": "Resolved",
+                                                       "dry_run": False}}}))
+        while True:  # progress notifications come first when asked; none here
+            reply = json.loads(server.replies.get(timeout=900))
+            if reply.get("id") == 2:
+                break
+        seconds = time.perf_counter() - started
+        server.close()
+        receipt = json.loads(reply["result"]["content"][0]["text"])
+        return {"items": items, "limit": f"{limit} writes / {window:g} s",
+                "done": len(receipt.get("done", [])), "seconds": seconds,
+                "requests": len(fake.requests),
+                "writes": sum(r.method == "PATCH" for r in fake.requests),
+                "answered 429": fake.limited}
+
+
 def table(results):
     rows = []
     startup = dict(results["startup"])
@@ -529,6 +563,11 @@ def table(results):
                     f"{row['interpreter']} itself {real['median'] * 1000:.1f} ms "
                     f"({real['min'] * 1000:.1f}-{real['max'] * 1000:.1f})")
     rows.append(answers_table(results))
+    if "bulk" in results:
+        row = results["bulk"]
+        rows.append(f"bulk      {row['items']} issues updated in one call under {row['limit']}: "
+                    f"{row['done']} done, {row['requests']} requests ({row['writes']} writes, "
+                    f"{row['answered 429']} answered 429), {row['seconds']:.1f} s")
     return "\n".join(rows)
 
 
@@ -548,6 +587,8 @@ def main(argv=None):
     parser.add_argument("--calls", type=int, default=1000, help="calls for overhead and memory")
     parser.add_argument("--burst", type=int, default=1000, help="messages per pipelined burst")
     parser.add_argument("--worst", type=int, default=10, help="calls of the scale run shown")
+    parser.add_argument("--bulk", action="store_true", help="also a 50-issue bulk update "
+                        "under a simulated limit of 30 writes a minute (about 80 s)")
     parser.add_argument("--answers-of", metavar="DIR", help="only the answers (common and "
                         "scale) of the backlog_mcp.py in DIR: an earlier version, to compare")
     args = parser.parse_args(argv)
@@ -578,6 +619,8 @@ def main(argv=None):
             "common": common_answers(),
             "scale": scale(keep=args.worst),
         }
+        if args.bulk:
+            results["bulk"] = bulk(pyz)
     finally:
         standin.close()
     print(f"mcp-backlog-server benchmark, Python {results['python']}, {os.cpu_count()} cores")
