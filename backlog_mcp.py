@@ -2228,9 +2228,11 @@ class Tool:
         self.category = self.name.split("_")[0]
         self.description = " ".join((fn.__doc__ or "").split() + [
             CATEGORY_NOTES.get(self.category, "")]).strip()
-        self.params = dict(group, **{name: fn.__annotations__[name] for name in names})
         self.defaults = dict(dict.fromkeys(group),
                              **dict(zip(names[len(names) - len(defaults):], defaults)))
+        own = {name: fn.__annotations__[name] for name in names}  # required ones first
+        self.params = dict({n: p for n, p in own.items() if n not in self.defaults}, **group,
+                           **{n: p for n, p in own.items() if n in self.defaults})
         # What the pipeline does with the answer, and the parameters that steer it: `pages`,
         # a list Backlog gives whole, paged here (and found by keyword in these fields);
         # `texts`, long texts read in windows (text_offset); `whole`, the tool that reads one
@@ -4105,17 +4107,71 @@ def listed(what, project=None):
     return CACHE.get((what, str(project)), lambda: rows(api.get(path), {"id": int}))
 
 
-# Form fields that take a name or an id: (list, label, lookup tool, name key, per project)
-NAMED = {"status_id": ("statuses", "Status", "project_status_list_get", "name", True),
-         "issue_type_id": ("issueTypes", "Issue type", "project_issue_type_list_get", "name",
-                           True),
-         "priority_id": ("priorities", "Priority", "issue_priority_list_get", "name", False),
-         "resolution_id": ("resolutions", "Resolution", "project_resolution_list_get", "name",
-                           False),
-         "assignee_id": ("users", "User", "project_user_list_get", "userId", True),
-         "category_ids": ("categories", "Category", "project_category_list_get", "name", True),
-         "milestone_ids": ("versions", "Milestone", "issue_milestone_list_get", "name", True),
-         "version_ids": ("versions", "Version", "issue_milestone_list_get", "name", True)}
+class Field:
+    """A field of an issue that issue_add and issue_update take (and issue_bulk_update sets):
+    its parameter; Backlog's form key; whether adding takes it (updating takes all); what
+    sent empties it (None: it cannot be cleared); the list a name of it is looked up in:
+    (list, label, lookup tool, name key, per project); and, for a bulk update's preview, the
+    issue's own field that holds it and a short label."""
+
+    def __init__(self, param, form, add=True, clear=None, names=None, holds=None, label=None):
+        self.param, self.form, self.add, self.clear = param, form, add, clear
+        self.names, self.holds, self.label = names, holds, label
+
+
+ParentIssue = IssueId.like(doc="Parent issue id")
+NameOrId = P("array", "", items=["integer", "string"])
+STATUSES = ("statuses", "Status", "project_status_list_get", "name", True)
+ISSUE_FIELDS = {  # in the order the tools list them
+    "summary": Field(Summary, "summary", add=False),  # issue_add requires it: its signature
+    "description": Field(Description, "description", clear=""),
+    "status_id": Field(P("string", "Status name or id (project_status_list_get)"), "statusId",
+                       add=False, names=STATUSES, holds="status", label="status"),
+    "resolution_id": Field(P("string", "Resolution name or id"), "resolutionId", add=False,
+                           clear="", names=("resolutions", "Resolution",
+                                            "project_resolution_list_get", "name", False),
+                           holds="resolution", label="resolution"),
+    "assignee_id": Field(Assignee, "assigneeId", clear="",
+                         names=("users", "User", "project_user_list_get", "userId", True),
+                         holds="assignee", label="assignee"),
+    "priority_id": Field(P("string", "Priority name or id"), "priorityId", add=False,
+                         names=("priorities", "Priority", "issue_priority_list_get", "name",
+                                False), holds="priority", label="priority"),
+    "issue_type_id": Field(P("string", "Issue type name or id"), "issueTypeId", add=False,
+                           names=("issueTypes", "Issue type", "project_issue_type_list_get",
+                                  "name", True), holds="issueType", label="type"),
+    "start_date": Field(Date, "startDate", clear="", holds="startDate", label="start date"),
+    "due_date": Field(Date, "dueDate", clear="", holds="dueDate", label="due date"),
+    "estimated_hours": Field(Hours, "estimatedHours", clear="", holds="estimatedHours",
+                             label="estimate"),
+    "actual_hours": Field(Hours, "actualHours", clear="", holds="actualHours",
+                          label="actual hours"),
+    "category_ids": Field(NameOrId.like(doc="Category names or ids (project_category_list_get)"),
+                          "categoryId", clear=[], holds="category", label="category",
+                          names=("categories", "Category", "project_category_list_get", "name",
+                                 True)),
+    "milestone_ids": Field(NameOrId.like(doc="Milestone names or ids (issue_milestone_list_get)"),
+                           "milestoneId", clear=[], holds="milestone",
+                           names=("versions", "Milestone", "issue_milestone_list_get", "name",
+                                  True),
+                           label="milestone"),
+    "version_ids": Field(NameOrId.like(
+        doc="Affected version names or ids (same list as milestones)"), "versionId", clear=[],
+        names=("versions", "Version", "issue_milestone_list_get", "name", True),
+        holds="versions", label="version"),
+    "parent_issue_id": Field(ParentIssue, "parentIssueId", clear="", holds="parentIssueId",
+                             label="parent"),
+    "custom_fields": Field(CustomFields, None, holds="customFields", label="custom field"),
+    "comment": Field(Content.like(doc="Comment to add with the change"), "comment", add=False),
+    "notified_user_ids": Field(UserIds, "notifiedUserId"),  # [] sent would notify no one
+    "attachment_ids": Field(AttachmentIds, "attachmentId"),
+}
+NAMED = {n: f.names for n, f in ISSUE_FIELDS.items() if f.names}  # names made ids
+CLEARABLE = {n: f.clear == [] for n, f in ISSUE_FIELDS.items() if f.clear is not None}
+ADD_FIELDS = {n: f.param for n, f in ISSUE_FIELDS.items() if f.add}
+UPDATE_FIELDS = dict({n: f.param for n, f in ISSUE_FIELDS.items()}, clear=P(
+    "array", "Fields to empty, e.g. assignee_id to unassign; a custom field: custom_fields "
+             "{name: null}", items="string", enum=list(CLEARABLE)))
 
 
 def names_to_ids(a, project):
@@ -4428,32 +4484,16 @@ def issue_related_list_get(issue_id_or_key: IssueIdOrKey):
     return issue_view(api.get(issue_path(issue_id_or_key, "relatedIssues")))
 
 
-ParentIssue = IssueId.like(doc="Parent issue id")
-Categories = P("array", "Category names or ids (project_category_list_get)",
-               items=["integer", "string"])
-Milestones = P("array", "Milestone names or ids (issue_milestone_list_get)",
-               items=["integer", "string"])
-Versions = P("array", "Affected version names or ids (same list as milestones)",
-             items=["integer", "string"])
-CLEARABLE = {"assignee_id": False, "start_date": False, "due_date": False,  # True: a list
-             "estimated_hours": False, "actual_hours": False, "parent_issue_id": False,
-             "resolution_id": False, "description": False, "category_ids": True,
-             "milestone_ids": True, "version_ids": True}
-
-
 def issue_form(a, project):
-    """The add/update form from our arguments; omitted stays unchanged, [] clears."""
-    form = {"summary": a.get("summary"), "description": a.get("description"),
-            "statusId": a.get("status_id"), "resolutionId": a.get("resolution_id"),
-            "assigneeId": a.get("assignee_id"), "priorityId": a.get("priority_id"),
-            "issueTypeId": a.get("issue_type_id"), "startDate": a.get("start_date"),
-            "dueDate": a.get("due_date"), "estimatedHours": a.get("estimated_hours"),
-            "actualHours": a.get("actual_hours"), "categoryId": a.get("category_ids"),
-            "milestoneId": a.get("milestone_ids"), "versionId": a.get("version_ids"),
-            "parentIssueId": a.get("parent_issue_id"), "comment": a.get("comment"),
-            "notifiedUserId": a.get("notified_user_ids") or None,  # [] clears, but not these
-            "attachmentId": a.get("attachment_ids") or None}
-    pairs = [(k, v) for k, v in form.items() if v is not None]
+    """The add/update form from our arguments: omitted stays unchanged, empty clears; a list
+    that cannot be cleared (the users to notify, the attachments) is not sent empty."""
+    pairs = []
+    for name, field in ISSUE_FIELDS.items():
+        value = a.get(name)
+        if field.clear is None and isinstance(value, list) and not value:
+            value = None
+        if field.form and value is not None:
+            pairs.append((field.form, value))
     if a.get("custom_fields"):
         pairs += custom_field_params(project, a["custom_fields"])
     return pairs
@@ -4463,15 +4503,9 @@ def issue_form(a, project):
 def issue_add(project_id_or_key: ProjectIdOrKey, summary: Summary,
               issue_type_id: P("string", "Issue type name or id (project_issue_type_list_get)"),
               priority_id: P("string", "Priority name or id; default Normal") = None,
-              description: Description = None, assignee_id: Assignee = None,
-              start_date: Date = None, due_date: Date = None, estimated_hours: Hours = None,
-              actual_hours: Hours = None, category_ids: Categories = None,
-              milestone_ids: Milestones = None, version_ids: Versions = None,
-              parent_issue_id: ParentIssue = None,
-              notified_user_ids: UserIds = None, custom_fields: CustomFields = None,
-              attachment_ids: AttachmentIds = None):
+              **fields: ADD_FIELDS):
     """Create an issue in a project, with custom fields by name."""
-    a = dict(locals())
+    a = dict(fields, summary=summary, issue_type_id=issue_type_id, priority_id=priority_id)
     project = project_id(project_id_or_key)
     if priority_id is None:
         a["priority_id"] = next((p["id"] for p in listed("priorities")
@@ -4482,31 +4516,14 @@ def issue_add(project_id_or_key: ProjectIdOrKey, summary: Summary,
 
 @tool("Update issue", write="issue", idempotent=True,
       destructive=lambda a: bool(a.get("clear")) or a.get("description") is not None)
-def issue_update(issue_id_or_key: IssueIdOrKey, summary: Summary = None,
-                 description: Description = None,
-                 status_id: P("string", "Status name or id (project_status_list_get)") = None,
-                 resolution_id: P("string", "Resolution name or id") = None,
-                 assignee_id: Assignee = None,
-                 priority_id: P("string", "Priority name or id") = None,
-                 issue_type_id: P("string", "Issue type name or id") = None,
-                 start_date: Date = None, due_date: Date = None, estimated_hours: Hours = None,
-                 actual_hours: Hours = None, category_ids: Categories = None,
-                 milestone_ids: Milestones = None, version_ids: Versions = None,
-                 parent_issue_id: ParentIssue = None,
-                 custom_fields: CustomFields = None,
-                 comment: Content.like(doc="Comment to add with the change") = None,
-                 notified_user_ids: UserIds = None, attachment_ids: AttachmentIds = None,
-                 clear: P("array", "Fields to empty, e.g. assignee_id to unassign; a custom "
-                                   "field: custom_fields {name: null}", items="string",
-                          enum=list(CLEARABLE)) = None):
+def issue_update(issue_id_or_key: IssueIdOrKey, **fields: UPDATE_FIELDS):
     """Update an issue; omitted fields stay, an empty list clears that field."""
-    a = dict(locals())
-    for name in clear or ():
-        if a[name] not in (None, []):
+    a = dict(fields)
+    for name in fields.get("clear") or ():
+        if a.get(name) not in (None, []):
             raise ToolError(f"'{name}' is both set and in clear: give one of them.")
-        a[name] = [] if CLEARABLE[name] else ""  # Backlog empties a field sent empty
-    if all(v is None for k, v in a.items()
-           if k not in ("issue_id_or_key", "notified_user_ids", "clear")):
+        a[name] = ISSUE_FIELDS[name].clear  # Backlog empties a field sent empty
+    if all(v is None for k, v in a.items() if k not in ("notified_user_ids", "clear")):
         raise ToolError("Nothing to update: give at least one field such as summary, status_id "
                         "or custom_fields.")
     issue = None
@@ -4515,7 +4532,7 @@ def issue_update(issue_id_or_key: IssueIdOrKey, summary: Summary = None,
         nonlocal issue
         issue = issue or checked(api.get(("issues", issue_id_or_key)), {"projectId": int})
         return issue["projectId"]
-    form = issue_form(names_to_ids(a, project), project() if custom_fields else None)
+    form = issue_form(names_to_ids(a, project), project() if a.get("custom_fields") else None)
     return issue_view(api.patch(("issues", issue_id_or_key), form))
 
 
@@ -4615,15 +4632,8 @@ def issue_watching_mark_read(watching_id: WatchingId):
 BULK_MAX = 100        # items in one call
 BULK_GAP = 1.0        # seconds between two writes (Nulab: one request at a time, >= 1 s apart)
 BULK_MAX_WAIT = 65.0  # seconds waited for the rate limit to reset (Backlog's is per minute)
-BULK_FIELDS = {  # issue_update's fields a bulk update sets: (the issue's field, label)
-    "status_id": ("status", "status"), "resolution_id": ("resolution", "resolution"),
-    "assignee_id": ("assignee", "assignee"), "priority_id": ("priority", "priority"),
-    "issue_type_id": ("issueType", "type"), "start_date": ("startDate", "start date"),
-    "due_date": ("dueDate", "due date"), "estimated_hours": ("estimatedHours", "estimate"),
-    "actual_hours": ("actualHours", "actual hours"), "category_ids": ("category", "category"),
-    "milestone_ids": ("milestone", "milestone"), "version_ids": ("versions", "version"),
-    "parent_issue_id": ("parentIssueId", "parent"),
-    "custom_fields": ("customFields", "custom field")}
+BULK_FIELDS = {n: (f.holds, f.label) for n, f in ISSUE_FIELDS.items() if f.holds}
+# ^ the fields a bulk update sets: (the issue's field that holds it, a label for the preview)
 PLAN = contextvars.ContextVar("bulk plan", default=None)  # (call digest, plan) of the question
 
 
@@ -4747,7 +4757,7 @@ def bulk_changes(args):
     for name in args.get("clear") or ():
         if changes.get(name) not in (None, []):
             raise ToolError(f"'{name}' is both set and in clear: give one of them.")
-        changes[name] = [] if CLEARABLE[name] else ""
+        changes[name] = ISSUE_FIELDS[name].clear
     return changes
 
 
