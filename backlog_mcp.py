@@ -2441,8 +2441,24 @@ ActivityTypes = P("array", "Activity type ids", items="integer")
 
 # == Results ===================================================================
 
-FIELD_TYPES = {1: "text", 2: "textarea", 3: "number", 4: "date", 5: "single_list",
-               6: "multiple_list", 7: "checkbox", 8: "radio"}
+class Kind:
+    """A kind of custom field (Backlog's typeId): its name in answers, how a value is written
+    (text, number, date, or items of its list: one or several), and how an issue search
+    filters by it (text, a {min, max} range, or items)."""
+
+    def __init__(self, name, value, several=False):
+        self.name, self.value, self.several = name, value, several
+
+    @property
+    def filter(self):
+        return {"text": "text", "number": "range", "date": "range"}.get(self.value, "items")
+
+
+FIELD_KINDS = {1: Kind("text", "text"), 2: Kind("textarea", "text"),
+               3: Kind("number", "number"), 4: Kind("date", "date"),
+               5: Kind("single_list", "items"), 6: Kind("multiple_list", "items", several=True),
+               7: Kind("checkbox", "items", several=True), 8: Kind("radio", "items")}
+FIELD_TYPES = {type_id: kind.name for type_id, kind in FIELD_KINDS.items()}
 DECORATION = {"nulabAccount", "iconUrl", "keyword", "displayOrder", "color"}  # never needed
 BY_NAME = {"status", "issueType", "priority", "resolution", "category", "milestone",
            "versions"}                                   # nested: their names are the handle
@@ -3684,47 +3700,59 @@ def custom_field_params(project, values):
 
 
 def field_value(field, value):
-    """Convert one custom field value to Backlog's form pairs (all eight field types)."""
-    name, key, kind = field["name"], f"customField_{field['id']}", field.get("typeId")
-    other = None
+    """One custom field value as Backlog's form pairs, as its kind (FIELD_KINDS) takes it."""
+    key, kind = f"customField_{field['id']}", FIELD_KINDS.get(field.get("typeId"))
     if value is None:
         return [(key, "")]
-    if kind in (1, 2):
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ToolError(f"Custom field {quoted(name, 60)} expects text.")
-        return [(key, str(value))]
-    if kind == 3:
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
-            raise ToolError(f"Custom field {quoted(name, 60)} expects a number.")
-        return [(key, _number_text(value))]
-    if kind == 4:
-        if not isinstance(value, str) or not re.match(r"\d{4}-\d{2}-\d{2}(?:[T ].*)?\Z", value):
-            raise ToolError(f"Custom field {quoted(name, 60)} expects a date like 2025-06-30.")
-        return [(key, value[:10])]
+    if kind is None:
+        raise ToolError(f"Custom field {quoted(field['name'], 60)} has an unknown type "
+                        f"{field.get('typeId')}.")
+    return FIELD_WRITERS[kind.value](field, key, kind, value)
+
+
+def _text_value(field, key, kind, value):
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ToolError(f"Custom field {quoted(field['name'], 60)} expects text.")
+    return [(key, str(value))]
+
+
+def _number_value(field, key, kind, value):
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
+        raise ToolError(f"Custom field {quoted(field['name'], 60)} expects a number.")
+    return [(key, _number_text(value))]
+
+
+def _date_value(field, key, kind, value):
+    if not isinstance(value, str) or not re.match(r"\d{4}-\d{2}-\d{2}(?:[T ].*)?\Z", value):
+        raise ToolError(f"Custom field {quoted(field['name'], 60)} expects a date like "
+                        "2025-06-30.")
+    return [(key, value[:10])]
+
+
+def _items_value(field, key, kind, value):
+    """Items of the field's list by name or id (one, or several), and 'other' text."""
+    name, other = field["name"], None
     if isinstance(value, dict):
         other = value.get("other")
         if other is not None and not isinstance(other, str):
             raise ToolError(f"Custom field {quoted(name, 60)}: 'other' must be text.")
         value = value.get("items", value.get("name", value.get("id")))
-    if kind in (6, 7):
-        items = value if isinstance(value, list) else [value]
-    elif kind in (5, 8):
-        if isinstance(value, list):
-            raise ToolError(f"Custom field {quoted(name, 60)} takes one item, not a list.")
-        items = [value]
-    else:
-        raise ToolError(f"Custom field {quoted(name, 60)} has an unknown type {kind}.")
-    ids = [item_id(field, item) for item in items if item is not None]
-    pairs = (indexed(key, ids) if kind in (6, 7) else [(key, str(i)) for i in ids]) \
+    if isinstance(value, list) and not kind.several:
+        raise ToolError(f"Custom field {quoted(name, 60)} takes one item, not a list.")
+    ids = [item_id(field, item) for item in (value if isinstance(value, list) else [value])
+           if item is not None]
+    pairs = (indexed(key, ids) if kind.several else [(key, str(i)) for i in ids]) \
         or [(key, "")]
-    if other is not None:
-        pairs.append((f"{key}_otherValue", other))
-    return pairs
+    return pairs + ([(f"{key}_otherValue", other)] if other is not None else [])
+
+
+FIELD_WRITERS = {"text": _text_value, "number": _number_value, "date": _date_value,
+                 "items": _items_value}
 
 
 def _number_text(value):
@@ -4254,12 +4282,13 @@ def custom_field_filters(project, values):
     for key, value in values.items():
         field = find_field(project, key)
         name = f"customField_{field['id']}"
-        if field.get("typeId") in (3, 4):
+        kind = FIELD_KINDS.get(field.get("typeId"))
+        if kind is not None and kind.filter == "range":
             if not isinstance(value, dict) or not set(value) <= {"min", "max"}:
                 raise ToolError(f"Filter on {quoted(field['name'], 60)} takes "
                                 '{"min": .., "max": ..}.')
             pairs += [(f"{name}_{k}", str(v)) for k, v in value.items() if v is not None]
-        elif field.get("typeId") in (1, 2):
+        elif kind is not None and kind.filter == "text":
             pairs.append((name, str(value)))
         else:
             items = value if isinstance(value, list) else [value]
