@@ -5804,18 +5804,26 @@ def _review_pr(repo, number):
 # host and mirror Backlog's web paths, backlog://HOST/view/DEMO-42. A read goes through the
 # tools, so the allow-list holds exactly as for them.
 
-RESOURCE_TEMPLATES = [  # (URI template below backlog://HOST/, name, description, pattern, read)
-    ("view/{issue}", "Issue", "An issue with its latest comments, as Markdown",
-     r"view/([_A-Za-z0-9]{1,25}-[1-9][0-9]{0,9})"),
-    ("wiki/{id}", "Wiki page", "A wiki page's content", r"wiki/([1-9][0-9]{0,17})"),
-    ("document/{id}", "Document", "A document's Markdown", r"document/([0-9a-fA-F]{32})"),
-    ("projects/{project}", "Project", "A project: settings, statuses, milestones",
-     r"projects/([_A-Za-z0-9]{1,25})"),
-    ("git/{project}/{repo}/pullRequests/{number}", "Pull request", "A pull request",
-     r"git/([_A-Za-z0-9]{1,25})/([A-Za-z0-9][A-Za-z0-9_.-]{0,99})/pullRequests/([1-9][0-9]{0,9})"),
-    ("file/{project}/{id}", "Shared file", "A project's shared file, as it is",
-     r"file/([_A-Za-z0-9]{1,25})/([1-9][0-9]{0,17})"),
-]
+RESOURCES = []  # Resource, in the order resources/templates/list gives them
+
+
+class Resource:
+    """A resource template: its URI below backlog://HOST/, its name, its description, the
+    pattern of its path and the function that reads one (with the pattern's groups)."""
+
+    def __init__(self, template, name, description, pattern, read):
+        self.template, self.name, self.description = template, name, description
+        self.pattern, self.read = re.compile(pattern + r"\Z"), read
+
+
+def resource(template, name, description, pattern):
+    """Register a resource reader: @resource("view/{issue}", "Issue", "...", r"view/(...)")."""
+    def register(fn):
+        RESOURCES.append(Resource(template, name, description, pattern, fn))
+        return fn
+    return register
+
+
 RESOURCES_PAGE = 50
 
 
@@ -5839,12 +5847,12 @@ def read_resource(uri):
                            {"uri": clip(uri, 200)}) from None
     name, path = resource_space(uri)
     with within(name):
-        for template, label, _, pattern in RESOURCE_TEMPLATES:
-            match = re.match(pattern + r"\Z", path)
+        for found in RESOURCES:
+            match = found.pattern.match(path)
             if match:
                 try:
                     with guarded(uri):
-                        return {"contents": RESOURCE_READERS[label](uri, *match.groups())}
+                        return {"contents": found.read(uri, *match.groups())}
                 except ToolError as exc:
                     raise RpcError(-32002, f"Resource not readable: {clip(uri, 120)}: "
                                            f"{redact(exc)}", {"uri": uri}) from None
@@ -5856,6 +5864,8 @@ def web_url(path):
     return f"{settings().base_url}/{path}"
 
 
+@resource("view/{issue}", "Issue", "An issue with its latest comments, as Markdown",
+          r"view/([_A-Za-z0-9]{1,25}-[1-9][0-9]{0,9})")
 def read_issue(uri, key):
     issue = checked(run_tool(TOOLS["issue_details_get"], {"issue_id_or_key": key})[1], {})
     comments = rows(run_tool(TOOLS["issue_comment_list_get"], {"issue_id_or_key": key,
@@ -5882,6 +5892,7 @@ def named(value):
     return one_line(value.get("name") if isinstance(value, dict) else value, 80)
 
 
+@resource("wiki/{id}", "Wiki page", "A wiki page's content", r"wiki/([1-9][0-9]{0,17})")
 def read_wiki(uri, wiki_id):
     page = checked(run_tool(TOOLS["wiki_details_get"], {"wiki_id": int(wiki_id)})[1], {})
     return markdown(uri, [f"# {one_line(page.get('name'))}",
@@ -5889,11 +5900,15 @@ def read_wiki(uri, wiki_id):
                           fenced(page.get("content") or "")])
 
 
+@resource("document/{id}", "Document", "A document's Markdown",
+          r"document/([0-9a-fA-F]{32})")
 def read_document(uri, document_id):
     doc = checked(run_tool(TOOLS["document_details_get"], {"document_id": document_id})[1], {})
     return markdown(uri, [f"# {one_line(doc.get('title'))}", "", fenced(doc.get("plain") or "")])
 
 
+@resource("projects/{project}", "Project", "A project: settings, statuses, milestones",
+          r"projects/([_A-Za-z0-9]{1,25})")
 def read_project(uri, key):
     project = checked(run_tool(TOOLS["project_details_get"], {"project_id_or_key": key})[1], {})
     statuses = rows(run_tool(TOOLS["project_status_list_get"], {"project_id_or_key": key})[1],
@@ -5907,6 +5922,9 @@ def read_project(uri, key):
         f"- Milestones: {', '.join(named(m) for m in milestones) or 'none'}"])
 
 
+@resource("git/{project}/{repo}/pullRequests/{number}", "Pull request", "A pull request",
+          r"git/([_A-Za-z0-9]{1,25})/([A-Za-z0-9][A-Za-z0-9_.-]{0,99})/pullRequests/"
+          r"([1-9][0-9]{0,9})")
 def read_pr(uri, project, repo, number):
     pr = checked(run_tool(TOOLS["git_pr_details_get"], {"project_id_or_key": project,
                                                         "repo_id_or_name": repo,
@@ -5930,6 +5948,8 @@ def markdown(uri, lines):
     return [{"uri": uri, "mimeType": "text/markdown", "text": text}]
 
 
+@resource("file/{project}/{id}", "Shared file", "A project's shared file, as it is",
+          r"file/([_A-Za-z0-9]{1,25})/([1-9][0-9]{0,17})")
 def read_file(uri, project, file_id):
     import base64
     got = run_tool(TOOLS["file_shared_download"], {"project_id_or_key": project,
@@ -5942,10 +5962,6 @@ def read_file(uri, project, file_id):
                         "it with BACKLOG_DOWNLOAD_DIR.")
     return [{"uri": uri, "mimeType": got.content_type.split(";")[0].strip(),
              "blob": base64.b64encode(redact_bytes(got.data)).decode()}]
-
-
-RESOURCE_READERS = {"Issue": read_issue, "Wiki page": read_wiki, "Document": read_document,
-                    "Project": read_project, "Pull request": read_pr, "Shared file": read_file}
 
 
 RECENT_RESOURCES = (  # what resources/list offers of what you viewed last
@@ -5992,9 +6008,9 @@ def list_resources(cursor):
 def list_templates():
     hosts = [host_of(space) for space in SPACES.values() if host_of(space)] or ["HOST"]
     return {"resourceTemplates": [
-        {"uriTemplate": f"backlog://{host}/{template}", "name": label + (
-            f" ({host})" if len(hosts) > 1 else ""), "description": doc}
-        for host in hosts for template, label, doc, _ in RESOURCE_TEMPLATES]}
+        {"uriTemplate": f"backlog://{host}/{found.template}", "name": found.name + (
+            f" ({host})" if len(hosts) > 1 else ""), "description": found.description}
+        for host in hosts for found in RESOURCES]}
 
 
 # == Completions ===============================================================
@@ -6043,8 +6059,20 @@ def addressed_value(name, address):
     return [value] if value else []
 
 
-# Each completer: (values, whether they are every value that starts with the prefix).
+COMPLETERS = {}  # argument or template variable name -> completer
 
+
+def completer(*names):
+    """Register what completes these arguments: fn(prefix, context) -> (values, whether they
+    are every value that starts with the prefix)."""
+    def register(fn):
+        COMPLETERS.update(dict.fromkeys(names, fn))
+        return fn
+    return register
+
+
+
+@completer("project")
 def _projects(prefix, context):
     found = run_tool(TOOLS["project_list_get"], {"keyword": prefix} if prefix else {})[1]
     return strings(found, "projectKey"), (getattr(found, "total", 0) or 0) <= len(
@@ -6055,6 +6083,7 @@ ISSUE_PREFIX = re.compile(r"([_A-Za-z0-9]{1,25})-([0-9]{0,9})\Z")
 SCAN = 300  # a project with no more issues than this is scanned whole
 
 
+@completer("issue")
 def _issues(prefix, context):
     """Issue keys: those you viewed last, and, from PROJ-12, the project's keys that start
     so (PROJ-12, PROJ-120...): a small project is scanned whole, a large one looked up where
@@ -6077,6 +6106,7 @@ def _issues(prefix, context):
     return keys, count <= SCAN
 
 
+@completer("milestone")
 def _milestones(prefix, context):
     project = str(context.get("project") or "").upper()
     if not project:
@@ -6088,6 +6118,7 @@ def _milestones(prefix, context):
         strings(found, "name"))
 
 
+@completer("repo")
 def _repos(prefix, context):
     keys = [prefix.split("/")[0].upper()] if "/" in prefix else _projects(prefix, context)[0][:10]
     out = []
@@ -6106,8 +6137,6 @@ def strings(items, key):
         if isinstance(items, list) else []
 
 
-COMPLETERS = {"project": _projects, "issue": _issues, "milestone": _milestones,
-              "repo": _repos}
 
 
 # == MCP methods ===============================================================
@@ -6142,6 +6171,24 @@ def form_mode(elicitation):
                                               or isinstance(elicitation.get("form"), dict))
 
 
+METHODS = {}    # JSON-RPC method -> Session method that answers it
+LEGACY = set()  # methods of the legacy era only (2026-07-28 has none of them)
+CACHEABLE = {}  # 2026-07-28: methods whose results extend CacheableResult -> (ttlMs, scope)
+
+
+def method(name, legacy=False, cache=None):
+    """Register a Session method as the answer to a JSON-RPC method; `legacy`: not in the
+    2026-07-28 era; `cache`: (ttlMs, cacheScope) its results carry in that era."""
+    def register(fn):
+        METHODS[name] = fn
+        if legacy:
+            LEGACY.add(name)
+        if cache:
+            CACHEABLE[name] = cache
+        return fn
+    return register
+
+
 class Session:
     """What the client negotiated: its protocol version, or the stateless era."""
 
@@ -6154,6 +6201,7 @@ class Session:
         self.cancelled = set()       # ids of queued requests the client cancelled meanwhile
         self.asked = 0
 
+    @method("initialize", legacy=True)
     def initialize(self, params):
         requested = params.get("protocolVersion")
         self.version = requested if requested in LEGACY_VERSIONS else LEGACY_VERSIONS[0]
@@ -6165,15 +6213,18 @@ class Session:
         return {"protocolVersion": self.version, "capabilities": CAPABILITIES,
                 "serverInfo": info, "instructions": instructions()}
 
+    @method("server/discover")
     def discover(self, params):
         prefetch()
         return {"supportedVersions": list(MODERN_VERSIONS), "capabilities": CAPABILITIES,
                 "instructions": instructions(), "ttlMs": 3600000, "cacheScope": "public",
                 "_meta": {META + "serverInfo": SERVER_INFO}}
 
+    @method("ping", legacy=True)
     def ping(self, params):
         return {}
 
+    @method("tools/list", cache=(3600000, "public"))
     def list_tools(self, params):
         tools = enabled_tools()
         prefix = settings().prefix
@@ -6203,6 +6254,7 @@ class Session:
                 definition["annotations"] = dict(definition["annotations"], title=title)
         return definition
 
+    @method("tools/call")
     def call_tool(self, params):
         name = params.get("name")
         if not isinstance(name, str):
@@ -6279,44 +6331,40 @@ class Session:
         """The next line to answer: one that waited its turn, else a new one."""
         return self.queued.popleft() if self.queued else self.receive()
 
+    @method("prompts/list", cache=(0, "private"))
     def list_prompts(self, params):
         return list_prompts()
 
+    @method("prompts/get")
     def get_prompt(self, params):
         if not isinstance(params.get("name"), str):
             raise RpcError(-32602, "prompts/get needs a string 'name'.")
         arguments = params.get("arguments")
         return get_prompt(params["name"], {} if arguments is None else arguments)
 
+    @method("resources/list", cache=(0, "private"))
     def list_resources(self, params):
         return list_resources(params.get("cursor"))
 
+    @method("resources/templates/list", cache=(0, "private"))
     def list_templates(self, params):
         return list_templates()
 
+    @method("resources/read", cache=(0, "private"))
     def read_resource(self, params):
         return read_resource(params.get("uri"))
 
+    @method("completion/complete")
     def complete(self, params):
         return complete(params)
 
+    @method("logging/setLevel", legacy=True)
     def set_level(self, params):
         if params.get("level") not in LOG_LEVELS:
             raise RpcError(-32602, f"level must be one of {', '.join(LOG_LEVELS)}.")
         return {}  # our log goes to stderr; no notifications/message are sent
 
 
-CACHEABLE = {  # 2026-07-28: results that extend CacheableResult -> (ttlMs, cacheScope)
-    "tools/list": (3600000, "public"), "prompts/list": (0, "private"),
-    "resources/list": (0, "private"), "resources/templates/list": (0, "private"),
-    "resources/read": (0, "private")}
-METHODS = {"initialize": Session.initialize, "server/discover": Session.discover,
-           "ping": Session.ping, "tools/list": Session.list_tools,
-           "tools/call": Session.call_tool, "prompts/list": Session.list_prompts,
-           "prompts/get": Session.get_prompt, "resources/list": Session.list_resources,
-           "resources/templates/list": Session.list_templates,
-           "resources/read": Session.read_resource, "completion/complete": Session.complete,
-           "logging/setLevel": Session.set_level}
 
 
 # == JSON-RPC over stdio =======================================================
@@ -6364,7 +6412,7 @@ def handle(message, session):
     try:
         modern = _modern(params, method)
         handler = METHODS.get(method)
-        if handler is None or (modern and method in ("initialize", "ping", "logging/setLevel")):
+        if handler is None or (modern and method in LEGACY):
             raise RpcError(-32601, f"Method not found: {clip(method, 80)}")
         meta = params.get("_meta")
         token = meta.get("progressToken") if isinstance(meta, dict) else None
