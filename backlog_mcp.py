@@ -14,6 +14,25 @@ Protocol: newline-delimited JSON-RPC 2.0 on stdin/stdout; logs go to stderr only
 channels: a malformed message, an unknown method or an unknown tool is a JSON-RPC error; a tool
 that fails (Backlog error, network, bad argument value, access denied) answers a result with
 isError true and a text that says what to do next.
+
+A tour of the code, in the order a request meets it:
+- serve() (JSON-RPC over stdio) reads a line, handle() finds its method in METHODS (@method on
+  a Session method) and writes the reply through Writer, stdout's one writer.
+- tools/call enters the pipeline (call_tool): the space is bound (within), the tool found
+  (find_tool), the arguments admitted (admit: addresses expanded, the schema checked, every
+  identifier held to BACKLOG_PROJECTS by its parameter's owner, users resolved), the text
+  rendered in the project's format (render), the person asked when it destroys (confirm),
+  the tool run (run_admitted: hold, bounded), and the answer shaped and fitted to the budget
+  at one exit (result_of). Prompts, resources, completions and the command line run tools
+  through the same steps (run_tool).
+- A tool is a function: @tool("Title", write="group") over it, its parameters annotated
+  with P (type, doc, owner), its docstring its description; it talks to Backlog only
+  through `api` (the Backlog client of the bound space: one deadline, one parser, the key
+  only to its own host). A prompt is @prompt, a resource @resource, a completer @completer.
+- The banners below are the table of contents: settings and spaces, errors, the client,
+  access control, addresses, untrusted text, the registry, results and the pipeline, text
+  formatting, confirmation, the tools by category, bulk changes, prompts, resources,
+  completions, MCP methods, stdio, the bundle and the command line.
 """
 
 import contextlib
@@ -663,6 +682,8 @@ def several():
 def settings():
     return here().settings
 
+
+# == Logs and secrets ==========================================================
 
 def log(message):
     """One line to stderr, with the secrets redacted; stdout is the protocol's alone."""
@@ -2441,24 +2462,6 @@ ActivityTypes = P("array", "Activity type ids", items="integer")
 
 # == Results ===================================================================
 
-class Kind:
-    """A kind of custom field (Backlog's typeId): its name in answers, how a value is written
-    (text, number, date, or items of its list: one or several), and how an issue search
-    filters by it (text, a {min, max} range, or items)."""
-
-    def __init__(self, name, value, several=False):
-        self.name, self.value, self.several = name, value, several
-
-    @property
-    def filter(self):
-        return {"text": "text", "number": "range", "date": "range"}.get(self.value, "items")
-
-
-FIELD_KINDS = {1: Kind("text", "text"), 2: Kind("textarea", "text"),
-               3: Kind("number", "number"), 4: Kind("date", "date"),
-               5: Kind("single_list", "items"), 6: Kind("multiple_list", "items", several=True),
-               7: Kind("checkbox", "items", several=True), 8: Kind("radio", "items")}
-FIELD_TYPES = {type_id: kind.name for type_id, kind in FIELD_KINDS.items()}
 DECORATION = {"nulabAccount", "iconUrl", "keyword", "displayOrder", "color"}  # never needed
 BY_NAME = {"status", "issueType", "priority", "resolution", "category", "milestone",
            "versions"}                                   # nested: their names are the handle
@@ -2832,6 +2835,11 @@ def save_download(filename, data):
     raise ToolError("BACKLOG_DOWNLOAD_DIR holds 1,000 files of this name.",
                     "empty the folder, or read the file in parts (offset).")
 
+
+# == The pipeline ==============================================================
+# Every entry point runs a tool through these steps, in this order (see the module's tour):
+# find_tool, admit, render, the confirmation, run_admitted, result_of. A guarantee lives in
+# one step, so a new tool or a new entry point inherits it.
 
 # Names people know: Nulab's server's tool names (v0.15.1), taken in tools/call and by `call`
 # but not listed (the list would grow in every conversation), so that prompts and habits
@@ -3674,6 +3682,26 @@ def download(path, fmt=None, fallback="downloaded_file"):
 
 
 # == Custom fields and names ===================================================
+
+class Kind:
+    """A kind of custom field (Backlog's typeId): its name in answers, how a value is written
+    (text, number, date, or items of its list: one or several), and how an issue search
+    filters by it (text, a {min, max} range, or items)."""
+
+    def __init__(self, name, value, several=False):
+        self.name, self.value, self.several = name, value, several
+
+    @property
+    def filter(self):
+        return {"text": "text", "number": "range", "date": "range"}.get(self.value, "items")
+
+
+FIELD_KINDS = {1: Kind("text", "text"), 2: Kind("textarea", "text"),
+               3: Kind("number", "number"), 4: Kind("date", "date"),
+               5: Kind("single_list", "items"), 6: Kind("multiple_list", "items", several=True),
+               7: Kind("checkbox", "items", several=True), 8: Kind("radio", "items")}
+FIELD_TYPES = {type_id: kind.name for type_id, kind in FIELD_KINDS.items()}
+
 
 def field_definitions(project):
     return CACHE.get(("fields", str(project)), lambda: rows(
