@@ -12,8 +12,26 @@
 # shipped beside it. Reproducible: same sources and interpreters, same bytes.
 set -euo pipefail
 cd "$(dirname "$0")"
-out="${1:-backlog_mcp.pyz}"
 python="${PYTHON:-python3}"
+
+# The stock interpreters, by one rule (the tests and .ci/run ask this script for them):
+# for each minor 3.9-3.13, pyenv's newest patch release, else pythonX.Y on PATH.
+interpreters=()
+for v in 3.9 3.10 3.11 3.12 3.13; do
+  exe=""
+  if command -v pyenv >/dev/null 2>&1; then
+    dir="$(ls -d "$(pyenv root)/versions/$v".* 2>/dev/null | sort -V | tail -n 1 || true)"
+    [ -n "$dir" ] && exe="$dir/bin/python$v"
+  fi
+  [ -z "$exe" ] && exe="$(command -v "python$v" 2>/dev/null || true)"
+  if [ -n "$exe" ] && "$exe" -c pass >/dev/null 2>&1; then interpreters+=("$exe"); fi
+done
+
+if [ "${1:-}" = "--pythons" ]; then
+  printf '%s\n' "${interpreters[@]}"
+  exit 0
+fi
+out="${1:-backlog_mcp.pyz}"
 
 # Pure-Python wheels that still support Python 3.9; licences travel in their dist-info.
 pins="requests==2.32.5 urllib3==2.6.3 idna==3.20 certifi==2026.10.19.post1 charset_normalizer==3.5.3"
@@ -26,17 +44,6 @@ if [ -z "${WHEELS:-}" ]; then
   "$python" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: --platform any \
     --python-version 3.9 --implementation py --abi none -d "$wheels" $pins
 fi
-
-interpreters=()
-for v in 3.9 3.10 3.11 3.12 3.13; do
-  exe=""
-  if command -v pyenv >/dev/null 2>&1; then
-    dir="$(ls -d "$(pyenv root)/versions/$v".* 2>/dev/null | sort -V | tail -n 1 || true)"
-    [ -n "$dir" ] && exe="$dir/bin/python$v"
-  fi
-  [ -z "$exe" ] && exe="$(command -v "python$v" 2>/dev/null || true)"
-  if [ -n "$exe" ] && "$exe" -c pass >/dev/null 2>&1; then interpreters+=("$exe"); fi
-done
 
 "$python" - "$wheels" "$work/stage" "$out" "${interpreters[@]}" <<'PY'
 import os, subprocess, sys, zipfile
