@@ -4756,10 +4756,14 @@ def named_ids(field, ids, project):
 
 
 def diff(issue, changes):
-    """[(label, before, after)] of the changes an issue does not hold yet (its project's
-    names resolved), or a ToolError for a name its project does not have."""
+    """([(label, before, after)] of the changes an issue does not hold yet, the changes with
+    its project's names made ids), or a ToolError for a name its project does not have."""
     project = issue.get("projectId")
     wanted = names_to_ids(dict(changes), project)
+    return changed(issue, wanted, project), wanted
+
+
+def changed(issue, wanted, project):
     out = []
     for field, value in wanted.items():
         if field not in BULK_FIELDS:
@@ -4857,11 +4861,11 @@ def bulk_plan(args):
         key = issue.get("issueKey") or str(given)
         try:
             admit(TOOLS["issue_update"], {"issue_id_or_key": key})  # may it be written?
-            found = diff(issue, changes)
+            found, wanted = diff(issue, changes)
         except ToolError as exc:
             plan.append({"issue": key, "why": redact(exc)})
             continue
-        plan.append({"issue": key, "changes": found if (found or changes)
+        plan.append({"issue": key, "set": wanted, "changes": found if (found or changes)
                      else [("comment", "", "added")]})
     PLAN.set((digest, plan))
     return plan
@@ -4923,11 +4927,17 @@ def issue_bulk_update(issues: P("array", "Issue keys or ids (at most 100)", item
                 "unchanged": [i["issue"] for i in plan if i.get("changes") == []],
                 "refused": [{"issue": i["issue"], "why": i["why"]} for i in plan if "why" in i],
                 "apply": call}
-    changes = bulk_changes(args)
     extra = {k: fields.get(k) for k in ("comment", "notified_user_ids") if fields.get(k)}
     return run_batch(plan, TOOLS["issue_update"], on_error, lambda item: dict(
-        changes, issue_id_or_key=item["issue"], **extra), lambda left: dict(
+        as_update(item["set"]), issue_id_or_key=item["issue"], **extra), lambda left: dict(
         call, arguments=dict(call["arguments"], issues=[i["issue"] for i in left], where=None)))
+
+
+def as_update(values):
+    """Changes as issue_update takes them: what is emptied, in its clear."""
+    gone = [k for k, v in values.items() if v in ("", []) and k in CLEARABLE]
+    kept = {k: v for k, v in values.items() if k not in gone}
+    return dict(kept, clear=gone) if gone else kept
 
 
 def bulk_add_plan(args):
