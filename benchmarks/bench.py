@@ -518,6 +518,66 @@ def bulk(command, items=50, limit=30, window=60.0):
                 "answered 429": fake.limited}
 
 
+def markdown(results):
+    """The README's table of figures, from one run."""
+    ms = lambda row: f"{row['median'] * 1000:.1f} ms"  # noqa: E731
+    start, ctx = results["startup"], results["context"]["tools/list"]
+    pyz, floor = start["python -I backlog_mcp.pyz"], start["python -I -c pass"]["initialize"]
+    mem, burst_, stall = results["memory"], results["burst"], results["stalls"]
+    common = results["common"]["total_tokens"]
+    rows = [
+        ("spawn → `initialize` reply, `.pyz` (median of "
+         f"{pyz['initialize']['n']})", f"{ms(pyz['initialize'])}, ×{pyz['initialize_ratio']:.2f}"
+         f" of `python -I -c pass` ({ms(floor)})"),
+        ("the same with five spaces (`BACKLOG_SPACES`)",
+         ms(start[".pyz with five spaces"]["initialize"])),
+        ("spawn → `initialize` reply, `backlog_mcp.py`",
+         f"{ms(start['python -I backlog_mcp.py']['initialize'])} (a script is compiled at every "
+         "start; the `.pyz` carries bytecode)"),
+        ("first `tools/call` sent 0.3 s after the handshake, as a host does",
+         ms(start["first call after the handshake"])),
+        (f"what a host hands the model (name, description, input schema), default set "
+         f"({ctx['default set']['tools']} tools)",
+         f"{ctx['default set']['model_visible_bytes']:,} bytes; `tools/list` "
+         f"{ctx['default set']['bytes']:,} bytes"),
+        (f"the same, every tool ({ctx['full set']['tools']}; `BACKLOG_TOOLSETS=all`, every group)"
+         f" / read-only set ({ctx['read-only set']['tools']})",
+         f"{ctx['full set']['model_visible_bytes']:,} / "
+         f"{ctx['read-only set']['model_visible_bytes']:,} bytes"),
+        (f"{len(results['common']['answers'])} common answers, lean / full",
+         f"~{common['lean']:,} / ~{common['full']:,} tokens"),
+        (f"{results['scale']['calls']} calls against a big space (thousands of users, "
+         "100,000-character texts)", f"{results['scale']['over_budget']} over 40,000 bytes; "
+         f"at most {results['scale']['most_requests']} Backlog requests in one call"),
+        ("call overhead, `issue_details_get` through the server vs a bare `requests.Session`",
+         f"{results['overhead']['through server (ms/call)']['median']:.2f} vs "
+         f"{results['overhead']['bare requests.Session (ms/call)']['median']:.2f} ms per call, "
+         f"×{results['overhead']['ratio']:.2f}"),
+        ("RSS idle / after 1,000 more calls", f"{mem['idle after tools/list (MiB)']:.1f} / "
+         f"{mem['after 1000 more calls (MiB)']:.1f} MiB"),
+        ("a call whose answer stalls (`100 Continue` every 0.2 s · a header byte every 0.5 s · "
+         "a body byte every 0.05 s), `BACKLOG_TIMEOUT=2`",
+         " · ".join(f"{stall[k]['seconds']:.2f}" for k in ("continue_trickle",
+                                                            "header_trickle", "trickle"))
+         + " s, then an error"),
+        ("1,000 pipelined `ping` / `tools/list`",
+         f"all answered in order, {burst_['ping']['ms/message']:.2f} / "
+         f"{burst_['tools/list']['ms/message']:.2f} ms per message"),
+    ]
+    if results.get("bundle"):
+        rows.append(("`backlog_mcp.mcpb`, and spawn → `initialize` with its own command "
+                     "(`python3 -I DIR/server/backlog_mcp.pyz`)",
+                     f"{results['bundle']['bytes']:,} bytes; "
+                     f"{ms(results['bundle']['initialize']['as named'])}"))
+    if results.get("bulk"):
+        row = results["bulk"]
+        rows.append((f"`issue_bulk_update` of {row['items']} issues under a simulated limit "
+                     f"of {row['limit']}", f"{row['requests']} requests ({row['writes']} "
+                     f"writes, {row['answered 429']} answered 429), {row['seconds']:.1f} s"))
+    return "\n".join(["| measure | figure |", "|---|---|"]
+                     + [f"| {label} | {figure} |" for label, figure in rows])
+
+
 def table(results):
     rows = []
     startup = dict(results["startup"])
@@ -587,6 +647,8 @@ def main(argv=None):
     parser.add_argument("--calls", type=int, default=1000, help="calls for overhead and memory")
     parser.add_argument("--burst", type=int, default=1000, help="messages per pipelined burst")
     parser.add_argument("--worst", type=int, default=10, help="calls of the scale run shown")
+    parser.add_argument("--markdown", action="store_true", help="also print the README's "
+                        "table of figures")
     parser.add_argument("--bulk", action="store_true", help="also a 50-issue bulk update "
                         "under a simulated limit of 30 writes a minute (about 80 s)")
     parser.add_argument("--answers-of", metavar="DIR", help="only the answers (common and "
@@ -625,6 +687,8 @@ def main(argv=None):
         standin.close()
     print(f"mcp-backlog-server benchmark, Python {results['python']}, {os.cpu_count()} cores")
     print(table(results))
+    if args.markdown:
+        print(markdown(results))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)
