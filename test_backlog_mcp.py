@@ -14,10 +14,17 @@ import base64
 import collections
 import json
 import os
+import pty
+import random
 import re
+import signal
+import struct
 import subprocess
 import sys
+import threading
 import time
+import tracemalloc
+import zipfile
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -25,8 +32,10 @@ import requests
 import responses
 from hypothesis import HealthCheck, given, settings as hypothesis_settings
 from hypothesis import strategies as st
+from urllib3.util import parse_url
 
 import backlog_mcp as b
+import bench
 import fake_backlog
 from conftest import (
     BASE, CLIENT_KEY, DATA, DELETE, ELICIT_INIT, ENV, H, HERE, INIT_LINE, KEY, KEYS_12,
@@ -477,7 +486,6 @@ def test_end_to_end_over_stdio(pyz, fake, kind):
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
 def test_signals_end_the_server_quietly(pyz, sig):
-    import signal
     server = Process(commands(pyz)["pyz"], child_env(None))
     assert server.request("ping")["result"] == {}
     server.proc.send_signal(getattr(signal, sig))
@@ -494,7 +502,6 @@ def test_eof_ends_the_server_promptly(pyz):
 
 
 def test_sigterm_while_stdout_is_full_leaves_whole_lines(pyz, fake):
-    import signal
     proc = subprocess.Popen([sys.executable, "-I", pyz], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=child_env(fake.url))
@@ -851,7 +858,6 @@ def test_loopback_means_localhost_127_or_ipv6_one(url):
 def test_generated_base_urls_reach_only_the_host_urllib3_reads(tail):
     """Whatever the URL, either it is refused, or the parser that sends reads the host we
     checked, and the key goes nowhere else."""
-    from urllib3.util import parse_url
     for url in ("https://" + tail + ".backlog.com", "https://x.backlog.com" + tail,
                 "http://127.0.0.1" + tail, "https://" + tail):
         s = b.configure(dict(ENV, BACKLOG_BASE_URL=url, BACKLOG_ALLOW_CUSTOM_HOST="1"))
@@ -934,7 +940,6 @@ def test_non_utf8_settings_in_a_spawned_server(pyz, fake):
 
 
 def test_started_in_a_terminal_it_says_what_it_is(pyz):
-    import pty
     leader, follower = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-I", pyz], stdin=follower, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=child_env(None))
@@ -1397,7 +1402,6 @@ def test_the_host_check_reads_ipv6_loopback_and_ports_as_sent():
     for url in ("http://[::1]:8080", "https://x.backlog.com:8443", "http://127.0.0.1:9"):
         b.configure(dict(ENV, BACKLOG_BASE_URL=url))
         space = b.here()
-        from urllib3.util import parse_url
         got = parse_url(space.api.url("space"))
         assert (got.scheme, got.host, got.port, None) == space.api.origin()
 
@@ -1836,7 +1840,6 @@ def test_compressed_answers_are_decoded(fake, coding, wbits):
 
 
 def test_a_compression_bomb_stops_at_the_cap(fake):
-    import tracemalloc
     b.configure(fault_env(fake, BACKLOG_MAX_DOWNLOAD_BYTES=str(1024 * 1024)))
     bomb = gzip_bytes(b"\0" * (50 * 1024 * 1024))
     fake.fault("raw", (200, {"Content-Type": "application/octet-stream",
@@ -2711,7 +2714,6 @@ def test_upload_of_a_fifo_does_not_block(backlog, tmp_path):
 
 
 def test_upload_never_sends_a_file_from_outside_while_folders_are_swapped(backlog, tmp_path):
-    import threading
     allowed, outside = tmp_path / "allowed", tmp_path / "outside"
     (allowed / "real").mkdir(parents=True)
     outside.mkdir()
@@ -2795,8 +2797,6 @@ def answer_text(result):
 
 
 def test_every_answer_of_a_big_space_fits_in_the_budget(big):
-    sys.path.insert(0, os.path.join(HERE, "benchmarks"))
-    import bench
     session = b.Session()
     b.handle(bench.INIT, session)
     sizes = {}
@@ -4195,8 +4195,6 @@ def host(kind):
 
 
 def test_bundle_holds_the_pyz_licence_icon_and_manifest(pyz, bundle):
-    import struct
-    import zipfile
     with zipfile.ZipFile(bundle) as mcpb:
         assert mcpb.namelist() == ["LICENSE", "icon.png", "manifest.json",
                                    "server/backlog_mcp.pyz"]
@@ -4422,8 +4420,6 @@ def test_readme_lists_exactly_the_tools():
 
 
 def test_benchmark_runs(pyz, bundle, tmp_path):
-    sys.path.insert(0, os.path.join(HERE, "benchmarks"))
-    import bench
     out = tmp_path / "bench.json"
     results = bench.main(["--pyz", pyz, "--runs", "1", "--calls", "5", "--burst", "20",
                           "--json", str(out)])
@@ -4525,7 +4521,6 @@ def test_fuzz_handle_never_raises(message):
 @pytest.mark.fuzz
 def test_fuzz_spawned_pyz(pyz):
     """Thousands of random lines, a 10 MiB line, and stdin closed in the middle of a line."""
-    import random
     rng = random.Random(2026)
     lines = []
     for i in range(3000):
