@@ -1462,29 +1462,6 @@ def test_get_retries_5xx_then_gives_up():
         assert data(call("space_details_get"))["name"] == "Example Inc."
 
 
-@pytest.mark.parametrize("status", [429, 500, 502, 503])
-def test_writes_are_never_retried(status):
-    url = BASE + "/api/v2/issues/DEMO-42/comments"
-    with responses.RequestsMock() as mock:
-        mock.add("POST", url, json=load("error_500"), status=status,
-                 headers={"Retry-After": "0"})
-        mock.add("GET", BASE + "/api/v2/projects/DEMO", json=load("project"))  # its text rule
-        assert f"HTTP {status}" in error(call("issue_comment_add", issue_id_or_key="DEMO-42",
-                                              content="hi"))
-        assert [c.request.method for c in mock.calls] == ["GET", "POST"]
-
-
-def test_connection_reset_on_write_is_not_retried():
-    url = BASE + "/api/v2/issues"
-    with responses.RequestsMock() as mock:
-        mock.add("POST", url, body=requests.exceptions.ConnectionError("Connection reset"))
-        mock.add("GET", BASE + "/api/v2/projects/DEMO", json=load("project"))
-        mock.add("GET", BASE + "/api/v2/priorities", json=load("priorities"))
-        text = error(call("issue_add", project_id_or_key="DEMO", summary="x", issue_type_id=1))
-        assert "Could not reach Backlog" in text
-        assert len([c for c in mock.calls if c.request.method == "POST"]) == 1
-
-
 def test_timeout_message_and_key_redaction():
     leak = f"HTTPSConnectionPool: Max retries exceeded with url: /api/v2/space?apiKey={KEY}"
     with mocked("GET", URL, dict(body=requests.exceptions.ReadTimeout(leak))):
@@ -1554,22 +1531,63 @@ def test_backlog_faults(fake, kind, arg, times, text, count):
     assert data(call("space_details_get"))["spaceKey"] == "example"  # the next call works
 
 
-def test_reset_once_on_a_get_is_retried(fake):
+@pytest.mark.parametrize("kind", ["reset", "reset_mid_body"])
+def test_reset_once_on_a_get_is_retried(fake, kind):
+    """A GET whose connection is reset, before the answer or in its body, goes again once."""
     b.configure(fault_env(fake))
-    fake.fault("reset")
+    fake.fault(kind)
     assert data(call("space_details_get"))["spaceKey"] == "example"
     assert len(fake.requests) == 2
 
 
-def test_a_get_cut_by_a_reset_is_retried_a_write_never(fake):
+COMMENT = ("issue_comment_add", {"issue_id_or_key": "DEMO-42", "content": "once"}, "POST",
+           "issues/DEMO-42/comments")
+REDIRECTED = [("wiki_add", {"project_id_or_key": "DEMO", "name": "n", "content": "c"}, "POST",
+               "wikis"),
+              ("issue_delete", {"issue_id_or_key": "DEMO-1"}, "DELETE", "issues/DEMO-1"),
+              ("notification_count_reset", {}, "POST", "notifications/markAsRead")]
+WRITE_FAULTS = [  # a write, what Backlog answers it (every time), what the error says
+    *[(*COMMENT, "status", (status, load("error_500"), {"Retry-After": "0"}), f"HTTP {status}")
+      for status in (429, 500, 502, 503)],
+    (*COMMENT, "status", (503, None, None), "HTTP 503"),
+    (*COMMENT, "status", (429, None, {"Retry-After": "0"}), "HTTP 429"),
+    (*COMMENT, "html", 502, "HTTP 502): a non-Backlog answer (text/html)"),
+    (*COMMENT, "reset", None, "Could not reach Backlog"),
+    (*COMMENT, "reset_mid_body", None, "broke off"),
+    (*COMMENT, "hang", 3, "did not answer within 1 s"),
+    ("issue_add", {"project_id_or_key": "DEMO", "summary": "x", "issue_type_id": 1}, "POST",
+     "issues", "reset", None, "Could not reach Backlog"),
+    # a redirect to our own host, and a 1xx: http.client reads past a 100 Continue, and the
+    # body that follows is no status line
+    *[(*write, "raw", (status, {"Location": "{url}/api/v2/space"}, b""),
+       f"HTTP {status}" if status != 100 else "Could not reach")
+      for status in (301, 302, 303, 304, 307, 308, 100, 199) for write in REDIRECTED],
+]
+
+
+def write_fault(row):
+    name, _, _, _, kind, arg, _ = row
+    what = arg[0] if isinstance(arg, tuple) else arg
+    return f"{name}-{kind}-{what}" + ("-empty" if kind == "status" and arg[1] is None else "")
+
+
+@pytest.mark.parametrize("name, arguments, method, path, kind, arg, said", WRITE_FAULTS,
+                         ids=map(write_fault, WRITE_FAULTS))
+def test_a_write_is_sent_once_whatever_the_answer(fake, name, arguments, method, path, kind,
+                                                   arg, said):
+    """A write is never retried and never follows a redirect: whatever Backlog answers (an
+    error status, a 429 that says to retry at once, a page that is not Backlog's, a reset
+    before or in the answer, no answer, a redirect, a 1xx), it is sent once, nothing is sent
+    after it, and the error says what came. Only a 2xx is a success."""
     b.configure(fault_env(fake))
-    fake.fault("reset_mid_body")
-    assert data(call("space_details_get"))["spaceKey"] == "example"
-    assert len(fake.requests) == 2
-    fake.requests.clear()
-    fake.fault("reset_mid_body", path="comments")
-    error(call("issue_comment_add", issue_id_or_key="DEMO-1", content="once"))
-    assert len([r for r in fake.requests if r.method == "POST"]) == 1
+    if kind == "raw":
+        arg = (arg[0], {"Location": arg[1]["Location"].format(url=fake.url)}, arg[2])
+    fake.fault(kind, arg, path=path + "$", times=3, method=method)
+    text = error(call(name, **arguments))
+    assert said in text, text
+    writes = [r for r in fake.requests if r.method != "GET"]
+    assert [(r.method, r.path) for r in writes] == [(method, "/api/v2/" + path)]
+    assert fake.requests[-1] is writes[0]  # no retry, no redirect followed, nothing after
 
 
 def test_a_reused_connection_closed_by_the_server_is_retried_at_once(fake):
@@ -1580,30 +1598,6 @@ def test_a_reused_connection_closed_by_the_server_is_retried_at_once(fake):
         fake.fault("raw_idle_close", (301, {"Location": fake.url + "/api/v2/space"}, b"", 0.05))
         fake.fault("reset", times=len(b.RETRY_BACKOFF))  # real faults still get every retry
         assert data(call("space_details_get"))["spaceKey"] == "example"
-
-
-@pytest.mark.parametrize("kind, arg", [("reset", None), ("status", (503, None, None)),
-                                       ("status", (429, None, {"Retry-After": "0"})),
-                                       ("html", 502), ("hang", 3)])
-def test_writes_are_sent_once_whatever_the_fault(fake, kind, arg):
-    b.configure(fault_env(fake))
-    fake.fault(kind, arg, path="comments", times=3)
-    error(call("issue_comment_add", issue_id_or_key="DEMO-42", content="once"))
-    assert len([r for r in fake.requests if r.method == "POST"]) == 1
-
-
-@pytest.mark.parametrize("name, arguments, path", [
-    ("wiki_add", {"project_id_or_key": "DEMO", "name": "n", "content": "c"}, "wikis$"),
-    ("issue_delete", {"issue_id_or_key": "DEMO-1"}, "issues/DEMO-1$"),
-    ("notification_count_reset", {}, "markAsRead$")])
-@pytest.mark.parametrize("status", [301, 302, 303, 304, 307, 308, 100, 199])
-def test_a_write_succeeds_only_on_2xx(fake, name, arguments, path, status):
-    b.configure(fault_env(fake))
-    fake.fault("raw", (status, {"Location": fake.url + "/api/v2/space"}, b""), path=path)
-    text = error(call(name, **arguments))
-    # http.client reads past a 100 Continue: the body that follows is no status line
-    assert ("HTTP " + str(status) in text) if status != 100 else "Could not reach" in text
-    assert len([r for r in fake.requests if r.method != "GET"]) == 1
 
 
 @pytest.mark.parametrize("url, text", [
