@@ -209,6 +209,7 @@ def test_lone_surrogates_nan_and_huge_numbers_from_the_client(fake):
     assert "must be a number" in replies[13]["result"]["content"][0]["text"]
     assert not [r for r in fake.requests if r.method != "GET"]
 
+
 # -- Versions and eras ---------------------------------------------------------
 
 def test_tool_definitions_follow_negotiated_version():
@@ -291,6 +292,7 @@ def test_progress_only_for_a_request_that_asks(fake):
     assert len(gathered) == 6 and gathered[-1] == {"progressToken": 7, "progress": 6,
                                                    "total": 6, "message": "gathering members"}
     assert replies.index(next(r for r in replies if r.get("id") == 1)) > replies.index(notes[0])
+
 
 # -- Every message valid against the spec's schema of its version --------------
 
@@ -408,6 +410,7 @@ def test_stored_schemas_are_the_specs():
                                   f"b0f60ba5:schema/{version}/schema.json"],
                                  capture_output=True).stdout
         assert stored == fetched, version
+
 
 # -- stdio: serve, the spawned server, the official SDK clients ----------------
 
@@ -558,6 +561,7 @@ def test_official_typescript_sdk_1_client(pyz, fake):
     assert report["failed"]["isError"] is True
     assert "triage" in report["prompts"] and any("/view/{issue}" in u for u in report["templates"])
 
+
 # == Registry ==================================================================
 
 NAME = re.compile(r"[a-z]+(?:_[a-z]+)+\Z")
@@ -676,6 +680,7 @@ def test_schemas_say_nothing_a_host_drops():
             param = tool_.params.get(name)
             if param is not None and param.maximum is not None:
                 assert str(param.maximum) in schema["description"], (tool_.name, name)
+
 
 # == Settings and spaces =======================================================
 
@@ -808,6 +813,7 @@ def test_a_key_too_short_or_odd_is_refused_and_never_sent(fake, key):
     assert "BACKLOG_API_KEY" in error(call("space_details_get"))
     assert fake.requests == []
 
+
 # -- The base URL: the host the key goes to ------------------------------------
 
 OTHER_KEY_HOSTS = [  # spellings that once sent the key to another host, and their kin
@@ -866,6 +872,7 @@ def test_generated_base_urls_reach_only_the_host_urllib3_reads(tail):
                                         params={"apiKey": KEY}).prepare()
             assert parse_url(prepared.url).host == parse_url(s.base_url).host
             assert urlsplit(s.base_url).hostname == parse_url(s.base_url).host.strip("[]")
+
 
 # -- First run: what a person sees of a setting not understood -----------------
 
@@ -948,6 +955,7 @@ def test_started_in_a_terminal_it_says_what_it_is(pyz):
     os.close(leader)
     _, err = proc.communicate(timeout=20)
     assert b"speaks MCP" in err and b"--check" in err
+
 
 # -- Several spaces ------------------------------------------------------------
 
@@ -1143,6 +1151,7 @@ def test_two_spaces_end_to_end_through_the_pyz(pyz, two):
                          **two_env(work, client))
     assert code == 0 and client.requests[-1].path == "/api/v2/space"
 
+
 # == Backlog client and faults =================================================
 
 # -- Requests as Backlog reads them --------------------------------------------
@@ -1330,6 +1339,7 @@ def test_hostile_arguments_stay_on_the_tools_endpoint(backlog, name, arguments, 
 
 HOSTILE_COUNT = {}
 
+
 # -- The HTTP library, the proxy, the host check -------------------------------
 
 @pytest.mark.e2e
@@ -1398,6 +1408,7 @@ def test_the_host_check_reads_ipv6_loopback_and_ports_as_sent():
         space = b.here()
         got = parse_url(space.api.url("space"))
         assert (got.scheme, got.host, got.port, None) == space.api.origin()
+
 
 # -- Errors, retries, timeouts -------------------------------------------------
 
@@ -1645,6 +1656,7 @@ def test_one_deadline_holds_across_retries(fake):
     result, elapsed = timed()
     assert "HTTP 429" in error(result) and elapsed < 3
 
+
 # -- Redirects -----------------------------------------------------------------
 
 @pytest.mark.parametrize("location", ["{other}/api/v2/space", "//127.0.0.2:{port}/x",
@@ -1674,6 +1686,7 @@ def test_same_origin_redirect_is_followed_with_our_key_only(fake):
         fake.fault("raw", (302, {"Location": location}, b""))
     text = error(call("space_details_get"))  # a loop ends, and its Location is not shown
     assert "not followed" in text and "apiKey" not in text
+
 
 # -- Secrets -------------------------------------------------------------------
 
@@ -1736,6 +1749,7 @@ def test_a_short_url_password_does_not_garble_the_protocol():
     b.configure(dict(ENV, BACKLOG_BASE_URL="https://me:p@x.backlog.com"))
     reply = rpc("initialize", {"protocolVersion": "2025-11-25"})
     assert reply["jsonrpc"] == "2.0" and reply["result"]["protocolVersion"] == "2025-11-25"
+
 
 # -- Odd answers ---------------------------------------------------------------
 
@@ -1882,6 +1896,7 @@ def test_odd_answers_in_prompts_resources_completions(fake, method, params, path
     fake.fault("raw", (200, {"Content-Type": "application/json"}, body), path=path)
     reply = rpc(method, params)
     assert reply.get("error", {}).get("code") != -32603, reply
+
 
 # == Access control ============================================================
 
@@ -2089,6 +2104,7 @@ def test_a_star_on_a_comment_checks_the_comment_is_the_issues(backlog):
     assert sent(backlog, "GET", "issues/DEMO-42/comments/7")
     assert "not counted" in error(call("user_star_count_get", user_id=2))
 
+
 # -- Trust by construction: every owned parameter through one pipeline ---------
 
 # Every identifier kind, as allowed (DEMO), forbidden (OTHER) and nonexistent (the stand-in's
@@ -2213,6 +2229,7 @@ def test_a_forbidden_issue_never_shows_through_an_allowed_object(backlog):
         assert "No issue 999 among" in error(call(name, **filters))
         assert not [r for r in backlog.requests if r.path in ("/api/v2/issues", R + "/pulls")]
 
+
 # -- Entry points: resources, prompts, completions, the command line -----------
 
 def cli_seen(capfd, *argv):
@@ -2330,6 +2347,7 @@ def test_every_entry_point_in_each_of_two_spaces(two, capfd, spelling):
         assert not [r for r in mine.requests if "OTHER" in r.path]
     assert work.requests and client.requests
 
+
 # -- Untrusted text: what no reader sees never reaches the model ---------------
 
 # Backlog text as anyone may type it: visible words, the characters no reader sees, HTML
@@ -2425,6 +2443,7 @@ def test_what_the_filter_removes_and_keeps(text, shown):
     assert out == (text if shown is None else shown)
     assert b.stripped(out, {}) == out  # twice changes nothing
 
+
 # -- The audit log -------------------------------------------------------------
 
 def test_audit_log_lines_for_writes_refusals_and_answers(backlog, tmp_path):
@@ -2451,6 +2470,7 @@ def test_audit_log_lines_for_writes_refusals_and_answers(backlog, tmp_path):
     assert "audit log" in refused and "cannot be written" in refused
     assert call("issue_details_get", issue_id_or_key="DEMO-42")["isError"] is False
     assert {r.method for r in backlog.requests} == {"GET"}  # the refused write sent nothing
+
 
 # == Tools =====================================================================
 
@@ -2550,6 +2570,7 @@ def test_shared_file_root_and_hostile_path(backlog):
     assert "not a valid identifier" in error(call("file_shared_list_get", project_id_or_key="DEMO",
                                                   path="specs/../../../users"))
 
+
 # -- Arguments -----------------------------------------------------------------
 
 @pytest.mark.parametrize("name, arguments, message", [
@@ -2647,6 +2668,7 @@ def test_users_are_named_by_id_userid_or_name_everywhere(backlog):
     text = error(call("user_details_get", user_id="tarou"))
     assert "User “tarou” is unknown" in text and "“taro”" in text and "user_list_get" in text
 
+
 # -- Uploads -------------------------------------------------------------------
 
 def test_upload_sends_the_file_as_multipart(backlog):
@@ -2688,8 +2710,8 @@ def test_upload_is_off_without_its_folders(backlog):
     reply = rpc("tools/call", {"name": "issue_attachment_upload",
                                "arguments": {"file_path": "issue.json"}})
     assert reply["error"]["code"] == -32602
-    assert "issue_attachment_upload" in {n for n, t in b.TOOLS.items()
-                                         if t.disabled_because() == "BACKLOG_UPLOAD_DIRS is not set"}
+    assert "issue_attachment_upload" in {
+        n for n, t in b.TOOLS.items() if t.disabled_because() == "BACKLOG_UPLOAD_DIRS is not set"}
     b.configure(dict(ENV, BACKLOG_UPLOAD_DIRS="/no/such/folder"))
     assert "is not a folder" in error(call("space_details_get"))
 
@@ -2731,6 +2753,7 @@ def test_upload_never_sends_a_file_from_outside_while_folders_are_swapped(backlo
         thread.join()
     sent_files = [data for r in backlog.requests for _, _, data in r.files]
     assert sent_files and all(f == b"inside" for f in sent_files)
+
 
 # -- Lean answers --------------------------------------------------------------
 
@@ -2777,6 +2800,7 @@ def test_lean_issue_list_is_at_most_half():
     full = b.dumps(b.issue_view(load("issues_list")))
     lean = b.dumps(b.lean(b.issue_view(load("issues_list"))))
     assert len(lean) <= len(full) / 2
+
 
 # -- Bounded answers -----------------------------------------------------------
 
@@ -2874,6 +2898,7 @@ def test_a_text_file_is_read_in_windows_and_can_be_saved(big, tmp_path):
     assert f"saved at {tmp_path / 'passwd-1'}" in answer_text(again)  # never overwritten
     assert sorted(os.listdir(tmp_path)) == ["passwd", "passwd-1"]
 
+
 # -- Downloads -----------------------------------------------------------------
 
 def download(backlog, body, headers, **arguments):
@@ -2931,6 +2956,7 @@ def test_download_over_the_cap(backlog):
     assert "BACKLOG_MAX_DOWNLOAD_BYTES" in text
     assert download(backlog, b"x" * 1000, OCTET)["isError"] is False
 
+
 # -- Custom fields -------------------------------------------------------------
 
 FIELDS = {f["name"]: f for f in load("custom_fields")}
@@ -2983,6 +3009,7 @@ def test_unknown_custom_field_lists_valid_names(backlog):
 def test_date_custom_fields_read_as_dates(backlog):
     fields = data(call("issue_details_get", issue_id_or_key="DEMO-42"))["customFields"]
     assert fields["Go-live date"] == "2025-06-30"
+
 
 # -- Writes that render: the project's text formatting rule --------------------
 
@@ -3170,6 +3197,7 @@ def test_reading_a_text_names_its_projects_rule(backlog):
     assert "DEMO writes texts in Backlog notation; keep it when you edit them." in [
         c["text"] for c in result["content"]]
 
+
 # -- Pasted addresses ----------------------------------------------------------
 
 ADDRESSES = [  # (tool, arguments with an address, the request it makes)
@@ -3271,6 +3299,7 @@ def test_resources_and_completions_take_addresses(backlog):
     assert reply["result"]["completion"]["values"] == []
     assert rpc("resources/read", {"uri": f"{BASE}/view/OTHER-1"})["error"]["code"] == -32002
 
+
 # -- Documents, wikis turned off, Nulab's names --------------------------------
 
 def test_document_comments_count_and_tags_send_backlogs_requests(backlog):
@@ -3366,6 +3395,7 @@ def test_issues_by_nulab_argument_names_are_filtered(backlog):
     query = sent(backlog, "GET", "issues").query
     assert ("projectId[]", "101") in query and ("statusId[]", "2") in query
     assert ("count", "5") in query
+
 
 # -- Bulk: many issues at once -------------------------------------------------
 
@@ -3487,6 +3517,7 @@ def test_a_batch_is_a_write_of_the_issue_group():
         assert b.TOOLS[name].write == "issue" and b.TOOLS[name].extra
         assert "100" in b.TOOLS[name].description
 
+
 # == Prompts, resources and completions ========================================
 
 def test_initialize_declares_prompts_resources_completions_in_few_bytes():
@@ -3591,7 +3622,8 @@ def test_resources_list_templates_and_read(backlog):
     assert blob["mimeType"] == "image/png" and base64.b64decode(blob["blob"]) == PNG
 
 
-@pytest.mark.parametrize("uri", ["backlog://evil.com/view/DEMO-42", "backlog://example.backlog.com/x",
+@pytest.mark.parametrize("uri", ["backlog://evil.com/view/DEMO-42",
+                                 "backlog://example.backlog.com/x",
                                  "https://evil.com/view/DEMO-42", 5, None,
                                  "https://example.backlog.com/nothing/here",
                                  "backlog://example.backlog.com/view/../../space"])
@@ -3671,6 +3703,7 @@ def test_python_sdk_client_uses_prompts_resources_and_completions(pyz, fake, mod
     assert getattr(templates, "resource_templates", None) or templates.resourceTemplates
     assert "# DEMO-42" in read.contents[0].text
     assert done.completion.values == ["DEMO"]
+
 
 # == Confirmation ==============================================================
 
@@ -3780,6 +3813,7 @@ def test_python_sdk_client_answers_a_confirmation(pyz, fake, action):
     assert asked and "DEMO-42" in asked[0] and not result.is_error
     deletes = [r for r in fake.requests if r.method == "DELETE"]
     assert len(deletes) == (1 if action == "accept" else 0)
+
 
 # -- 2026-07-28: input required, then the same call again with the answer ------
 
@@ -3917,6 +3951,7 @@ def test_python_sdk_client_answers_a_2026_confirmation(pyz, fake, action):
     assert not result.is_error
     deletes = [r for r in fake.requests if r.method == "DELETE"]
     assert len(deletes) == (1 if action == "accept" else 0)
+
 
 # == Command line ==============================================================
 
@@ -4085,6 +4120,7 @@ def test_check_names_a_project_the_key_cannot_see(pyz, fake):
     code, out, err = cli(pyz, fake, "--check", BACKLOG_API_KEY="wrong-key-000")
     assert "Personal Settings > API" in err and "--check" not in err
 
+
 # == Packaging =================================================================
 
 # -- The .pyz ------------------------------------------------------------------
@@ -4138,6 +4174,7 @@ def test_zipapp_build_is_reproducible(pyz, tmp_path):
     for built, rebuilt in ((pyz, again), (pyz[:-4] + ".mcpb", tmp_path / "again.mcpb")):
         with open(built, "rb") as first, open(rebuilt, "rb") as second:
             assert first.read() == second.read()
+
 
 # -- The bundle (.mcpb): what Claude Desktop installs with a double click ------
 
@@ -4377,6 +4414,7 @@ def test_bundle_form_quirks_of_the_host_library(unpacked):
                                    "arguments": {"issue_id_or_key": "DEMO-42"}})
         assert KEY not in json.dumps(reply) and "error" not in reply, form
 
+
 # -- README and benchmark ------------------------------------------------------
 
 def test_readme_lists_exactly_the_tools():
@@ -4411,7 +4449,8 @@ def test_benchmark_runs(pyz, bundle, tmp_path):
     out = tmp_path / "bench.json"
     results = bench.main(["--pyz", pyz, "--runs", "1", "--calls", "5", "--burst", "20",
                           "--json", str(out)])
-    assert json.loads(out.read_text())["context"]["tools/list"]["full set"]["tools"] == len(b.TOOLS) - 1
+    full = json.loads(out.read_text())["context"]["tools/list"]["full set"]
+    assert full["tools"] == len(b.TOOLS) - 1
     assert results["burst"]["ping"]["in order"] and results["burst"]["tools/list"]["in order"]
     assert results["memory"]["download over cap refused"]
     assert results["memory"]["download at cap answered"]
@@ -4419,6 +4458,7 @@ def test_benchmark_runs(pyz, bundle, tmp_path):
     assert results["bundle"]["files"]["server/backlog_mcp.pyz"] == os.path.getsize(pyz)
     assert results["bundle"]["command"] == "python3 -I DIR/server/backlog_mcp.pyz"
     b.configure(ENV)
+
 
 # == Generated inputs and fuzz =================================================
 
@@ -4688,7 +4728,8 @@ def test_generated_settings(fake, elsewhere, env):
     b.configure(dict(fault_env(fake), **env))
     lines = [json.dumps(INIT_LINE).encode(),
              b'{"jsonrpc":"2.0","id":2,"method":"tools/list"}',
-             b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"space_details_get"}}']
+             b'{"jsonrpc":"2.0","id":3,"method":"tools/call",'
+             b'"params":{"name":"space_details_get"}}']
     _, raw = run_serve(b"\n".join(lines) + b"\n")
     assert len(raw.splitlines()) == 3
     check_trust(raw, fake, elsewhere)
