@@ -4558,15 +4558,6 @@ def check_stream(lines, raw):
             assert reply["error"]["code"] in (-32700, -32600)
 
 
-@hypothesis_settings(max_examples=400, deadline=None,
-                     suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(LINE, min_size=1, max_size=12))
-def test_fuzz_serve_in_process(lines):
-    b.configure({})  # unconfigured: a tool call fails at once, no network
-    _, raw = run_serve(b"\n".join(lines) + b"\n")
-    check_stream(lines, raw)
-
-
 @hypothesis_settings(max_examples=300, deadline=None)
 @given(REQUEST)
 def test_fuzz_handle_never_raises(message):
@@ -4666,16 +4657,22 @@ def check_trust(raw, fake, elsewhere, restricted=False):
             assert "202" not in [v for _, v in request.form], request
 
 
-@hypothesis_settings(max_examples=250, deadline=None,
+@hypothesis_settings(max_examples=650, deadline=None,
                      suppress_health_check=[HealthCheck.function_scoped_fixture,
                                             HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(lines=st.lists(CLIENT_LINES, min_size=1, max_size=6), restricted=st.booleans())
-def test_generated_client_lines_and_arguments(fake, elsewhere, lines, restricted):
+@given(lines=st.lists(CLIENT_LINES, min_size=1, max_size=12)
+       | st.lists(LINE, min_size=1, max_size=12),
+       projects=st.sampled_from([None, "", "DEMO"]))
+def test_generated_client_lines_and_arguments(fake, elsewhere, lines, projects):
+    """Streams of protocol lines, tool calls with hostile arguments, deep and huge lines,
+    served unconfigured (projects None: a tool call fails at once, nothing is sent), with
+    every project, or with the allow-list DEMO: each line gets what it deserves, and the
+    trust invariants hold."""
     fake.requests.clear()
-    b.configure(dict(fault_env(fake), BACKLOG_PROJECTS="DEMO" if restricted else ""))
+    b.configure({} if projects is None else dict(fault_env(fake), BACKLOG_PROJECTS=projects))
     _, raw = run_serve(b"\n".join(lines) + b"\n")
     check_stream(lines, raw)
-    check_trust(raw, fake, elsewhere, restricted)
+    check_trust(raw, fake, elsewhere, restricted=projects == "DEMO")
 
 
 READ_CALLS = [(name, arguments) for name, arguments, method, _, _ in TOOL_CALLS
