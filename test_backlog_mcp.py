@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import requests
 import responses
-from hypothesis import HealthCheck, given, settings as hypothesis_settings
+from hypothesis import HealthCheck, example, given, settings as hypothesis_settings
 from hypothesis import strategies as st
 from urllib3.util import parse_url
 
@@ -4536,26 +4536,32 @@ LINE = st.one_of(REQUEST.map(lambda m: json.dumps(m).encode()),
                  st.binary(max_size=40).map(lambda raw: raw.replace(b"\n", b" ")))
 
 
-def expected_reply(line):
-    """None when the line deserves no reply (tests/hostile.py's owed), else ("any", the id
-    the reply carries) or ("error", None) for a refusal, a batch's too (batches are answered
-    only once 2025-03-26 is negotiated: test_batches_only_under_2025_03_26)."""
-    kind, ids, _ = owed(line)
-    if kind == "nothing":
-        return None
-    return ("any", ids[0][0]) if kind == "reply" else ("error", None)
-
-
 def check_stream(lines, raw):
-    out = raw.splitlines()
-    expected = [e for e in (expected_reply(line) for line in lines) if e is not None]
-    assert len(out) == len(expected)
-    for reply_line, (kind, id_) in zip(out, expected):
-        reply = strict_json(reply_line)
-        assert reply["jsonrpc"] == "2.0" and reply["id"] == id_
-        assert ("result" in reply) != ("error" in reply)
-        if kind == "error":
-            assert reply["error"]["code"] in (-32700, -32600)
+    """Each line got what it deserves (tests/hostile.py's owed), in order, each reply strict
+    JSON-RPC; a batch, once an initialize has negotiated 2025-03-26, got one line of what its
+    items deserve (none if nothing), and was refused before."""
+    out, batches = iter(raw.splitlines()), False
+    for line in lines:
+        owed_ = owed(line)
+        if owed_.kind == "batch" and batches and owed_.items:
+            expected = [item for item in owed_.items if item.kind != "nothing"]
+            replies = strict_json(next(out, b"null")) if expected else []
+            assert isinstance(replies, list) and len(replies) == len(expected), (line, replies)
+        elif owed_.kind != "nothing":
+            expected = [owed_ if owed_.kind == "reply" else owed_._replace(kind="refusal")]
+            replies = [strict_json(next(out, b"null"))]
+        else:
+            continue
+        for reply, item in zip(replies, expected):
+            assert reply["jsonrpc"] == "2.0" and ("result" in reply) != ("error" in reply)
+            if item.kind == "reply":
+                id_, method = item.ids[0]
+                assert reply["id"] == id_, (line, reply)
+                if method == "initialize" and "result" in reply:
+                    batches = reply["result"]["protocolVersion"] == "2025-03-26"
+            else:
+                assert reply["id"] is None and reply["error"]["code"] in (-32700, -32600)
+    assert next(out, None) is None  # no reply more than the lines deserve
 
 
 @hypothesis_settings(max_examples=300, deadline=None)
@@ -4645,10 +4651,23 @@ CLIENT_LINES = st.one_of(tool_calls().map(lambda m: json.dumps(m).encode()), LIN
                                    HOSTILE_VALUE))
 
 
+# Batches, refused, then answered item by item once 2025-03-26 is negotiated, then refused
+# again once another initialize has negotiated a version without them.
+BATCHES = [b'[{"jsonrpc":"2.0","id":1,"method":"ping"}]',
+           json.dumps(dict(INIT_LINE, params={"protocolVersion": "2025-03-26"})).encode(),
+           b'[{"jsonrpc":"2.0","id":2,"method":"ping"},{"jsonrpc":"2.0","id":null,"result":1},'
+           b'{"a":1},"x",[],{"jsonrpc":"2.0","method":"notifications/initialized"}]',
+           b'[{"jsonrpc":"2.0","method":"notifications/initialized"}]', b"[]",
+           b'[{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"issue_delete",'
+           b'"arguments":{"issue_id_or_key":"OTHER-1"}}}]',
+           json.dumps(INIT_LINE).encode(), b'[{"jsonrpc":"2.0","id":4,"method":"ping"}]']
+
+
 def check_trust(raw, fake, elsewhere, restricted=False):
     for line in raw.splitlines():
-        reply = strict_json(line)
-        assert reply.get("error", {}).get("code") != -32603, reply
+        replies = strict_json(line)  # a batch's replies are one line
+        for reply in replies if isinstance(replies, list) else [replies]:
+            assert reply.get("error", {}).get("code") != -32603, reply
     assert KEY.encode() not in raw and elsewhere.requests == []
     for request in fake.requests:
         assert request.path.startswith("/api/v2/"), request
@@ -4663,6 +4682,7 @@ def check_trust(raw, fake, elsewhere, restricted=False):
 @given(lines=st.lists(CLIENT_LINES, min_size=1, max_size=12)
        | st.lists(LINE, min_size=1, max_size=12),
        projects=st.sampled_from([None, "", "DEMO"]))
+@example(lines=BATCHES, projects="DEMO")
 def test_generated_client_lines_and_arguments(fake, elsewhere, lines, projects):
     """Streams of protocol lines, tool calls with hostile arguments, deep and huge lines,
     served unconfigured (projects None: a tool call fails at once, nothing is sent), with

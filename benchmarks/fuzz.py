@@ -384,10 +384,10 @@ def classify(line):
     ("may", [ids]) (the line holds something a strict server may refuse as a whole: a lone
     surrogate, NaN, a huge number, a batch), or ("none", []). A refused line gets one reply with
     id null, which is not waited for."""
-    _, ids, strict = owed(line)
-    if not ids:
+    line_owed = owed(line)
+    if not line_owed.ids:
         return "none", []
-    return ("need" if strict else "may"), ids
+    return ("need" if line_owed.strict else "may"), line_owed.ids
 
 
 # == The chaos stand-in ========================================================

@@ -138,16 +138,19 @@ class Owed(NamedTuple):
 
     kind: "nothing" (a blank line, a notification, a response: no reply), "refusal" (one
     error reply with id null, -32700 or -32600), "reply" (one reply carrying the request's
-    id) or "batch" (a JSON array: a reply per request where 2025-03-26 was negotiated, else
-    one refusal).
+    id) or "batch" (a JSON array: where 2025-03-26 was negotiated, one line holding the
+    replies its items deserve, or none if they deserve none; else one refusal, as for an
+    empty batch).
     ids: [(id, method)] of the requests in the line that have a usable id (a string or an
     integer); for a refused line, as a lenient reader (NaN, Infinity, any number) finds them.
     strict: False when the line holds what a strict server may refuse as a whole (a lone
     surrogate, NaN or Infinity, a number too long or too large, nesting past 500, a batch).
+    items: of a batch, what each item deserves (a batch in a batch: a refusal).
     """
     kind: str
     ids: list
     strict: bool
+    items: tuple = ()
 
 
 def requests_in(message):
@@ -191,15 +194,20 @@ def owed(line):
     strict = not (isinstance(message, list) or has_nonfinite(message)
                   or any(SURROGATE.search(s) for s in walk(message))
                   or depth_of(text) > 500)  # a server's parser may stop at its recursion limit
-    ids = requests_in(message)
     if isinstance(message, list):
-        return Owed("batch", ids, strict)
+        return Owed("batch", requests_in(message), strict, tuple(
+            Owed("refusal", [], strict) if isinstance(item, list) else owed_message(item, strict)
+            for item in message))
+    return owed_message(message, strict)
+
+
+def owed_message(message, strict=True):
+    """What one decoded message (not a batch) deserves: an Owed."""
+    ids = requests_in(message)
     if not isinstance(message, dict):
         return Owed("refusal", [], strict)
+    if "method" not in message and {"result", "error"} & set(message):
+        return Owed("nothing", [], strict)  # a response, whatever its id, is never answered
     if "id" not in message:
-        return Owed("nothing" if {"method", "result", "error"} & set(message) else "refusal",
-                    [], strict)
-    if not ids:  # an id of another type, or a response
-        return Owed("refusal" if "method" in message or not {"result", "error"} & set(message)
-                    else "nothing", [], strict)
-    return Owed("reply", ids, strict)
+        return Owed("nothing" if "method" in message else "refusal", [], strict)
+    return Owed("reply", ids, strict) if ids else Owed("refusal", [], strict)
