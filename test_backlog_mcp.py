@@ -210,7 +210,7 @@ def test_lone_surrogates_nan_and_huge_numbers_from_the_client(fake):
     assert not [r for r in fake.requests if r.method != "GET"]
 
 
-# -- Versions and eras ---------------------------------------------------------
+# -- Versions and eras; paging, logging, progress ------------------------------
 
 def test_tool_definitions_follow_negotiated_version():
     def first_tool(version):
