@@ -35,7 +35,6 @@ Exit status 1 when any count but "lines sent" and "replies checked" is non-zero.
 
 import argparse
 import gzip
-import importlib.util
 import json
 import os
 import queue
@@ -57,35 +56,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if hasattr(sys, "set_int_max_str_digits"):
     sys.set_int_max_str_digits(0)  # this process writes and reads 5,000-digit numbers
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 12000))  # reads replies nested 5,000 deep
+sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-
-def _load_fake():
-    spec = importlib.util.spec_from_file_location(
-        "fake_backlog", os.path.join(ROOT, "tests", "fake_backlog.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fb = _load_fake()
+import fake_backlog as fb  # noqa: E402
+# The hostile values and the oracle of what a line deserves, shared with the tests.
+from hostile import (  # noqa: E402
+    BIG_INT, EMOJI, GROUPS, LONE, ODD_KEYS, SURROGATE, Raw, owed, walk,
+)
 
 PROTOCOL = "2025-06-18"
 REPLY_SILENCE = 30.0   # seconds without any stdout line after which the awaited replies are lost
 EXIT_WAIT = 10.0       # seconds for the server to exit once stdin is closed
-SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 # == Client lines ==============================================================
-
-class Raw:
-    """JSON text put into a line as it is (NaN, 1e400, deep nesting, raw bytes)."""
-
-    def __init__(self, data):
-        self.data = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
-
-    def __repr__(self):
-        return f"Raw({self.data[:40]!r}{'...' if len(self.data) > 40 else ''})"
-
 
 def enc(value, ascii_only=True):
     """A value as JSON bytes; a str with a lone surrogate is written as an escape, or with
@@ -127,24 +111,8 @@ def deep_raw(depth):
     return Raw(b"[" * depth + b"]" * depth)
 
 
-BIG_INT = 10 ** 5000
-LONE = ["\ud800", "\udfff", "a\udc80b", "DEMO-\ud800", "\ud83d", "\ud83dx"]
-EMOJI = ["\U0001f600", "DEMO-\U0001f600", "\U0001f469\u200d\U0001f469\u200d\U0001f467" * 20,
-         "\U0001d54f\U0001d54f"]
-COMBINING = ["e\u0301" * 20, "D\u0301EMO", "\u0338" * 300, "DEMO\u200b", "\u202edemo",
-             "ＤＥＭＯ-１"]
-DIGITS = ["²", "¹²³", "٣", "１２３", "DEMO-²", "DEMO-١", "٢٠٢٤-٠١-٠١", "２０２４-０１-０１",
-          "2024-02-30", "9999-99-99", "2024-1-1", "1e400", "NaN", "-0", "0x10", " 1 ", "1_000",
-          "9" * 5000, "DEMO-" + "9" * 5000]
-INJECT = ["../", "..", "%2e%2e", "a/b", "x\r\nX-Injected: 1", "\x00", "%00", "?apiKey=x",
-          "&apiKey=evil", "#frag", "DEMO-1/../../users", "", " ", "\t"]
-NUMBERS = [BIG_INT, -BIG_INT, Raw("1e400"), Raw("-1e400"), Raw("NaN"), Raw("Infinity"),
-           Raw("-Infinity"), 1e308, -0.0, 2 ** 63, 2 ** 64, -1, 1.5, 0, Raw("1E+2"), Raw("-0")]
-WRONG = [True, False, None, {}, [], [None], {"a": [1]}, [[]], 1.5, "x"]
-
-
 def hostile_scalar(rng):
-    group = rng.choice([LONE, EMOJI, COMBINING, DIGITS, INJECT, NUMBERS, WRONG])
+    group = rng.choice(GROUPS)
     value = rng.choice(group)
     if rng.random() < 0.08:
         value = rng.choice([nested(50), nested(50, kind="dict"), "x" * 100000,
@@ -249,8 +217,8 @@ class Client:
             for name in rng.sample(sorted(props), min(len(props), rng.randint(1, 3))):
                 args[name] = self.hostile(name, props[name])
         elif mode < 0.87:
-            key = rng.choice(["extra", "__proto__", "\ud800", "", "issue_іd_or_key", "ｉｓｓｕｅ",
-                              (rng.choice(sorted(props)) + "\u200b"), "x" * 10000])
+            look_alike = rng.choice(sorted(props)) + "\u200b"
+            key = rng.choice(ODD_KEYS[:-1] + [look_alike] + ODD_KEYS[-1:])
             args[key] = rng.choice([1, "x", None, Raw("NaN")])
         elif mode < 0.92 and required:
             del args[rng.choice(required)]
@@ -407,98 +375,19 @@ class Client:
         return self.tools_list()
 
 
-def limited_int(text):
-    if len(text.lstrip("-")) > 4300:  # CPython 3.11+ refuses more digits by default
-        raise ValueError("too many digits")
-    return int(text)
-
-
-def walk(value, budget=200000):
-    """Every str (keys too) in a decoded JSON value, iteratively; bounded."""
-    stack = [value]
-    while stack and budget > 0:
-        budget -= 1
-        item = stack.pop()
-        if isinstance(item, str):
-            yield item
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, dict):
-            for k, v in item.items():
-                yield k
-                stack.append(v)
-
-
-def has_nonfinite(value, budget=200000):
-    stack = [value]
-    while stack and budget > 0:
-        budget -= 1
-        item = stack.pop()
-        if isinstance(item, float) and (item != item or item in (float("inf"), float("-inf"))):
-            return True
-        if isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-    return False
-
-
 def id_key(id_):
     return (type(id_).__name__, id_)
 
 
-STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
-BRACKETS = re.compile(r"[\[\]{}]")
-
-
-def depth_of(text):
-    depth = top = 0
-    for b in BRACKETS.findall(STRINGS.sub("", text)):
-        depth += 1 if b in "[{" else -1
-        top = max(top, depth)
-    return top
-
-
 def classify(line):
-    """What the server owes a line: ("need", [ids]), ("may", [ids]) (the line holds something
-    a strict server may refuse as a whole: a lone surrogate, NaN, a huge number, a batch), or
-    ("none", []). A refused line gets one reply with id null."""
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError:
+    """What the server owes a line (hostile.owed), as the fuzzer waits for it: ("need", [ids]),
+    ("may", [ids]) (the line holds something a strict server may refuse as a whole: a lone
+    surrogate, NaN, a huge number, a batch), or ("none", []). A refused line gets one reply with
+    id null, which is not waited for."""
+    line_owed = owed(line)
+    if not line_owed.ids:
         return "none", []
-    if not text.strip():
-        return "none", []
-    loose = False
-    try:
-        message = json.loads(text, strict=False, parse_int=limited_int)
-    except RecursionError:
-        return "none", []
-    except ValueError:
-        try:
-            message = json.loads(text, strict=False)
-        except (ValueError, RecursionError):
-            return "none", []
-        loose = True
-    if loose or has_nonfinite(message) or any(SURROGATE.search(s) for s in walk(message)) \
-            or depth_of(text) > 500:  # the server's parser may stop at its recursion limit
-        kind = "may"
-    else:
-        kind = "need"
-    items = message if isinstance(message, list) else [message]
-    ids = []  # (id, method)
-    for m in items:
-        if not isinstance(m, dict) or "id" not in m:
-            continue
-        id_ = m["id"]
-        if not (isinstance(id_, str) or (isinstance(id_, int) and not isinstance(id_, bool))):
-            continue
-        if "method" not in m and ("result" in m or "error" in m):
-            continue
-        ids.append((id_, m.get("method")))
-    if isinstance(message, list):
-        kind = "may"  # batches: the negotiated version has none
-    return kind, ids
+    return ("need" if line_owed.strict else "may"), line_owed.ids
 
 
 # == The chaos stand-in ========================================================
