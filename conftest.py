@@ -77,6 +77,7 @@ def spawns_only_when_e2e(request, monkeypatch):
 def settings(monkeypatch):
     """Every test starts configured for the stand-in, with all groups writable, no waits."""
     monkeypatch.setattr(b, "RETRY_BACKOFF", (0, 0))
+    monkeypatch.setattr(b, "BULK_GAP", 0.0)  # a batch's pacing: waited for where a test asks
     b.configure(ENV)
     yield
     b.configure(ENV)
@@ -161,8 +162,7 @@ KEYS_12 = [f"DEMO-{n}" for n in range(1, 13)]
 
 @pytest.fixture
 def bulk(fake, monkeypatch):
-    """The stand-in over HTTP, every tool on, no pacing gap (the rate limit is simulated)."""
-    monkeypatch.setattr(b, "BULK_GAP", 0.0)
+    """The stand-in over HTTP, every tool on (its rate limit simulated where a test says)."""
     b.configure(dict(fault_env(fake), BACKLOG_TIMEOUT="5"))
     return fake
 

@@ -3474,6 +3474,25 @@ def test_names_that_a_project_lacks_are_refused_per_item(bulk):
     assert "Status “Nope” is unknown" in result["refused"][0]["why"]
 
 
+def test_writes_of_a_batch_are_spaced(bulk, monkeypatch):
+    """One write at a time, at least BULK_GAP apart (Nulab asks for a second)."""
+    monkeypatch.setattr(b, "BULK_GAP", 0.15)
+    call("issue_bulk_update", issues=KEYS_12[:4], status_id="Resolved", dry_run=False)
+    times = [r.at for r in bulk.requests if r.method == "PATCH"]
+    assert len(times) == 4 and all(later - earlier >= 0.15 - 0.005
+                                   for earlier, later in zip(times, times[1:]))
+
+
+def test_a_batch_clears_as_issue_update_does(bulk):
+    done = data(call("issue_bulk_update", issues=KEYS_12[:2], dry_run=False,
+                     clear=["due_date", "assignee_id", "milestone_ids"]))
+    assert done["done"][0] == ("DEMO-1: due date 2025-05-30 → none; assignee 山田太郎 → none; "
+                               "milestone v1.0 → none")
+    assert patches(bulk) == [(f"/api/v2/issues/{k}", [("assigneeId", ""), ("dueDate", ""),
+                                                      ("milestoneId[]", "")])
+                             for k in KEYS_12[:2]]
+
+
 def test_rate_limits_are_waited_out(bulk):
     """Backlog's per-key limit of writes, simulated at 5 in 0.5 s: the pacer waits for the
     reset when the answers say none is left, and a 429 (when they do not say) is waited out
@@ -4166,16 +4185,22 @@ def test_check_names_a_project_the_key_cannot_see(pyz, fake):
 
 # -- The .pyz ------------------------------------------------------------------
 
-def stock_pythons(minors=("3.9", "3.10", "3.11", "3.12", "3.13")):
-    """Every CPython 3.9-3.13 (or those minors) under pyenv (this machine and CI's have
-    them)."""
+def stock_pythons():
+    """The stock CPython 3.9-3.13 of this machine, found by zipapp.sh's rule (the one that
+    .ci/run uses too)."""
+    found = subprocess.run(["bash", os.path.join(HERE, "zipapp.sh"), "--pythons"],
+                           capture_output=True, text=True)
+    return found.stdout.split()
+
+
+def older_pythons():
+    """CPythons too old for the .pyz (2.7, 3.6-3.8), where pyenv has them."""
     root = os.path.expanduser("~/.pyenv/versions")
+    names = sorted(os.listdir(root)) if os.path.isdir(root) else []
     found = []
-    for minor in minors:
-        dirs = sorted(d for d in (os.listdir(root) if os.path.isdir(root) else [])
-                      if d.startswith(minor + "."))
-        if dirs:
-            found.append(os.path.join(root, dirs[-1], "bin", "python" + minor))
+    for minor in ("2.7", "3.6", "3.7", "3.8"):
+        newest = [n for n in names if n.startswith(minor + ".")][-1:]
+        found += [os.path.join(root, n, "bin", "python" + minor) for n in newest]
     return found
 
 
@@ -4196,7 +4221,7 @@ def test_pyz_in_a_bare_venv(pyz, fake, tmp_path, python):
     assert code == 0 and err == ""
 
 
-@pytest.mark.parametrize("python", stock_pythons(("2.7", "3.6", "3.7", "3.8")) or ["missing"])
+@pytest.mark.parametrize("python", older_pythons() or ["missing"])
 def test_pyz_on_too_old_a_python_says_so(pyz, python):
     if python == "missing":
         pytest.skip("no Python older than 3.9 under pyenv here")

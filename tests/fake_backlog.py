@@ -164,6 +164,7 @@ class Request:
                                                                        headers)
         self.raw_path = raw_path or path  # as sent, still percent-encoded
         self.files = list(files)  # (field, filename, bytes) of a multipart/form-data body
+        self.at = time.monotonic()  # when it came
 
     def q(self, key):
         return [v for k, v in self.query if k == key]
