@@ -4843,14 +4843,14 @@ def bulk_plan(args):
                             "narrow `where` (a milestone, a status, an assignee) or change "
                             "them in parts.")
         found = run_tool(TOOLS["issue_list_get"], dict(where, count=BULK_MAX))[1]
-        issues = [(i.get("issueKey"), i) for i in found if isinstance(i, dict)]
+        issues = [(i.get("issueKey"), i) for i in rows(found, {})]
     else:
         issues = []
         for n, given in enumerate(args["issues"], 1):
             Progress.step(f"reading {given}", total=len(args["issues"]))
             try:
-                issues.append((given, run_tool(TOOLS["issue_details_get"],
-                                               {"issue_id_or_key": given})[1]))
+                issues.append((given, checked(run_tool(TOOLS["issue_details_get"], {
+                    "issue_id_or_key": given})[1], {})))
             except ToolError as exc:
                 issues.append((given, exc))
     plan = []
@@ -4953,7 +4953,8 @@ def bulk_add_plan(args):
     mine = run_tool(TOOLS["issue_list_get"], {
         "project_ids": [project], "created_user_ids": [str(me)], "sort": "created",
         "count": BULK_MAX, "fields": ["issueKey", "summary"]})[1]
-    made = {i.get("summary"): i.get("issueKey") for i in mine if isinstance(i, dict)}
+    made = {i["summary"]: i.get("issueKey") for i in rows(mine, {})
+            if isinstance(i.get("summary"), str)}
     plan = []
     for n, given in enumerate(args["issues"], 1):
         label = f"#{n} {clip(str(given.get('summary')), 60)}"
@@ -6127,7 +6128,8 @@ def _issues(prefix, context):
     so (PROJ-12, PROJ-120...): a small project is scanned whole, a large one looked up where
     such keys lie (issues are numbered in the order they were made)."""
     viewed = run_tool(TOOLS["user_recent_list_get"], {"kind": "issues", "count": 50})[1]
-    keys = strings([i.get("issue") for i in viewed if isinstance(i, dict)], "issueKey")
+    keys = strings([i.get("issue") for i in viewed if isinstance(i, dict)]
+                   if isinstance(viewed, list) else [], "issueKey")
     match = ISSUE_PREFIX.match(prefix)
     if not match:
         return keys, False

@@ -1118,6 +1118,9 @@ class Fuzz:
         self.env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
         self.env.update(BACKLOG_BASE_URL=self.chaos.url, BACKLOG_API_KEY=self.key,
                         BACKLOG_TIMEOUT="2", BACKLOG_UPLOAD_DIRS=upload_dir)
+        if args.tools == "all":  # the extra tools and every write group too
+            self.env.update(BACKLOG_TOOLSETS="all", BACKLOG_WRITABLE=(
+                "issue,git,wiki,document,project,notification,star"))
         started = time.monotonic()
         end = started + args.seconds
         try:
@@ -1320,6 +1323,9 @@ def main(argv=None):
                              "default: this Python -I backlog_mcp.pyz")
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--tools", choices=("all", "default"), default="all",
+                        help="the tools called: every one the server has (default), or the "
+                             "default list only")
     parser.add_argument("--examples", type=int, default=3,
                         help="offending inputs shown on stderr for each kind (default 3)")
     args = parser.parse_args(argv)
