@@ -2340,6 +2340,8 @@ class Tool:
             if name is None:
                 raise ToolError(f"Unknown parameter '{key}' for {self.name}. Valid parameters: "
                                 f"{', '.join(self.params) or 'none'}.")
+            if name != key and name in arguments:
+                continue  # our own name for it, given too, is the one taken
             if name != key and self.params[name].type != "array" and isinstance(value, list) \
                     and len(value) == 1:
                 value = value[0]  # Nulab's projectId: [DEMO] where one project is taken
@@ -2372,6 +2374,25 @@ def signature(fn):
         if not isinstance(group, dict) or not all(isinstance(p, P) for p in group.values()):
             raise TypeError(f"tool {fn.__name__}: **kwargs needs a dict of P as annotation")
     return names, group
+
+
+def overwrites(*names):
+    """The `destructive` test of an update: it destroys when it replaces one of these (a
+    text, the key, the fields in `clear`) or empties any field, as a PATCH sends "" and []
+    ("clear this"; see encode)."""
+    return lambda args: any(args.get(n) not in (None, []) for n in names) \
+        or bool(emptied(args))
+
+
+def emptied(args):
+    """The fields these update arguments clear: those given "" or [] (but the ones whose
+    empty value clears nothing: the users to notify, a comment, a summary...) and the
+    custom fields given no value."""
+    kept = {n for n, f in ISSUE_FIELDS.items() if f.clear is None} | {"clear"}
+    custom = args.get("custom_fields")
+    return [n for n, v in args.items() if n not in kept and (v == "" or v == [])] + [
+        f"custom field {quoted(n, 40)}" for n, v in (
+            custom.items() if isinstance(custom, dict) else ()) if v in (None, "", [], {})]
 
 
 def tool(title, write=None, destructive=False, idempotent=False, requires=None, extra=False,
@@ -3410,22 +3431,24 @@ def question(tool_, args):
         where = f"In space '{here().name}': " if several() else ""
         return f"{where}{tool_.asks(args)}" + (" This cannot be undone." if tool_.destroys(args)
                                                else "")
-    named, subject = [], ""
+    named, subject = [], None  # the first target Backlog names, its name beside it
     for name, param in tool_.params.items():
         value = args.get(name)
         if value is None or not (param.owner or param.ident) or isinstance(value, list):
             continue
         named.append(f"{OWNERS[param.owner][1] if param.owner else param.ident} {value}")
-        if not subject and param.owner in SUBJECTS:
+        if subject is None and param.owner in SUBJECTS:
             path, field = SUBJECTS[param.owner]
+            subject = ""
             try:
                 found = api.get((path, str(value).lower() if param.owner == "document"
                                  else value))
-                subject = f" {quoted(found.get(field), 80)}" if isinstance(found, dict) \
-                    and isinstance(found.get(field), str) else ""
+                if isinstance(found, dict) and isinstance(found.get(field), str):
+                    named[-1] += f" {quoted(found.get(field), 80)}"
             except ToolError:
                 pass
-    lost = [f"clears {', '.join(args['clear'])}"] if args.get("clear") else []
+    lost = [f"clears {', '.join((args.get('clear') or []) + emptied(args))}"] \
+        if args.get("clear") or emptied(args) else []
     lost += [f"replaces its {name} ({len(args[name]):,} characters written)"
              for name in ("description", "content", "note") if isinstance(args.get(name), str)
              and tool_.destroys({name: args[name]})]
@@ -3433,7 +3456,7 @@ def question(tool_, args):
         and args.get("key") else []
     where = f"In space '{here().name}': " if several() else ""
     final = " This cannot be undone." if tool_.destroys(args) else ""
-    return (f"{where}{tool_.title}: {', '.join(named) or 'no target'}{subject}"
+    return (f"{where}{tool_.title}: {', '.join(named) or 'no target'}"
             f"{'; ' + '; '.join(lost) if lost else ''}?{final}")
 
 
@@ -3493,16 +3516,19 @@ def call_digest(tool_, args):
 def request_state(tool_, args):
     import base64
     payload = {"call": call_digest(tool_, args), "until": time.time() + CONFIRM_WAIT,
-               "nonce": base64.urlsafe_b64encode(os.urandom(12)).decode()}
+               "nonce": base64.urlsafe_b64encode(os.urandom(12)).decode(),
+               "asked": plan_digest(tool_)}  # a batch: the items the question showed
     data = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
     return f"{data}.{state_mac(data)}"
 
 
-def input_required(tool_, args):
-    """The result that asks the person, in the 2026-07-28 era."""
+def input_required(tool_, args, before=""):
+    """The result that asks the person, in the 2026-07-28 era (the question first: a batch's
+    state is bound to the plan it shows)."""
+    params = elicitation(tool_, args)
+    params["message"] = before + params["message"]
     return {"resultType": "input_required",
-            "inputRequests": {"confirm": {"method": "elicitation/create",
-                                          "params": elicitation(tool_, args)}},
+            "inputRequests": {"confirm": {"method": "elicitation/create", "params": params}},
             "requestState": request_state(tool_, args)}
 
 
@@ -3530,6 +3556,12 @@ def confirm_modern(params):
         if not isinstance(answer, dict) or not isinstance(payload.get("until"), (int, float)) \
                 or payload["until"] < time.time():
             return "asked", input_required(tool_, args)  # no answer yet, or too late: again
+        if tool_.asks is not None:  # the batch as it is now, against what was asked
+            tool_.asks(args)
+            if plan_digest(tool_) != payload.get("asked"):
+                TAKEN.add(payload["nonce"])
+                return "asked", input_required(tool_, args, "The batch changed since you "
+                                                            "were asked. ")
         TAKEN.add(payload["nonce"])
         return answered(answer, tool_)
     return confirm
@@ -4112,7 +4144,7 @@ def git_pr_add(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
 
 
 @tool("Update pull request", write="git", idempotent=True,
-      destructive=lambda a: a.get("description") is not None)
+      destructive=overwrites("description"))
 def git_pr_update(project_id_or_key: ProjectIdOrKey, repo_id_or_name: RepoIdOrName,
                   pr_number: PrNumber, summary: Summary = None, description: Description = None,
                   issue_id: IssueId.like(doc="Linked issue id") = None,
@@ -4572,7 +4604,7 @@ def issue_add(project_id_or_key: ProjectIdOrKey, summary: Summary,
 
 
 @tool("Update issue", write="issue", idempotent=True,
-      destructive=lambda a: bool(a.get("clear")) or a.get("description") is not None)
+      destructive=overwrites("description", "clear"))
 def issue_update(issue_id_or_key: IssueIdOrKey, **fields: UPDATE_FIELDS):
     """Update an issue; omitted fields stay, an empty list clears that field."""
     a = dict(fields)
@@ -4691,7 +4723,7 @@ BULK_GAP = 1.0        # seconds between two writes (Nulab: one request at a time
 BULK_MAX_WAIT = 65.0  # seconds waited for the rate limit to reset (Backlog's is per minute)
 BULK_FIELDS = {n: (f.holds, f.label) for n, f in ISSUE_FIELDS.items() if f.holds}
 # ^ the fields a bulk update sets: (the issue's field that holds it, a label for the preview)
-PLAN = contextvars.ContextVar("bulk plan", default=None)  # (call digest, plan) of the question
+PLAN = contextvars.ContextVar("bulk plan", default=None)  # (its key, plan), for one request
 
 
 class Pacer:
@@ -4822,14 +4854,39 @@ def bulk_changes(args):
     return changes
 
 
+def planned(make):
+    """A batch's plan, made once per request from the batch's arguments (not dry_run or
+    on_error): the question and the run that follows it share it, so what runs is what was
+    asked."""
+    def plan(args):
+        key = (make.__name__, here().name, json.dumps(
+            {k: v for k, v in args.items() if v is not None and k not in ("dry_run",
+                                                                           "on_error")},
+            sort_keys=True, ensure_ascii=False, default=str))
+        kept = PLAN.get()
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        made = make(args)
+        PLAN.set((key, made))
+        return made
+    return plan
+
+
+def plan_digest(tool_):
+    """The digest of the plan a batch's question was just made from (None for other tools):
+    a 2026-07-28 confirmation is bound to it, so a batch that changed is asked again."""
+    import hashlib
+    kept = PLAN.get() if tool_.asks is not None else None
+    return None if kept is None else hashlib.sha256(json.dumps(
+        kept[1], sort_keys=True, ensure_ascii=False, default=str).encode(
+        "utf-8", "surrogatepass")).hexdigest()
+
+
+@planned
 def bulk_plan(args):
     """The items of a bulk update: [{issue, key, changes: [(label, before, after)]} or
     {issue, why}], read through the pipeline (an issue outside the allow-list is refused
     there, on its own)."""
-    digest = call_digest(TOOLS["issue_bulk_update"], args)
-    kept = PLAN.get()
-    if kept is not None and kept[0] == digest:
-        return kept[1]
     if (args.get("issues") is None) == (args.get("where") is None):
         raise ToolError("Give the issues either as a list (issues) or as filters (where).")
     changes = bulk_changes(args)
@@ -4867,7 +4924,6 @@ def bulk_plan(args):
             continue
         plan.append({"issue": key, "set": wanted, "changes": found if (found or changes)
                      else [("comment", "", "added")]})
-    PLAN.set((digest, plan))
     return plan
 
 
@@ -4940,15 +4996,12 @@ def as_update(values):
     return dict(kept, clear=gone) if gone else kept
 
 
+@planned
 def bulk_add_plan(args):
     """The items of a bulk add: each checked as issue_add would check it (its arguments, the
     allow-list, its names), and one the project already has (the same summary, among the
     latest issues you made there) skipped."""
     project = args["project_id_or_key"]
-    digest = call_digest(TOOLS["issue_bulk_add"], args)
-    kept = PLAN.get()
-    if kept is not None and kept[0] == digest:
-        return kept[1]
     me = checked(api.get(("users", "myself")), {"id": int})["id"]
     mine = run_tool(TOOLS["issue_list_get"], {
         "project_ids": [project], "created_user_ids": [str(me)], "sort": "created",
@@ -4958,6 +5011,10 @@ def bulk_add_plan(args):
     plan = []
     for n, given in enumerate(args["issues"], 1):
         label = f"#{n} {clip(str(given.get('summary')), 60)}"
+        if any(TOOLS["issue_add"].named(k) == "project_id_or_key" for k in given):
+            plan.append({"issue": label, "why": f"An item names no project: every item goes "
+                                                f"to {project} (project_id_or_key)."})
+            continue
         item = dict(given, project_id_or_key=project)
         try:
             checked_ = admit(TOOLS["issue_add"], item)
@@ -4973,7 +5030,6 @@ def bulk_add_plan(args):
             continue
         plan.append({"issue": label, "changes": [("new", "", "; ".join(words) or "issue")],
                      "args": item, "given": given})
-    PLAN.set((digest, plan))
     return plan
 
 
@@ -5155,7 +5211,7 @@ def project_add(name: P("string", "Project name"),
 
 
 @tool("Update project", write="project", idempotent=True,
-      destructive=lambda a: a.get("key") is not None)
+      destructive=overwrites("key"))
 def project_update(project_id_or_key: ProjectIdOrKey, name: P("string", "Project name") = None,
                    key: P("string", "New project key", pattern=r"[_A-Z0-9]{1,25}\Z",
                           check="is not a project key in capitals like DEMO",
@@ -5198,7 +5254,7 @@ def project_version_add(project_id_or_key: ProjectIdOrKey, name: VersionName,
 
 
 @tool("Update milestone", write="project", idempotent=True,
-      destructive=lambda a: a.get("description") is not None)
+      destructive=overwrites("description"))
 def project_version_update(project_id_or_key: ProjectIdOrKey,
                            version_id: P("integer", "Milestone id", minimum=1), name: VersionName,
                            description: MilestoneText = None, start_date: Date = None,
@@ -5487,7 +5543,7 @@ def wiki_add(project_id_or_key: ProjectIdOrKey, name: P("string", "Page name; '/
 
 
 @tool("Update wiki page", write="wiki", idempotent=True,
-      destructive=lambda a: a.get("content") is not None)
+      destructive=overwrites("content"))
 def wiki_update(wiki_id: WikiId, name: P("string", "New page name") = None,
                 content: Content = None, mail_notify: MailNotify = None):
     """Update a wiki page's name or content."""
@@ -6457,7 +6513,8 @@ def handle(message, session):
         meta = params.get("_meta")
         token = meta.get("progressToken") if isinstance(meta, dict) else None
         valid = isinstance(token, str) or (isinstance(token, int) and not isinstance(token, bool))
-        bound = (ANSWERING.set(id_), PROGRESS.set(Progress(token) if valid else None))
+        bound = (ANSWERING.set(id_), PROGRESS.set(Progress(token) if valid else None),
+                 PLAN.set(None))  # a batch's plan lives as long as its request
         try:
             with answering():
                 result = handler(session, params)
@@ -6466,6 +6523,7 @@ def handle(message, session):
                 exc.code = -32602
             raise
         finally:  # a request answered inside this one (a ping) has bound and unbound its own
+            PLAN.reset(bound[2])
             PROGRESS.reset(bound[1])
             ANSWERING.reset(bound[0])
         if modern:

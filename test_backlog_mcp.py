@@ -3570,12 +3570,27 @@ def test_bulk_add_previews_skips_what_exists_and_refuses_bad_items(backlog):
     preview = data(call("issue_bulk_add", project_id_or_key="DEMO", issues=[
         {"summary": "New one", "issue_type_id": "Task", "assignee_id": "taro"},
         {"summary": "Login fails with SSO", "issue_type_id": "Bug"},
-        {"summary": "Bad", "issue_type_id": "Nope"}, {"issue_type_id": "Bug"}]))
+        {"summary": "Bad", "issue_type_id": "Nope"}, {"issue_type_id": "Bug"},
+        {"summary": "Elsewhere", "issue_type_id": "Bug", "projectKey": "OTHER"},
+        {"summary": "There", "issue_type_id": "Bug", "project_id_or_key": "OTHER"}]))
     assert preview["would add"] == ["#1 New one: new type Task; assignee taro"]
     assert preview["already made"] == ["#2 Login fails with SSO (DEMO-42)"]
-    assert [r["issue"] for r in preview["refused"]] == ["#3 Bad", "#4 None"]
+    assert [r["issue"] for r in preview["refused"]] == ["#3 Bad", "#4 None", "#5 Elsewhere",
+                                                        "#6 There"]
     assert "Missing required parameter(s) for issue_add: summary" in preview["refused"][1]["why"]
+    assert preview["refused"][2]["why"] == ("An item names no project: every item goes to DEMO "
+                                            "(project_id_or_key).")
     assert not backlog.calls("POST")
+
+
+def test_our_name_for_a_parameter_wins_over_another_spelling(backlog):
+    """A camelCase or other server's spelling given beside our own name never replaces it."""
+    for arguments in ({"issue_id_or_key": "DEMO-42", "issueKey": "DEMO-1"},
+                      {"issueKey": "DEMO-1", "issue_id_or_key": "DEMO-42"}):
+        backlog.requests.clear()
+        call("issue_details_get", **arguments)
+        assert [r.path for r in backlog.calls("GET") if "/issues/" in r.path] == [
+            "/api/v2/issues/DEMO-42"]
 
 
 def test_progress_of_a_batch_comes_in_order_with_its_token(bulk):
@@ -3928,6 +3943,36 @@ def test_2026_era_asks_with_an_input_required_result_and_runs_once_on_yes(backlo
     assert len(backlog.calls("DELETE")) == 1
 
 
+def test_a_batch_runs_as_it_was_asked_in_both_eras(backlog):
+    """What runs is the plan the question showed: in one request (elicitation) it is not
+    made again; in the 2026-07-28 era a batch that changed between question and yes is asked
+    about again, and nothing is written on the stale yes."""
+    issue = load("issues_list")[0]
+    backlog.fixtures.update(issues_list=[issue], issues_count={"count": 1})
+    where = {"where": {"project_ids": ["DEMO"], "keyword": "login"}, "status_id": "Resolved"}
+    conversation(ELICIT_INIT, {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "issue_bulk_update", "arguments": where}}, answer("accept", True))
+    assert [r.path for r in backlog.calls("GET") if r.path.endswith(("/issues", "/count"))] \
+        == ["/api/v2/issues/count", "/api/v2/issues"]
+    assert [r.path for r in backlog.calls("PATCH")] == [f"/api/v2/issues/{issue['issueKey']}"]
+    backlog.requests.clear()
+    asked = modern_call("issue_bulk_update", where)
+    assert asked["resultType"] == "input_required"
+    later = dict(issue, id=977, keyId=77, issueKey="DEMO-77")
+    backlog.fixtures.update(issues_list=[issue, later], issues_count={"count": 2})
+    yes = {"confirm": {"action": "accept", "content": {"confirm": True}}}
+    again = modern_call("issue_bulk_update", where, 2, inputResponses=yes,
+                        requestState=asked["requestState"])
+    message = again["inputRequests"]["confirm"]["params"]["message"]
+    assert message.startswith("The batch changed since you were asked. Update 2 issues "
+                              f"({issue['issueKey']}, DEMO-77)"), message
+    assert not backlog.calls("PATCH")
+    done = modern_call("issue_bulk_update", where, 3, inputResponses=yes,
+                       requestState=again["requestState"])
+    assert done["resultType"] == "complete" and not done["isError"], done
+    assert len(backlog.calls("PATCH")) == 2
+
+
 @pytest.mark.parametrize("responses", [{"confirm": {"action": "decline"}},
                                        {"confirm": {"action": "cancel"}},
                                        {"confirm": {"action": "accept",
@@ -3979,16 +4024,37 @@ def test_2026_era_asks_only_a_client_that_can_answer_and_never_about_refused_cal
     ("project_update", {"project_id_or_key": "DEMO", "key": "DEMO2"}, True),
     ("project_update", {"project_id_or_key": "DEMO", "archived": True}, False),
     ("issue_comment_add", {"issue_id_or_key": "DEMO-42", "content": "x"}, False),
+    # an empty value clears the field as `clear` does (a PATCH sends it as "clear this")
+    ("issue_update", {"issue_id_or_key": "DEMO-42", "category_ids": []}, "category_ids"),
+    ("issue_update", {"issue_id_or_key": "DEMO-42", "assignee_id": ""}, "assignee_id"),
+    ("issue_update", {"issue_id_or_key": "DEMO-42", "resolution_id": ""}, "resolution_id"),
+    ("issue_update", {"issue_id_or_key": "DEMO-42", "milestone_ids": [], "version_ids": []},
+     "milestone_ids, version_ids"),
+    ("issue_update", {"issue_id_or_key": "DEMO-42", "custom_fields": {"Severity": None}},
+     "custom field “Severity”"),
+    ("update_issue", {"issueKey": "DEMO-42", "categoryId": []}, "category_ids"),
+    ("issue_update", {"issue_id_or_key": "DEMO-42", "status_id": 2, "notified_user_ids": []},
+     False),
+    ("git_pr_update", {"project_id_or_key": "DEMO", "repo_id_or_name": "webapp",
+                       "pr_number": 1, "assignee_id": ""}, "assignee_id"),
+    ("git_pr_update", {"project_id_or_key": "DEMO", "repo_id_or_name": "webapp",
+                       "pr_number": 1, "summary": "x"}, False),
 ])
 def test_what_destroys_is_asked_about(backlog, name, arguments, asks):
     b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO,DEMO2"))
+    writes = len(backlog.requests)
     result = modern_call(name, arguments)
-    assert (result.get("resultType") == "input_required") is asks, result
-    assert b.TOOLS[name].annotations["destructiveHint"] is (name != "issue_comment_add")
+    assert (result.get("resultType") == "input_required") is bool(asks), result
+    tool_ = b.TOOLS[b.NULAB_NAMES.get(name, name)]
+    assert tool_.annotations["destructiveHint"] is (name != "issue_comment_add")
     if asks:
         message = result["inputRequests"]["confirm"]["params"]["message"]
         assert "cannot be undone" in message and "?" in message
-        assert ("clears assignee_id" in message) is ("clear" in arguments)
+        if asks is True:
+            assert ("clears assignee_id" in message) is ("clear" in arguments)
+        else:
+            assert f"clears {asks}" in message, message
+        assert not [r for r in backlog.requests[writes:] if r.method != "GET"]
 
 
 def test_the_question_names_the_space_and_quotes_backlog_text_on_one_line(two):
