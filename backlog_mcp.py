@@ -1534,7 +1534,8 @@ class Cache:
 # reduces those embedded in an allowed record (a pull request's linked issue) to a marker.
 
 OUTSIDE = "(outside BACKLOG_PROJECTS)"
-STAR_URL = re.compile(r"/(?:view|wiki|git|file|document)/([_A-Z0-9]{1,25})(?:[-/]|\Z)")
+STAR_URL = re.compile(  # a page that names its project's key: /view/DEMO-1, /wiki/DEMO/Home
+    r"https?://[^/?#]+/(?:view|wiki|git|file|document)/([_A-Z0-9]{1,25})(?:[-/]|\Z)")
 
 
 def restricted():
@@ -1626,8 +1627,10 @@ def record_project(item):
         if isinstance(item.get(inner), dict) and record_project(item[inner]) is not None:
             return record_project(item[inner])
     url = item.get("url") if "presenter" in item else None
-    match = STAR_URL.search(url) if isinstance(url, str) else None
-    return match.group(1) if match else (OUTSIDE if "presenter" in item else None)
+    match = STAR_URL.match(url) if isinstance(url, str) else None
+    if match and not DIGITS.match(match.group(1)):  # a key, never taken for a project's id
+        return match.group(1)
+    return OUTSIDE if "presenter" in item else None
 
 
 def _int(value):

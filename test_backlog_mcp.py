@@ -2148,6 +2148,13 @@ def test_recently_viewed_and_stars_are_held_to_the_allow_list(backlog):
         assert "OTHER" not in text and "202" not in text.replace("2025", "")
     stars = data(call("user_star_list_get", user_id=2))
     assert stars and all("/view/DEMO-" in s["url"] for s in stars)
+    star = load("user_stars")[0]  # DEMO's id is 101: a page numbered 101 is no DEMO page
+    backlog.fixtures["user_stars"] = load("user_stars") + [
+        dict(star, id=777, url=f"{BASE}/alias/wiki/101"),
+        dict(star, id=778, url=f"{BASE}/wiki/101/Home"),
+        dict(star, id=779, url=f"{BASE}/x/view/DEMO-1")]
+    assert [s["id"] for s in data(call("user_star_list_get", user_id=2))] == [
+        s["id"] for s in load("user_stars")]
     assert "Under BACKLOG_PROJECTS" in error(call("user_star_add", pull_request_id=5))
     assert "exactly one" in error(call("user_star_add", wiki_id=5001, issue_id_or_key="DEMO-1"))
     data_ = call("user_star_add", issue_id_or_key="DEMO-42", comment_id=7)

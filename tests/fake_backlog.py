@@ -338,7 +338,7 @@ class Backlog:
                 load("wikis_list")[:1] + to_other(load("wikis_list")[:1])]
 
     def list_stars(self, request):
-        stars = load("user_stars")
+        stars = copy.deepcopy(self.fixtures.get("user_stars") or load("user_stars"))
         other = copy.deepcopy(stars[:1])
         for star in other:
             star["id"] += 1000
