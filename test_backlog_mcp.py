@@ -1735,6 +1735,31 @@ def test_the_key_is_redacted_in_results_whatever_its_length(fake, key):
     assert key.encode() not in line and b"apiKey=***" in line
 
 
+@pytest.mark.parametrize("cut", [1, 5, len(KEY) // 2, len(KEY) - 1])
+def test_no_window_splits_the_key_past_the_redactor(fake, cut):
+    """A key a window boundary (text_offset, a file's offset) or a cut would split: neither
+    part is shown, since the key never enters."""
+    b.configure(fault_env(fake))
+    text = "x" * (b.TEXT_WINDOW - cut) + KEY + "y" * 100
+    issue = dict(load("issue"), description=text)
+    for offset in (0, b.TEXT_WINDOW):
+        fake.fault("raw", (200, {"Content-Type": "application/json"}, json.dumps(issue).encode()),
+                   path="issues/DEMO-42")
+        shown = data(call("issue_details_get", issue_id_or_key="DEMO-42",
+                          text_offset=offset))["description"]
+        assert KEY[:cut] not in shown[-cut:] + shown[:cut] and KEY[cut:] not in shown, offset
+    download = {"issue_id_or_key": "DEMO-42", "attachment_id": 1}
+    fake.file = (b"x" * 100000, {"Content-Type": "text/plain"})
+    end = int(re.search(r"offset=(\d+)", answer_text(call("issue_attachment_download",
+                                                           **download))).group(1))
+    fake.file = (b"x" * (end - cut) + KEY.encode() + b"y" * 100000, {"Content-Type": "text/plain"})
+    first = call("issue_attachment_download", **download)
+    assert f"offset={end}" in answer_text(first)
+    second = call("issue_attachment_download", **download, offset=end)
+    both = first["content"][0]["text"] + second["content"][0]["text"]
+    assert KEY not in both and "***" in both and "-key-" not in both
+
+
 @pytest.mark.parametrize("fmt", ["raw", "image", None])
 def test_a_key_echoed_in_a_file_is_redacted_before_base64(backlog, fmt):
     backlog.file = (PNG + f"apiKey={KEY}&x=1".encode(), {"Content-Type": "image/png"})
