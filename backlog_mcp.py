@@ -3060,7 +3060,14 @@ def call_tool(name, arguments, confirm=None):
     if not isinstance(arguments, dict):
         raise RpcError(-32602, "tools/call 'arguments' must be an object.")
     arguments = dict(arguments)
-    space = arguments.pop("space", None) if several() else None
+    space = None
+    if several():  # Nulab's server calls it organization
+        space, org = arguments.pop("space", None), arguments.pop("organization", None)
+        if space is not None and org is not None and space != org:
+            find_tool(name)
+            return {"content": [{"type": "text", "text": "space and organization name two "
+                                 "spaces. Next: give space alone."}], "isError": True}
+        space = org if space is None else space
     if space is not None and (not isinstance(space, str) or space not in SPACES):
         find_tool(name)
         return {"content": [{"type": "text", "text": f"Unknown space '{clip(space, 40)}'. "
@@ -5763,8 +5770,35 @@ def prompt_named(name):
 
 def get_prompt(name, arguments):
     space, found = prompt_named(name)
+    if found is not None and isinstance(arguments, dict):
+        space, arguments = prompt_addresses(found, space, arguments)
     with within(space):
         return _get_prompt(name, found, arguments)
+
+
+def prompt_addresses(found, space, arguments):
+    """(space, arguments) of a prompt given pasted addresses: each stands for what it names
+    (DEMO-42 of .../view/DEMO-42; a pull request's repo and number), in the space its host
+    names; a host of no space, or an address naming nothing the argument takes, is -32602
+    before any request."""
+    out, known = dict(arguments), {n for n, _, _ in found.arguments}
+    for key, value in arguments.items():
+        try:
+            got = web_address(value) if key in known and isinstance(value, str) else None
+        except ToolError as exc:
+            raise RpcError(-32602, f"{key}: {redact(exc)}") from None
+        if got is None:
+            continue
+        named = address_values(got[1])
+        if key not in named:
+            raise RpcError(-32602, f"{key}: {clip(value, 120)} names no {key}.")
+        if space is not None and got[0].name != space:
+            raise RpcError(-32602, f"{key}: the address is of space '{got[0].name}', "
+                                   f"this prompt of space '{space}'.")
+        space = got[0].name if several() else None
+        out.update({n: v for n, v in named.items() if n in known and (
+            n == key or not str(arguments.get(n) or "").strip())})
+    return space, out
 
 
 def _get_prompt(name, found, arguments):
@@ -5874,11 +5908,6 @@ PR_REF = re.compile(r"(?:.*/git/)?([_A-Za-z0-9]{1,25})/([A-Za-z0-9][A-Za-z0-9_.-
         ("number", "Pull request number (not needed with a URL)", False))
 def review_pr(repo, number=None):
     """A pull request, its comments and its linked issue, for a review."""
-    with within(url_space(repo) or here()):  # a pasted URL names its space by its host
-        return _review_pr(repo, number)
-
-
-def _review_pr(repo, number):
     match = PR_REF.match(repo)
     number = number or (match.group(3) if match else None)
     if not match or not number or not DIGITS.match(number):
@@ -5984,7 +6013,7 @@ def read_issue(uri, key):
     for comment in shown_comments:
         lines += ["", f"### {named(comment.get('createdUser'))}, "
                       f"{one_line(comment.get('created'), 10)}", fenced(comment["content"])]
-    return markdown(uri, lines)
+    return markdown(uri, lines, ("issue_details_get", {"issue_id_or_key": key}))
 
 
 def named(value):
@@ -5997,14 +6026,16 @@ def read_wiki(uri, wiki_id):
     page = checked(run_tool(TOOLS["wiki_details_get"], {"wiki_id": int(wiki_id)})[1], {})
     return markdown(uri, [f"# {one_line(page.get('name'))}",
                           f"Web: {web_url('wiki/' + wiki_id)}", "",
-                          fenced(page.get("content") or "")])
+                          fenced(page.get("content") or "")],
+                    ("wiki_details_get", {"wiki_id": int(wiki_id)}))
 
 
 @resource("document/{id}", "Document", "A document's Markdown",
           r"document/([0-9a-fA-F]{32})")
 def read_document(uri, document_id):
     doc = checked(run_tool(TOOLS["document_details_get"], {"document_id": document_id})[1], {})
-    return markdown(uri, [f"# {one_line(doc.get('title'))}", "", fenced(doc.get("plain") or "")])
+    return markdown(uri, [f"# {one_line(doc.get('title'))}", "", fenced(doc.get("plain") or "")],
+                    ("document_details_get", {"document_id": document_id}))
 
 
 @resource("projects/{project}", "Project", "A project: settings, statuses, milestones",
@@ -6019,7 +6050,8 @@ def read_project(uri, key):
         f"# {one_line(project.get('name'))} ({key})", f"Web: {web_url('projects/' + key)}", "",
         f"- Text formatting: {named(project.get('textFormattingRule'))}",
         f"- Statuses: {', '.join(named(s) for s in statuses)}",
-        f"- Milestones: {', '.join(named(m) for m in milestones) or 'none'}"])
+        f"- Milestones: {', '.join(named(m) for m in milestones) or 'none'}"],
+        ("issue_milestone_list_get", {"project_id_or_key": key}))
 
 
 @resource("git/{project}/{repo}/pullRequests/{number}", "Pull request", "A pull request",
@@ -6038,13 +6070,33 @@ def read_pr(uri, project, repo, number):
         f"- Status: {named(pr.get('status'))}",
         f"- Branches: {one_line(pr.get('branch'), 100)} → {one_line(pr.get('base'), 100)}",
         f"- Assignee: {named(pr.get('assignee')) or 'nobody'}", f"- Linked issue: {linked}",
-        "", "## Description", fenced(pr.get("description") or "")])
+        "", "## Description", fenced(pr.get("description") or "")],
+        ("git_pr_details_get", {"project_id_or_key": project, "repo_id_or_name": repo,
+                                "pr_number": int(number)}))
 
 
-def markdown(uri, lines):
-    """A read's one content: Markdown of ours, Backlog's text fenced in it, and the notes."""
-    notes = NOTES.get() or []
-    text = "\n".join(lines + (["", "> " + " ".join(notes)] if notes else []))
+def markdown(uri, lines, via):
+    """A read's one content: Markdown of ours, Backlog's text fenced in it, within the
+    answer budget, and the notes, which name `via` (tool, arguments): the call that reads
+    the rest (a resource cannot be called again with more)."""
+    call_ = f"the {via[0]} tool ({', '.join(f'{k}={v}' for k, v in via[1].items())})"
+    notes = [n.replace("call again with", f"call {call_} with") for n in NOTES.get() or []]
+    text = "\n".join(lines)
+    budget = settings().max_answer - NOTE_ROOM
+    size = len(dumps(text).encode())
+    if size > budget:
+        keep = len(text) * budget // size
+        while len(dumps(text[:keep]).encode()) > budget:
+            keep = keep * 9 // 10
+        text, fence = text[:keep], None
+        for line in text.split("\n"):  # a fence of ours the cut leaves open is closed
+            opened = re.fullmatch(r"(`{3,})text", line)
+            fence = (opened.group(1) if opened else fence) if fence is None else (
+                None if line == fence else fence)
+        text += "…" + (f"\n{fence}" if fence else "")
+        notes.append(f"Cut to fit one answer (BACKLOG_MAX_ANSWER_BYTES="
+                     f"{settings().max_answer:,}): {call_} reads it in parts.")
+    text += "\n\n> " + " ".join(notes) if notes else ""
     return [{"uri": uri, "mimeType": "text/markdown", "text": text}]
 
 
@@ -6138,8 +6190,24 @@ def complete(params):
     except (ToolError, RpcError):
         values = []
     values = list(dict.fromkeys(v for v in values if v.lower().startswith(prefix.lower())))
-    return {"completion": {"values": values[:100], "total": len(values),
-                           "hasMore": len(values) > 100 or not every}}
+    shown, room = [], settings().max_answer - NOTE_ROOM  # at most 100, within the budget
+    for value in values[:100]:
+        room -= len(dumps(value).encode()) + 1
+        if room < 0:
+            break
+        shown.append(value)
+    return {"completion": {"values": shown, "total": len(values),
+                           "hasMore": len(values) > len(shown) or not every}}
+
+
+def address_values(parts):
+    """What the parts of a pasted address name, by prompt argument or template variable:
+    project DEMO, issue DEMO-42, a pull request's repo DEMO/webapp and number 7."""
+    project = parts.get("project")
+    return {k: v for k, v in {
+        "project": project, "issue": parts.get("number") and f"{project}-{parts['number']}",
+        "repo": parts.get("repo") and f"{project}/{parts['repo']}",
+        "number": parts.get("pr")}.items() if v and project}
 
 
 def addressed_value(name, address):
@@ -6148,12 +6216,9 @@ def addressed_value(name, address):
     try:
         space, parts = web_address(address)
         with within(space.name):
-            project = parts.get("project")
-            if not project or level_of(project) is None:
+            if level_of(parts.get("project") or "") is None:
                 return []
-            value = {"project": project, "issue": parts.get("number") and
-                     f"{project}-{parts.get('number')}", "repo": parts.get("repo") and
-                     f"{project}/{parts.get('repo')}", "number": parts.get("pr")}.get(name)
+            value = address_values(parts).get(name)
     except (ToolError, BacklogError):
         return []
     return [value] if value else []
@@ -6927,10 +6992,10 @@ def cli_call(argv):
         usage(f"--space: no space '{clip(space, 40)}'; spaces: "
               f"{', '.join(n for n in SPACES if n) or 'only one (BACKLOG_SPACES unset)'}")
     with within(space):
-        cli_run(rest[0], rest[1:], json_arg, output, pretty)
+        cli_run(rest[0], rest[1:], json_arg, output, pretty, space)
 
 
-def cli_run(name, pairs, json_arg, output, pretty):
+def cli_run(name, pairs, json_arg, output, pretty, space=None):
     tool_ = cli_tool(name)
     arguments = {}
     if json_arg is not None:
@@ -6954,9 +7019,17 @@ def cli_run(name, pairs, json_arg, output, pretty):
         else:
             arguments[key] = value
     try:
-        tool_.bind(arguments)
+        named = addresses_space(tool_, arguments)  # a pasted address: its host's space
+        if not pasted(tool_, arguments):  # else checked once the address is read
+            tool_.bind(arguments)
     except ToolError as exc:
         usage(str(exc))
+    with within(space or named):
+        cli_answer(tool_, arguments, output, pretty)
+
+
+def cli_answer(tool_, arguments, output, pretty):
+    """Run a tool from the command line and print its answer (or write it to `output`)."""
     try:
         args, value = run_tool(tool_, arguments)
     except ToolError as exc:

@@ -1067,6 +1067,17 @@ def test_a_space_allow_list_narrows_the_shared_one(two):
     assert call("space_details_get", space="client")["isError"] and client.requests == []
 
 
+def test_nulab_organization_names_the_space(two):
+    work, client = two
+    b.configure(two_env(work, client))
+    assert not call("space_details_get", organization="client")["isError"]
+    assert client.requests and not work.requests
+    assert "Next: give space alone" in error(call("space_details_get", organization="client",
+                                                  space="work"))
+    assert "Unknown space 'acme'" in error(call("space_details_get", organization="acme"))
+    assert len(client.requests) == 1 and not work.requests
+
+
 def test_every_tool_in_each_space_reaches_only_that_space(two):
     """Every tool of the request table, called in each space: each stand-in sees only its own
     key, and only the calls made in its space."""
@@ -1133,9 +1144,20 @@ def test_completions_prompts_and_urls_reach_their_own_space(two):
     text = seen(rpc("prompts/get", {"name": "review_pr", "arguments": {"repo": url}}))
     assert "Review pull request #7" in text and work.requests == [] and client.requests
     client.requests.clear()
-    text = seen(rpc("prompts/get", {"name": "review_pr", "arguments": {
-        "repo": "https://elsewhere.example/git/DEMO/webapp/pullRequests/7"}}))
-    assert "elsewhere.example is not the host of a space" in text
+    text = seen(rpc("prompts/get", {"name": "triage", "arguments": {
+        "issue": f"{client.url}/view/DEMO-42#comment-7"}}))
+    assert "Triage Backlog issue DEMO-42" in text and work.requests == [] and client.requests
+    client.requests.clear()
+    for name, arguments, says in (
+            ("review_pr", {"repo": "https://elsewhere.example/git/DEMO/webapp/pullRequests/7"},
+             "repo: elsewhere.example is not the host of a space"),
+            ("triage", {"issue": "https://elsewhere.example/view/DEMO-1"},
+             "issue: elsewhere.example is not the host of a space"),
+            ("triage", {"issue": f"{client.url}/projects/DEMO"}, "names no issue"),
+            ("client_triage", {"issue": f"{work.url}/view/DEMO-1"},
+             "the address is of space 'work', this prompt of space 'client'")):
+        reply = rpc("prompts/get", {"name": name, "arguments": arguments})
+        assert reply["error"]["code"] == -32602 and says in reply["error"]["message"], reply
     assert work.requests == [] and client.requests == []
 
 
@@ -3753,6 +3775,24 @@ def test_resources_list_templates_and_read(backlog):
     assert blob["mimeType"] == "image/png" and base64.b64decode(blob["blob"]) == PNG
 
 
+@pytest.mark.parametrize("path, fixture, field, tool_", [
+    ("view/DEMO-42", "issue", "description", "issue_details_get"),
+    ("wiki/5001", "wiki", "content", "wiki_details_get"),
+    ("document/" + DOC, "document", "plain", "document_details_get"),
+    ("git/DEMO/webapp/pullRequests/4", "pull_request", "description", "git_pr_details_get"),
+])
+@pytest.mark.parametrize("text", ["あ" * 100000, '"\\\x01' * 30000, "```\n" * 30000])
+def test_a_resource_fits_one_answer_and_names_the_tool_for_the_rest(backlog, path, fixture,
+                                                                     field, tool_, text):
+    backlog.fixtures[fixture] = dict(load(fixture), **{field: text})
+    line = b.wire(rpc("resources/read", {"uri": H + path}))
+    assert len(line) <= 40000, len(line)
+    shown = json.loads(line)["result"]["contents"][0]["text"]
+    body, note = shown.rsplit("\n\n> ", 1)
+    assert f"call the {tool_} tool (" in note and "call again" not in note, note
+    assert body.endswith("\n" + re.findall(r"^(`{3,})text$", body, re.M)[-1])  # closed
+
+
 @pytest.mark.parametrize("uri", ["backlog://evil.com/view/DEMO-42",
                                  "backlog://example.backlog.com/x",
                                  "https://evil.com/view/DEMO-42", 5, None,
@@ -3803,6 +3843,19 @@ def test_completions(backlog):
     assert rpc("completion/complete", {"argument": []})["error"]["code"] == -32602
     assert rpc("completion/complete", {"argument": {"name": "project", "value": "D"},
                                        "context": {"arguments": [1]}})["result"]
+
+
+def test_completions_fit_one_answer(backlog):
+    milestone = load("versions")[0]
+    backlog.fixtures["versions"] = [dict(milestone, id=n, name=f"v{n:03} " + "版" * 250)
+                                    for n in range(100)]
+    line = b.wire(rpc("completion/complete", {
+        "ref": {"type": "ref/prompt", "name": "release_notes"},
+        "argument": {"name": "milestone", "value": "v"},
+        "context": {"arguments": {"project": "DEMO"}}}))
+    completion = json.loads(line)["result"]["completion"]
+    assert len(line) <= 40000 and completion["hasMore"] is True
+    assert 40 < len(completion["values"]) < 100 and completion["total"] == 100
 
 
 def test_completions_search_issue_keys_and_say_when_there_are_more(big, backlog=None):
@@ -4145,6 +4198,14 @@ def test_cli_call_prints_what_the_model_gets(pyz, fake):
     assert code == 0 and json.loads(pretty) == json.loads(out) and '\n  "id": 913' in pretty
     code, out, err = cli(pyz, fake, "call", "issue_list_get", "count=1")
     assert code == 0 and "more may exist: call again with offset=1" in err
+    code, out, err = cli(pyz, fake, "call", "issue_details_get",
+                         f"issue_id_or_key={fake.url}/view/DEMO-42#comment-7")
+    assert code == 0 and json.loads(out)["issueKey"] == "DEMO-42", err
+    asked = len(fake.requests)
+    code, out, err = cli(pyz, fake, "call", "issue_details_get",
+                         "issue_id_or_key=https://elsewhere.example/view/DEMO-42")
+    assert code == 2 and "elsewhere.example is not the host of a space" in err
+    assert len(fake.requests) == asked
 
 
 def test_cli_upload_over_http(pyz, fake, tmp_path):
