@@ -3773,7 +3773,7 @@ def custom_field_params(project, values):
 
 def field_value(field, value):
     """One custom field value as Backlog's form pairs, as its kind (FIELD_KINDS) takes it."""
-    key, kind = f"customField_{field['id']}", FIELD_KINDS.get(field.get("typeId"))
+    key, kind = f"customField_{field['id']}", FIELD_KINDS.get(_int(field.get("typeId")))
     if value is None:
         return [(key, "")]
     if kind is None:
@@ -4354,7 +4354,7 @@ def custom_field_filters(project, values):
     for key, value in values.items():
         field = find_field(project, key)
         name = f"customField_{field['id']}"
-        kind = FIELD_KINDS.get(field.get("typeId"))
+        kind = FIELD_KINDS.get(_int(field.get("typeId")))
         if kind is not None and kind.filter == "range":
             if not isinstance(value, dict) or not set(value) <= {"min", "max"}:
                 raise ToolError(f"Filter on {quoted(field['name'], 60)} takes "
@@ -5157,7 +5157,7 @@ def project_custom_field_list_get(project_id_or_key: ProjectIdOrKey):
     for field in rows(project_list(project_id_or_key, "customFields"), {"id": int, "name": str}):
         items = [{"id": i["id"], "name": i["name"]}
                  for i in rows(field.get("items") or [], {"id": int, "name": str})]
-        kind = field.get("typeId")
+        kind = _int(field.get("typeId"))
         example = EXAMPLES.get(kind) if kind in EXAMPLES else \
             [i["name"] for i in items[:2]] if kind in (6, 7) else \
             (items[0]["name"] if items else None)

@@ -1956,6 +1956,10 @@ COUNT_3 = ("issues/count", b'{"count": 3}')
         b'"customFields": [{"id": 1, "name": "x", "fieldTypeId": [1]}]}')]),
     ("document_tree_get", {"project_id_or_key": "DEMO"}, [(
         "documents/tree", b'{"activeTree": {"id": "Active", "children": -1}}')]),
+    ("project_custom_field_list_get", {"project_id_or_key": "DEMO"}, [(
+        "customFields", b'[{"id": 1, "name": "x", "typeId": {"x": 1}}]')]),
+    ("issue_list_get", {"project_ids": ["DEMO"], "custom_fields": {"x": "a"}}, [(
+        "customFields", b'[{"id": 1, "name": "x", "typeId": [5]}]')]),
     ("issue_bulk_add", BULK_ADD, [("issues$", b"1.5")]),
     ("issue_bulk_add", BULK_ADD, [("issues$", b'[{"summary": [1], "issueKey": {}}]')]),
     ("issue_bulk_update", BULK_WHERE, [COUNT_3, ("issues$", b"1.5")]),
