@@ -6365,7 +6365,22 @@ class Session:
         self.lines = None            # the client's lines, when serve() reads them
         self.queued = collections.deque()  # lines that came while we waited for an answer
         self.cancelled = set()       # ids of queued requests the client cancelled meanwhile
+        self.batch = []              # requests of the batch being answered, not yet run
         self.asked = 0
+
+    def waiting(self, id_):
+        """Whether a request with this id waits its turn (queued, or later in the batch being
+        answered): only such a request can be cancelled before it runs."""
+        def ids(message):
+            return [m.get("id") for m in (message if isinstance(message, list) else [message])
+                    if isinstance(m, dict) and "method" in m]
+        queued = []
+        for line in self.queued:
+            try:
+                queued += ids(parse_line(line))
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                pass
+        return id_ in queued + ids(self.batch)
 
     @method("initialize", legacy=True)
     def initialize(self, params):
@@ -6477,7 +6492,8 @@ class Session:
                     return "cancelled", "Cancelled: nothing was changed."
                 elif isinstance(cancelled, dict) and isinstance(cancelled.get("requestId"),
                                                                 (str, int)):
-                    self.cancelled.add(cancelled["requestId"])  # queued: it will not run
+                    if self.waiting(cancelled["requestId"]):  # it will not run
+                        self.cancelled.add(cancelled["requestId"])
                 else:
                     self.queued.append(line)
             return "no answer", "No answer (the client went away): nothing was changed."
@@ -6547,6 +6563,20 @@ def valid_id(message):
     return isinstance(id_, str) or (isinstance(id_, int) and not isinstance(id_, bool))
 
 
+def batch_item(message, session):
+    """The reply to one message of a batch: not another batch, not initialize (2025-03-26),
+    none for a request the client cancelled while it waited."""
+    if isinstance(message, list):
+        return error_reply(None, -32600, "A batch holds JSON objects, not batches.")
+    if isinstance(message, dict) and valid_id(message) and "method" in message:
+        if message["id"] in session.cancelled:
+            session.cancelled.discard(message["id"])
+            return None
+        if message["method"] == "initialize":
+            return error_reply(message["id"], -32600, "initialize cannot be part of a batch.")
+    return handle(message, session)
+
+
 def handle(message, session):
     """One decoded JSON-RPC message in, its reply out (None for notifications)."""
     if isinstance(message, list):
@@ -6554,8 +6584,9 @@ def handle(message, session):
             return error_reply(None, -32600, "Batches are not supported in this protocol version.")
         if not message:
             return error_reply(None, -32600, "Empty batch.")
-        replies = [error_reply(None, -32600, "A batch holds JSON objects, not batches.")
-                   if isinstance(m, list) else handle(m, session) for m in message]
+        session.batch, replies = list(message), []
+        while session.batch:
+            replies.append(batch_item(session.batch.pop(0), session))
         replies = [r for r in replies if r is not None]
         return replies or None
     if not isinstance(message, dict):

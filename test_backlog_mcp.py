@@ -3943,6 +3943,26 @@ def test_a_call_cancelled_while_queued_is_neither_asked_nor_run(backlog):
     assert not backlog.calls("DELETE")
 
 
+def test_a_cancellation_of_what_does_not_wait_leaves_its_id_free(backlog):
+    """Cancelling an id that is not waiting (answered already, or never sent) cancels
+    nothing: a later request with that id is answered."""
+    cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 12}}
+    replies = conversation(ELICIT_INIT, DELETE, cancel, answer("decline"),
+                           {"jsonrpc": "2.0", "id": 12, "method": "ping"})
+    assert [r.get("id") for r in replies] == [0, "confirm-1", 1, 12]
+
+
+def test_initialize_is_no_part_of_a_batch():
+    session = b.Session()
+    rpc("initialize", {"protocolVersion": "2025-03-26"}, session=session)
+    replies = b.handle([{"jsonrpc": "2.0", "id": 10, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}}}},
+        {"jsonrpc": "2.0", "id": 11, "method": "ping"}], session)
+    assert replies[0]["id"] == 10 and replies[0]["error"]["code"] == -32600
+    assert replies[1] == {"jsonrpc": "2.0", "id": 11, "result": {}}
+    assert session.version == "2025-03-26" and not session.elicit
+
+
 def test_a_ping_answered_during_a_question_keeps_the_calls_progress(backlog):
     tracked = dict(DELETE, params=dict(DELETE["params"], _meta={"progressToken": "t"}))
     backlog.fixtures["issue"] = load("issue")
