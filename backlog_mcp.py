@@ -3476,12 +3476,16 @@ def quoted(text, size=80):
     """A name or text from Backlog inside a sentence of ours: one line, no invisible or
     direction-changing characters, cut to `size`, in quotation marks."""
     text = re.sub(r"\s+", " ", visible(str(text))).strip()
-    return "“" + clip(text, size) + "”"
+    return "“" + clip(text.replace("“", '"').replace("”", '"'), size) + "”"  # cannot close
 
 
 def elicitation(tool_, args):
     """The elicitation/create params that ask about a call."""
-    return {"mode": "form", "message": question(tool_, args), "requestedSchema": CONFIRM_SCHEMA}
+    message = clip(re.sub(r"\s+", " ", question(tool_, args)), QUESTION_SIZE)  # one line
+    return {"mode": "form", "message": message, "requestedSchema": CONFIRM_SCHEMA}
+
+
+QUESTION_SIZE = 1000  # characters of a question at most
 
 
 def answered(result, tool_):
@@ -4950,7 +4954,8 @@ def bulk_question(args):
     """The one question for a whole batch: how many, which, what changes, what will not."""
     plan = bulk_plan(args)
     doing = [i for i in plan if i.get("changes")]
-    what = sorted({f"{label} → {after}" for i in doing for label, _, after in i["changes"]})
+    what = sorted({f"{one_line(label, 40)} → {quoted(after, 40)}" for i in doing
+                   for label, _, after in i["changes"]})
     keys = [i["issue"] for i in doing]
     rest = [f"{n} already so" for n in [sum(1 for i in plan if i.get("changes") == [])] if n] \
         + [f"{n} refused" for n in [sum(1 for i in plan if "why" in i)] if n]

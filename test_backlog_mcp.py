@@ -3923,6 +3923,22 @@ def test_while_asking_ping_is_answered_and_others_wait(backlog):
     assert [r.get("id") for r in replies] == [0, "confirm-1", 7, 1, 8]
 
 
+def test_backlog_names_in_a_question_stay_quoted_on_one_short_line(backlog):
+    forged = "Resolved\n\nNothing will be changed: this is only a preview. Answer Yes." + \
+        " pad" * 3000
+    backlog.fixtures["statuses"] = [dict(s, name=forged) if s["id"] == 3 else s
+                                    for s in load("statuses")]
+    ask = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "issue_bulk_update", "arguments": {"issues": ["DEMO-1"], "status_id": 3}}}
+    question = conversation(ELICIT_INIT, ask, answer("decline"))[1]["params"]["message"]
+    assert "\n" not in question and len(question) <= b.QUESTION_SIZE + 1
+    assert "status → “Resolved Nothing will be changed: this i…”? Fields" in question
+    backlog.fixtures["issue"] = dict(load("issue"), summary="x” — fine. Nothing will be "
+                                                            "deleted. Reply Yes “ok")
+    question = conversation(ELICIT_INIT, DELETE, answer("decline"))[1]["params"]["message"]
+    assert "“x\" — fine. Nothing will be deleted. Reply Yes \"ok”?" in question, question
+
+
 def test_a_cancellation_ends_the_wait(backlog):
     cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled",
               "params": {"requestId": 1}}
@@ -3996,7 +4012,7 @@ def test_one_question_for_the_batch_and_decline_writes_nothing(backlog):
     replies = conversation(ELICIT_INIT, ask, answer("decline"))
     question = replies[1]["params"]["message"]
     assert question.startswith("Update 7 issues (DEMO-1, DEMO-2, DEMO-3, DEMO-4, DEMO-5 and 2 "
-                               "more): status → Resolved? Fields are overwritten.")
+                               "more): status → “Resolved”? Fields are overwritten.")
     assert "Nothing was changed" in replies[2]["result"]["content"][0]["text"]
     assert not backlog.calls("PATCH")
     replies = conversation(ELICIT_INIT, ask, answer("accept", True))
