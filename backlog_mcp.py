@@ -700,20 +700,24 @@ def redact(text):
     notes, logs, the command line's output). It hides the API key and a URL password in
     every spelling a URL or JSON gives them, whatever their length."""
     text = str(text)
-    for form in secret_forms():
+    forms, encoded, _ = secret_forms()
+    for form in forms:
         if form in text:
             text = text.replace(form, "***")
-    return text
+    return encoded.sub("***", text) if "%" in text else text
 
 
 def redact_bytes(data):
-    """The redactor for bytes about to be encoded (base64 content): the same spellings, as
-    UTF-8, each replaced by ***."""
-    for form in secret_forms():
-        encoded = form.encode("utf-8", "replace")
-        if encoded in data:
-            data = data.replace(encoded, b"***")
-    return data
+    """The redactor for bytes (a body as it is read, base64 content): the same spellings,
+    as UTF-8 and as UTF-16, each replaced by ***."""
+    forms, _, encoded = secret_forms()
+    for form in forms:
+        for charset, stars in (("utf-8", b"***"), ("utf-16-le", "***".encode("utf-16-le")),
+                               ("utf-16-be", "***".encode("utf-16-be"))):
+            spelled = form.encode(charset, "replace")
+            if spelled in data:
+                data = data.replace(spelled, stars)
+    return encoded.sub(b"***", data) if b"%" in data else data
 
 
 def clip(text, size):
@@ -727,6 +731,8 @@ FORMS = {}  # the secrets' spellings, by the tuple of secrets
 
 
 def secret_forms():
+    """(the spellings of the secrets, longest first; a pattern of them percent-encoded, each
+    character or not, in either case), made once for a set of secrets."""
     key = tuple(SECRETS)
     if key not in FORMS:
         from urllib.parse import quote, quote_plus
@@ -735,8 +741,16 @@ def secret_forms():
             forms |= {secret, quote(secret, safe="", errors="replace"),
                       quote_plus(secret, errors="replace"),
                       json.dumps(secret, ensure_ascii=False)[1:-1]}
+        forms = sorted(forms, key=len, reverse=True)
+
+        def char(c):
+            hexes = "".join(f"%{b:02X}" for b in c.encode("utf-8", "replace"))
+            return f"(?:{re.escape(c)}|{'[+]|' if c == ' ' else ''}(?i:{re.escape(hexes)}))"
+        encoded = "|".join("".join(map(char, secret)) for secret in
+                           sorted(key, key=len, reverse=True))
         FORMS.clear()
-        FORMS[key] = sorted(forms, key=len, reverse=True)
+        FORMS[key] = (forms, re.compile(encoded or "(?!)"),
+                      re.compile(encoded.encode("utf-8", "replace") or b"(?!)"))
     return FORMS[key]
 
 
@@ -1359,6 +1373,8 @@ def parse_backlog_json(data):
         return INVALID
     if text.count("[") + text.count("{") > MAX_DEPTH and too_deep(value):  # (before scrub)
         return INVALID
+    if "\\u" in text and SECRETS:  # a key spelled in escapes is redacted once decoded too
+        value = texts_mapped(value, redact)
     return scrub(value) if LONE.search(text) else value
 
 
@@ -1368,15 +1384,20 @@ def _finite(text):
     return number if math.isfinite(number) else None
 
 
+def texts_mapped(value, fn):
+    """The same JSON value with fn applied to every text in it (keys too)."""
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, list):
+        return [texts_mapped(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {texts_mapped(k, fn): texts_mapped(v, fn) for k, v in value.items()}
+    return value
+
+
 def scrub(value):
     """The same value with every lone surrogate replaced by U+FFFD (in keys too)."""
-    if isinstance(value, str):
-        return SURROGATE.sub("\ufffd", value)
-    if isinstance(value, list):
-        return [scrub(v) for v in value]
-    if isinstance(value, dict):
-        return {scrub(k): scrub(v) for k, v in value.items()}
-    return value
+    return texts_mapped(value, lambda text: SURROGATE.sub("\ufffd", text))
 
 
 def too_deep(value, limit=MAX_DEPTH):
@@ -2789,7 +2810,12 @@ class Download:
 
     def __init__(self, filename, content_type, data, fmt):
         self.filename, self.content_type, self.data, self.format = filename, content_type, data, fmt
-        self.window = (0, len(data))
+        self.raw = data  # as it came: what a saved file holds
+        if fmt == "text":  # read as UTF-8 text, redacted once decoded: windows split no key
+            self.data = redact(decode_text(data, content_type)).encode("utf-8")
+            self.content_type = re.sub(r";\s*charset=[^;]*", "", content_type or "text/plain",
+                                       flags=re.I) + "; charset=utf-8"
+        self.window = (0, len(self.data))
         self.saved = None
 
     def bounded(self, offset):
@@ -2798,7 +2824,7 @@ class Download:
         if size <= budget:
             return self
         if settings().download_dir:
-            self.saved = save_download(self.filename, self.data)
+            self.saved = save_download(self.filename, self.raw)
         if self.format == "text":
             start = utf8_start(self.data, min(offset, len(self.data)))
             end = utf8_start(self.data, min(start + budget // 2, len(self.data)))  # ~2x escaped
@@ -2807,7 +2833,7 @@ class Download:
                  + (f"; call again with offset={end} for the next part." if end < len(
                      self.data) else "."))
         if self.saved:
-            note(f"The whole file ({len(self.data):,} bytes) is saved at {self.saved}.")
+            note(f"The whole file ({len(self.raw):,} bytes) is saved at {self.saved}.")
         return self
 
     def content(self):
@@ -6758,7 +6784,9 @@ def wire(message):
     text from Backlog), NaN or Infinity is cleaned and encoded again."""
     try:
         text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        if not any(form in text for form in secret_forms()):
+        forms, encoded, _ = secret_forms()
+        if not any(form in text for form in forms) and not ("%" in text
+                                                            and encoded.search(text)):
             return text.encode("utf-8") + b"\n"
     except (ValueError, UnicodeEncodeError):
         pass
@@ -6783,7 +6811,7 @@ def clean(value):
     if isinstance(value, (list, tuple)):
         return [clean(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}  # names are ours or Backlog's
+        return {redact(k): clean(v) for k, v in value.items()}  # names are ours or Backlog's
     return value
 
 
@@ -7072,7 +7100,7 @@ def cli_answer(tool_, arguments, output, pretty):
         emit(str(exc), "stderr")
         raise SystemExit(1) from None
     if output:
-        data = redact_bytes(value.data) if isinstance(value, Download) else \
+        data = redact_bytes(value.raw) if isinstance(value, Download) else \
             (redact(dumps(value, pretty)) + "\n").encode("utf-8")
         try:
             with open(output, "wb") as fh:

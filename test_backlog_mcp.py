@@ -19,6 +19,7 @@ import random
 import re
 import signal
 import struct
+import urllib.parse
 import subprocess
 import sys
 import threading
@@ -1755,6 +1756,70 @@ def test_the_key_is_redacted_in_results_whatever_its_length(fake, key):
                                      "arguments": {"issue_id_or_key": "DEMO-1",
                                                    "attachment_id": 1}}))
     assert key.encode() not in line and b"apiKey=***" in line
+
+
+def test_the_key_is_redacted_percent_encoded_in_any_mix_and_case():
+    b.configure(ENV)
+    text = b.redact("a test%2Dkey%2d1234567890 b %74est-key-1234567890 c test-key%2D1234567890")
+    assert text == "a *** b *** c ***"
+    data = b.redact_bytes(b"x test%2dkey%2D1234567890 y " + KEY.encode("utf-16-le") + b" z")
+    assert data == b"x *** y " + "***".encode("utf-16-le") + b" z"
+    assert b.redact("100% sure, test-key-123") == "100% sure, test-key-123"
+
+
+@given(spelling=st.lists(st.sampled_from(["as is", "%XX", "%xx"]), min_size=len(KEY),
+                        max_size=len(KEY)), before=st.text(max_size=20),
+       after=st.text(max_size=20))
+def test_a_percent_encoded_key_is_redacted_however_it_is_mixed(spelling, before, after):
+    b.configure(ENV)
+    key = "".join(c if how == "as is" else f"%{ord(c):02X}" if how == "%XX" else
+                  f"%{ord(c):02x}" for c, how in zip(KEY, spelling))
+    shown = b.redact(before + key + after)
+    assert key not in shown and "***" in shown
+    assert KEY not in urllib.parse.unquote(shown)
+
+
+def test_the_key_in_escapes_headers_and_other_encodings_is_redacted(fake):
+    b.configure(fault_env(fake))
+    encoded = KEY.replace("-", "%2D")
+    fake.fault("raw", (400, {"Content-Type": "application/json"}, json.dumps({"errors": [{
+        "message": f"bad request ?apiKey={encoded}", "code": 7,
+        "moreInfo": f"apiKey={encoded.lower()}"}]}).encode()), path="issues/DEMO-1")
+    line = b.wire(rpc("tools/call", {"name": "issue_details_get",
+                                     "arguments": {"issue_id_or_key": "DEMO-1"}}))
+    assert b"apiKey=***" in line and b"key%2" not in line.lower()
+    fake.file = ((" x " + KEY + " y ").encode("utf-16"), {
+        "Content-Type": "application/octet-stream",
+        "Content-Disposition": f'attachment; filename="{encoded}.bin"'})
+    result = call("issue_attachment_download", issue_id_or_key="DEMO-42", attachment_id=1,
+                  format="raw")
+    shown = json.loads(result["content"][0]["text"])
+    assert KEY not in base64.b64decode(shown["content"]).decode("utf-16")
+    assert "key%2" not in shown["filename"].lower()
+
+
+@pytest.mark.parametrize("spelled", ["utf-8 escaped", "utf-16-le", "utf-16"])
+def test_no_window_splits_a_key_spelled_otherwise(fake, spelled):
+    b.configure(fault_env(fake))
+    if spelled == "utf-8 escaped":  # the key written in JSON escapes, across the window's end
+        text = '"' + "A" * (b.TEXT_WINDOW - 10) + "\\u0074est-key-1234567890" + "B" * 500 + '"'
+        issue = json.dumps(load("issue")).replace('"description": ', '"description": ' + text
+                                                  + ', "x": ', 1)
+        for offset in (0, b.TEXT_WINDOW):
+            fake.fault("raw", (200, {"Content-Type": "application/json"}, issue.encode()),
+                       path="issues/DEMO-42")
+            shown = data(call("issue_details_get", issue_id_or_key="DEMO-42",
+                              text_offset=offset))["description"]
+            assert "test-" not in shown and "234567890" not in shown, offset
+        return
+    download = {"issue_id_or_key": "DEMO-42", "attachment_id": 1}
+    text = "x" * 19590 + KEY + "y" * 60000
+    fake.file = (text.encode(spelled), {"Content-Type": f"text/plain; charset={spelled}"})
+    first = call("issue_attachment_download", **download)
+    end = int(re.search(r"offset=(\d+)", answer_text(first)).group(1))
+    second = call("issue_attachment_download", **download, offset=end)
+    both = first["content"][0]["text"] + second["content"][0]["text"]
+    assert KEY not in both and "-key-" not in both and both.count("***") == 1
 
 
 @pytest.mark.parametrize("cut", [1, 5, len(KEY) // 2, len(KEY) - 1])
