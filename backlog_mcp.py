@@ -773,9 +773,12 @@ class ToolError(Exception):
         super().__init__(what)
         self.what, self.next, self.retryable = what, next, retryable
 
-    def __str__(self):
-        return self.what + (f" Next: {self.next}" if self.next else "")
+    def __str__(self):  # bounded: it may list what Backlog has (fields, names)
+        what = self.what if len(self.what) <= ERROR_SIZE else clip(self.what, ERROR_SIZE)
+        return what + (f" Next: {self.next}" if self.next else "")
 
+
+ERROR_SIZE = 2000  # characters of what failed, at most
 
 class NotFound(ToolError):
     """Nothing by that identifier: it does not exist, or lies outside BACKLOG_PROJECTS (one
@@ -2683,7 +2686,8 @@ def windowed(value, offset, tool_, path=""):
         end = min(start + TEXT_WINDOW, len(value))
         on = f"; call again with text_offset={end} for the next part" \
             if end < len(value) and tool_.texts else ""
-        note(f"{path or 'The text'}: characters {start:,} to {end:,} of {len(value):,}{on}.")
+        note(f"{clip(path, 60) or 'The text'}: characters {start:,} to {end:,} of "
+             f"{len(value):,}{on}.")
         return value[start:end]
     if isinstance(value, list):
         return [windowed(v, offset, tool_, path) for v in value]
@@ -3149,8 +3153,17 @@ def result_of(tool_, args, value):
             content.append({"type": "text", "text": page_note(tool_, args, value, kept)})
     notes = NOTES.get() or []
     if notes:
-        content.append({"type": "text", "text": " ".join(notes)})
+        content.append({"type": "text", "text": in_room(notes)})
     return {"content": content, "isError": False}
+
+
+def in_room(notes, room=NOTE_ROOM // 2):
+    """Notes said as one text of at most `room` bytes (they may name many of Backlog's
+    fields): those that say how to read on first, the rest cut with '…'."""
+    text = " ".join(sorted(notes, key=lambda n: "call " not in n))
+    data = text.encode("utf-8", "surrogatepass")
+    return text if len(data) <= room else \
+        data[:room - 3].decode("utf-8", "ignore") + "…"
 
 
 # == Text formatting ===========================================================
@@ -5850,7 +5863,7 @@ def _get_prompt(name, found, arguments):
         text = f"The data for this request could not be gathered: {redact(exc)}"
     notes = NOTES.get() or []
     if notes:
-        text += "\n\n(" + " ".join(notes) + ")"
+        text += "\n\n(" + in_room(notes) + ")"
     return {"description": found.description,
             "messages": [{"role": "user", "content": {"type": "text", "text": text}}]}
 
@@ -6125,9 +6138,9 @@ def markdown(uri, lines, via):
             fence = (opened.group(1) if opened else fence) if fence is None else (
                 None if line == fence else fence)
         text += "…" + (f"\n{fence}" if fence else "")
-        notes.append(f"Cut to fit one answer (BACKLOG_MAX_ANSWER_BYTES="
-                     f"{settings().max_answer:,}): {call_} reads it in parts.")
-    text += "\n\n> " + " ".join(notes) if notes else ""
+        notes.insert(0, f"Cut to fit one answer (BACKLOG_MAX_ANSWER_BYTES="
+                        f"{settings().max_answer:,}); call {call_} to read it in parts.")
+    text += "\n\n> " + in_room(notes, NOTE_ROOM - 100) if notes else ""
     return [{"uri": uri, "mimeType": "text/markdown", "text": text}]
 
 

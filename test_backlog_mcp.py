@@ -3044,6 +3044,23 @@ def test_the_next_page_goes_on_where_the_last_ended(big):
     assert "of 3,000 matching; more: call again with offset=200" in page2["content"][1]["text"]
 
 
+def test_notes_and_errors_fit_one_answer_however_many_fields_backlog_has(backlog):
+    fields = [{"id": 5000 + k, "fieldTypeId": 2, "name": f"F{k}-" + "n" * 600,
+               "value": "v" * 25000} for k in range(60)]
+    backlog.fixtures["issue"] = dict(load("issue"), customFields=fields)
+    for method, params in (("tools/call", {"name": "issue_details_get",
+                                           "arguments": {"issue_id_or_key": "DEMO-42"}}),
+                           ("prompts/get", {"name": "triage", "arguments": {"issue": "DEMO-42"}}),
+                           ("resources/read", {"uri": H + "view/DEMO-42"})):
+        line = b.wire(rpc(method, params))
+        assert len(line) <= 40000 and b"text_offset=20000" in line, (method, len(line))
+    wide = dict(load("issues_list")[0], **{f"k{n:05}" + "z" * 30: n for n in range(3000)})
+    backlog.fixtures["issues_list"] = [wide]
+    line = b.wire(rpc("tools/call", {"name": "issue_list_get",
+                                     "arguments": {"fields": ["nope"]}}))
+    assert len(line) < 3000 and b"Unknown field(s) nope" in line
+
+
 def test_long_texts_are_read_in_windows(big):
     first = call("issue_details_get", issue_id_or_key="DEMO-42")
     description = data(first)["description"]
