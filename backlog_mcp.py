@@ -2712,6 +2712,9 @@ def fit(value, budget=None):
             if total > budget:
                 break
             kept += 1
+        if kept == 0 and value:  # the first item alone is too big: it comes cut, not skipped
+            first, _ = fit(value[0], budget + NOTE_ROOM - 2)
+            return f"[{first}]", 1
         return dumps(value[:kept]), kept
     for _ in range(64):  # each round halves the largest text or list: a few rounds suffice
         found = largest(value)

@@ -3061,6 +3061,20 @@ def test_notes_and_errors_fit_one_answer_however_many_fields_backlog_has(backlog
     assert len(line) < 3000 and b"Unknown field(s) nope" in line
 
 
+def test_an_item_too_big_alone_comes_cut_and_the_next_page_starts_after_it(backlog):
+    base = load("project_activities")[0]
+    changes = [{"field": f"f{n}", "new_value": "n" * 1500, "old_value": "o" * 1500,
+                "type": "standard"} for n in range(40)]
+    backlog.fixtures["project_activities"] = [dict(base, id=298 - n) for n in range(100)]
+    backlog.fixtures["project_activities"][0]["content"] = dict(base["content"], changes=changes)
+    for count in (100, 1):
+        result = call("project_activity_list_get", project_id_or_key="DEMO", count=count)
+        line = b.wire({"result": result})
+        shown = data(result)
+        assert len(line) <= 40000 and [a["id"] for a in shown] == [298]
+        assert "call again with max_id=298" in answer_text(result), answer_text(result)
+
+
 def test_long_texts_are_read_in_windows(big):
     first = call("issue_details_get", issue_id_or_key="DEMO-42")
     description = data(first)["description"]
