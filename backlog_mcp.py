@@ -2298,6 +2298,12 @@ class Tool:
             added["text_offset"] = TextOffset
         if file:  # a download: a text file is read in windows
             added["offset"] = ByteOffset
+        # Unlisted (the tool list stays small): an answer with no way to page (a project's
+        # custom fields, an issue's attachments) that is cut says "call again with offset=N".
+        self.unlisted = {"offset"} if not ({"offset", "max_id", "min_id"} & (
+            set(self.params) | set(added)) or write) else set()
+        if self.unlisted:
+            added["offset"] = Offset
         self.params.update(added)
         self.steering = set(added) | {"fields"}  # read by the pipeline, not by fn
         self.required = [n for n in names if n not in self.defaults]
@@ -2313,7 +2319,8 @@ class Tool:
     def definition(self, prefix=""):
         if self._definition is None:
             schema = {"type": "object",
-                      "properties": {n: p.schema() for n, p in self.params.items()}}
+                      "properties": {n: p.schema() for n, p in self.params.items()
+                                     if n not in self.unlisted}}
             if several() and self.name != "space_list_get":
                 schema["properties"]["space"] = {
                     "type": "string", "enum": [n for n in SPACES],
@@ -2627,7 +2634,7 @@ def bounded(value, tool_, steer, size):
     """A tool's answer shaped by the pipeline's parameters: paged here when Backlog gives the
     list whole, its long texts windowed (details) or cut (lists), its fields selected. `size`:
     the length of its JSON (no text in it is longer)."""
-    if tool_.pages is not None and isinstance(value, list):
+    if (tool_.pages is not None or tool_.unlisted) and isinstance(value, list):
         value = paged(value, tool_, steer)
     if isinstance(value, list) and size > LIST_TEXT:
         value = relist(value, [clipped(item, LIST_TEXT, tool_) for item in value])
@@ -2654,9 +2661,14 @@ def paged(items, tool_, steer):
     if keyword:
         items = [i for i in items if isinstance(i, dict) and any(
             keyword in normalize(i.get(field) or "") for field in tool_.pages)]
-    offset, count = steer.get("offset") or 0, steer.get("count") or 100
+    offset = steer.get("offset") or 0
+    count = steer.get("count") or (100 if tool_.pages is not None else len(items))
     page = Listing(items[offset:offset + count])
-    page.total, page.start = len(items), offset
+    page.start = offset
+    if tool_.pages is not None:
+        page.total = len(items)
+    else:  # unlisted paging: counted, not said
+        page.whole = len(items)
     page.fetched = len(page)
     return page
 
@@ -2787,10 +2799,10 @@ def next_call(tool_, args, items, shown, fetched):
     count = args.get("count", tool_.defaults.get("count"))
     offset = args.get("offset", tool_.defaults.get("offset")) or 0
     cut = shown < len(items)
-    if tool_.pages is not None:
+    if tool_.pages is not None or tool_.unlisted:
         nxt = getattr(items, "start", 0) + shown
-        return (f"offset={nxt}", True) if nxt < (getattr(items, "total", 0) or 0) \
-            else (None, False)
+        return (f"offset={nxt}", True) if nxt < (getattr(items, "total", None) or getattr(
+            items, "whole", 0) or 0) else (None, False)
     if "offset" in tool_.params and count:
         if cut:
             return f"offset={offset + shown}, count={max(shown, 1)}", True

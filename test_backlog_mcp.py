@@ -3075,6 +3075,28 @@ def test_an_item_too_big_alone_comes_cut_and_the_next_page_starts_after_it(backl
         assert "call again with max_id=298" in answer_text(result), answer_text(result)
 
 
+def test_a_cut_list_without_paging_of_its_own_goes_on_with_offset(backlog):
+    """A list Backlog gives whole and no parameter pages (a project's custom fields): when it
+    is cut, `offset` (accepted, not listed) reads on, and every item is reached."""
+    options = [{"id": n, "name": f"option {n} " + "o" * 60, "displayOrder": n}
+               for n in range(150)]
+    backlog.fixtures["custom_fields"] = [
+        {"id": 7000 + k, "typeId": 5, "name": f"List {k}", "required": False, "items": options}
+        for k in range(30)]
+    seen, offset = [], 0
+    for _ in range(30):
+        result = call("project_custom_field_list_get", project_id_or_key="DEMO",
+                      **({"offset": offset} if offset else {}))
+        seen += [f["name"] for f in data(result)]
+        more = re.search(r"call again with offset=(\d+)", answer_text(result))
+        if not more:
+            break
+        offset = int(more.group(1))
+    assert seen == [f"List {k}" for k in range(30)] and offset > 0
+    schema = b.TOOLS["project_custom_field_list_get"].definition()["inputSchema"]
+    assert "offset" not in schema["properties"]
+
+
 def test_long_texts_are_read_in_windows(big):
     first = call("issue_details_get", issue_id_or_key="DEMO-42")
     description = data(first)["description"]
