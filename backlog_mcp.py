@@ -711,12 +711,12 @@ def redact_bytes(data):
     """The redactor for bytes (a body as it is read, base64 content): the same spellings,
     as UTF-8 and as UTF-16, each replaced by ***."""
     forms, _, encoded = secret_forms()
+    charsets = ("utf-8", "utf-16-le", "utf-16-be") if b"\x00" in data else ("utf-8",)
     for form in forms:
-        for charset, stars in (("utf-8", b"***"), ("utf-16-le", "***".encode("utf-16-le")),
-                               ("utf-16-be", "***".encode("utf-16-be"))):
+        for charset in charsets:  # UTF-16 (of an ASCII key) only where a NUL byte is
             spelled = form.encode(charset, "replace")
             if spelled in data:
-                data = data.replace(spelled, stars)
+                data = data.replace(spelled, "***".encode(charset))
     return encoded.sub(b"***", data) if b"%" in data else data
 
 
@@ -1362,6 +1362,7 @@ MAX_DEPTH = 64     # nesting of a Backlog answer; Backlog's own answers nest 6 d
 INVALID = object()  # what parse_backlog_json returns for a body that is not JSON
 LONE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # a surrogate escape, maybe unpaired
 SURROGATE = re.compile("[\ud800-\udfff]")
+ESCAPED = re.compile(r"\\(?:u00[2-7][0-9a-fA-F]|/)")  # printable ASCII escaped: no encoder's habit
 PREFETCH = None  # the thread that imports requests once a client has connected
 
 
@@ -1376,7 +1377,7 @@ def parse_backlog_json(data):
         return INVALID
     if text.count("[") + text.count("{") > MAX_DEPTH and too_deep(value):  # (before scrub)
         return INVALID
-    if "\\u" in text and SECRETS:  # a key spelled in escapes is redacted once decoded too
+    if SECRETS and ESCAPED.search(text):  # a key spelled in escapes: redacted once decoded
         value = texts_mapped(value, redact)
     return scrub(value) if LONE.search(text) else value
 
