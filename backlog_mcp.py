@@ -7195,6 +7195,8 @@ def cli_help(name):
              "parameters:"]
     rows = []
     for pname, param in tool_.params.items():
+        if pname in tool_.unlisted:
+            continue
         schema = param.schema()
         kind = schema["type"] + (f" of {schema['items']['type']}" if "items" in schema else "")
         enum = schema.get("enum") or schema.get("items", {}).get("enum")
