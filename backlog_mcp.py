@@ -200,14 +200,21 @@ def folders(text, s):
 
 
 def log_file(text, s):
-    """A file the audit log is appended to; its folder must exist."""
+    """A regular file the audit log is appended to, by its absolute path; its folder must
+    exist."""
+    import stat
+    if not os.path.isabs(os.path.expanduser(text)):
+        raise ValueError(f"'{text}' is not an absolute path (a host starts the server in a "
+                         "folder of its own choosing)")
     try:
         path = os.path.realpath(os.path.expanduser(text))
         folder_ok = os.path.isdir(os.path.dirname(path)) and not os.path.isdir(path)
+        odd = os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode)
     except (ValueError, OSError):
-        folder_ok = False
-    if not folder_ok:
-        raise ValueError(f"'{text}' is not a file in an existing folder")
+        folder_ok, odd = False, False
+    if not folder_ok or odd:
+        raise ValueError(f"'{text}' is not {'a regular file' if odd else 'a file'} in an "
+                         "existing folder")
     return path
 
 
@@ -605,6 +612,7 @@ def configure(env=None, **flags):
         space.api.reset()
     SPACES.clear()
     SPACES.update((name, Space(name, s)) for name, s in found.items())
+    UNWRITTEN.clear()  # lines kept for the audit log of another configuration
     DEFAULT_SPACE = default
     SECRETS = sorted({x for space in SPACES.values() for x in space.settings.secrets})
     for t in TOOLS.values():
@@ -3126,26 +3134,39 @@ def call_tool(name, arguments, confirm=None):
             return failure(exc)
     with within(space or named):
         tool_ = find_tool(name)  # as the space of the address has it
-        answer = None
         try:
-            args = admit(tool_, arguments)  # a bad or forbidden call is refused unasked
-            preview_unless(confirm is not None and settings().confirm != "off", tool_, args)
-            if tool_.write:
-                audit_ready()
-                with guarded(tool_.name):
-                    render(tool_, args)  # its texts in the project's format
-            if confirm is not None and needs_confirmation(tool_, args):
-                answer, instead = confirm(tool_, args)
-                if instead is not None:
-                    audit(tool_, args, "not run", answer)
-                    return instead
-            value = run_admitted(tool_, args)
+            args, value = run_call(tool_, arguments, confirm)
         except ToolError as exc:
-            outcome = "refused" if isinstance(exc, (NotFound, Refused)) else "failed"
-            audit(tool_, locals().get("args", arguments), outcome, answer, exc)
             return failure(exc)
-        audit(tool_, args, "done", answer)
-        return result_of(tool_, args, value)
+        return value if args is None else result_of(tool_, args, value)
+
+
+def run_call(tool_, arguments, confirm=None):
+    """The steps of one call in its space, for tools/call and the command line: admitted (a
+    bad or forbidden call is refused unasked), the audit log ready for a write, its texts in
+    the project's format, the person asked where they can be, run. Writes and refusals are
+    audited. Returns (args, value), or (None, the answer instead of running); raises
+    ToolError."""
+    answer = None
+    try:
+        args = admit(tool_, arguments)
+        preview_unless(confirm is not None and settings().confirm != "off", tool_, args)
+        if tool_.write:
+            audit_ready()
+            with guarded(tool_.name):
+                render(tool_, args)
+        if confirm is not None and needs_confirmation(tool_, args):
+            answer, instead = confirm(tool_, args)
+            if instead is not None:
+                audit(tool_, args, "not run", answer)
+                return None, instead
+        value = run_admitted(tool_, args)
+    except ToolError as exc:
+        outcome = "refused" if isinstance(exc, (NotFound, Refused)) else "failed"
+        audit(tool_, locals().get("args", arguments), outcome, answer, exc)
+        raise
+    audit(tool_, args, "done", answer)
+    return args, value
 
 
 def failure(exc):
@@ -3644,15 +3665,39 @@ def confirm_modern(params):
 # never the key), the outcome and the person's answer to a confirmation. Writes are refused
 # while the file cannot be appended to.
 
+UNWRITTEN = []  # audit lines not appended yet (a full disk): appended before the next write
+
+
 def audit_ready():
+    """Before a write: the lines not yet appended are, or the write is refused."""
     path = settings().audit_log
     if path:
         try:
-            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+            append(path, "".join(UNWRITTEN))
         except OSError as exc:
             raise Refused(f"The audit log {path} cannot be written ({exc.strerror}): writes "
                           "are refused until it can.", "ask the person who configures this "
                           "server to check BACKLOG_AUDIT_LOG.") from None
+        UNWRITTEN.clear()
+
+
+def append(path, text):
+    """Append whole lines to a regular file (never through a symlink, never waiting on a
+    pipe), or nothing of them: a short write is taken back. Raises OSError."""
+    import errno
+    import stat
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                 | getattr(os, "O_NONBLOCK", 0), 0o600)
+    try:
+        size = os.fstat(fd)
+        if not stat.S_ISREG(size.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = text.encode("utf-8", "replace")
+        if data and os.write(fd, data) != len(data):
+            os.ftruncate(fd, size.st_size)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    finally:
+        os.close(fd)
 
 
 def audit(tool_, args, outcome, answer=None, error=None):
@@ -3664,22 +3709,23 @@ def audit(tool_, args, outcome, answer=None, error=None):
     args = args if isinstance(args, dict) else {}
     line = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "space": here().name, "tool": tool_.name,
-            "target": {n: v for n, v in args.items() if n in tool_.params and (
-                tool_.params[n].owner or tool_.params[n].ident) and v is not None},
+            "target": {n: v if isinstance(v, int) else clip(str(v), 200)
+                       for n, v in args.items() if n in tool_.params and (
+                           tool_.params[n].owner or tool_.params[n].ident) and v is not None},
             "outcome": outcome}
     if answer is not None:
         line["confirmation"] = answer
     if error is not None:
         line["error"] = type(error).__name__ + (f" HTTP {error.status}"
                                                 if isinstance(error, BacklogError) else "")
+    text = redact(json.dumps(line, separators=(",", ":"))) + "\n"  # ASCII: one line always
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, (redact(dumps(line)) + "\n").encode("utf-8", "replace"))
-        finally:
-            os.close(fd)
+        append(path, "".join(UNWRITTEN) + text)
+        UNWRITTEN.clear()
     except OSError as exc:
-        log(f"audit log {path} not written: {exc.strerror}")
+        UNWRITTEN.append(text)
+        log(f"audit log {path} not written ({exc.strerror}): kept until it can be; writes "
+            "are refused until then")
 
 
 # == Downloads =================================================================
@@ -7122,9 +7168,10 @@ def cli_run(name, pairs, json_arg, output, pretty, space=None):
 
 
 def cli_answer(tool_, arguments, output, pretty):
-    """Run a tool from the command line and print its answer (or write it to `output`)."""
+    """Run a tool from the command line (the pipeline of tools/call; the person typed the
+    command, so nothing is asked) and print its answer (or write it to `output`)."""
     try:
-        args, value = run_tool(tool_, arguments)
+        args, value = run_call(tool_, arguments)
     except ToolError as exc:
         emit(str(exc), "stderr")
         raise SystemExit(1) from None

@@ -2652,6 +2652,46 @@ def test_audit_log_lines_for_writes_refusals_and_answers(backlog, tmp_path):
     assert {r.method for r in backlog.requests} == {"GET"}  # the refused write sent nothing
 
 
+def test_an_audit_line_not_written_is_kept_and_writes_wait_for_it(backlog, tmp_path,
+                                                                   monkeypatch):
+    path = tmp_path / "audit.jsonl"
+    b.configure(dict(ENV, BACKLOG_AUDIT_LOG=str(path)))
+    real = os.write
+    monkeypatch.setattr(b.os, "write", lambda fd, data: real(fd, data[:len(data) // 2]))
+    assert not call("issue_comment_add", issue_id_or_key="DEMO-42", content="1")["isError"]
+    assert path.read_text() == ""  # the half line was taken back
+    writes = len(backlog.calls("POST"))
+    refused = error(call("issue_comment_add", issue_id_or_key="DEMO-42", content="2"))
+    assert "cannot be written" in refused and len(backlog.calls("POST")) == writes
+    monkeypatch.setattr(b.os, "write", real)  # room again: the kept line first, then this one
+    assert not call("issue_comment_add", issue_id_or_key="DEMO-42", content="3")["isError"]
+    lines = path.read_text().splitlines()
+    assert [json.loads(x)["outcome"] for x in lines] == ["done", "refused", "done"]
+
+
+@pytest.mark.parametrize("swap", ["fifo", "symlink"])
+def test_an_audit_log_swapped_after_start_refuses_writes_and_never_hangs(backlog, tmp_path,
+                                                                         swap):
+    path, victim = tmp_path / "audit.jsonl", tmp_path / "victim"
+    victim.write_text("")
+    b.configure(dict(ENV, BACKLOG_AUDIT_LOG=str(path)))
+    os.mkfifo(path) if swap == "fifo" else os.symlink(victim, path)
+    assert "cannot be written" in error(call("issue_comment_add", issue_id_or_key="DEMO-42",
+                                             content="x"))
+    assert victim.read_text() == "" and not backlog.calls("POST")
+    assert any("BACKLOG_AUDIT_LOG" in p for p in b.configure(
+        dict(ENV, BACKLOG_AUDIT_LOG=str(path) if swap == "fifo" else "audit.jsonl")).problems)
+
+
+def test_an_audit_line_is_one_short_line_whatever_the_arguments(backlog, tmp_path):
+    path = tmp_path / "audit.jsonl"
+    b.configure(dict(ENV, BACKLOG_PROJECTS="DEMO", BACKLOG_AUDIT_LOG=str(path)))
+    call("issue_comment_add", issue_id_or_key="OTHER-1\u2028{\"forged\":1}\x85\u2029" + "Z" * 300000,
+         content="x")
+    text = path.read_text()
+    assert len(text.splitlines()) == 1 and len(text) < 1000, text[:300]
+
+
 # == Tools =====================================================================
 
 # -- Every tool: the exact request ---------------------------------------------
@@ -4364,6 +4404,18 @@ def test_cli_call_prints_what_the_model_gets(pyz, fake):
                          "issue_id_or_key=https://elsewhere.example/view/DEMO-42")
     assert code == 2 and "elsewhere.example is not the host of a space" in err
     assert len(fake.requests) == asked
+
+
+def test_cli_writes_go_to_the_audit_log(pyz, fake, tmp_path):
+    log = tmp_path / "audit.jsonl"
+    code, out, err = cli(pyz, fake, "call", "issue_comment_add", "issue_id_or_key=DEMO-42",
+                         "content=hi", BACKLOG_AUDIT_LOG=str(log), BACKLOG_PROJECTS="DEMO")
+    assert code == 0, err
+    code, out, err = cli(pyz, fake, "call", "issue_comment_add", "issue_id_or_key=OTHER-1",
+                         "content=hi", BACKLOG_AUDIT_LOG=str(log), BACKLOG_PROJECTS="DEMO")
+    assert code == 1
+    assert [(x["tool"], x["outcome"]) for x in map(json.loads, log.read_text().splitlines())] \
+        == [("issue_comment_add", "done"), ("issue_comment_add", "refused")]
 
 
 def test_cli_upload_over_http(pyz, fake, tmp_path):
