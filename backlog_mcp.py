@@ -4591,6 +4591,27 @@ def issue_attachment_download(issue_id_or_key: IssueIdOrKey, attachment_id: Atta
     return download(issue_path(issue_id_or_key, "attachments", attachment_id), format)
 
 
+def open_beneath(real, roots, flags):
+    """A descriptor of `real`, a path under one of `roots`: where the system opens relative to
+    a folder's descriptor, each folder on the way is opened without following a symlink, so
+    a folder swapped for one at any moment cannot lead outside; elsewhere the path itself
+    (open_upload then compares the file opened with the one the path names)."""
+    root = next(r for r in roots if os.path.commonpath([real, r]) == r)
+    parts = [p for p in os.path.relpath(real, root).split(os.sep) if p not in ("", ".")]
+    if os.open not in os.supports_dir_fd or not parts:
+        return os.open(real, flags)
+    folder = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_DIRECTORY", 0),
+                            dir_fd=folder)
+            os.close(folder)
+            folder = inner
+        return os.open(parts[-1], flags, dir_fd=folder)
+    finally:
+        os.close(folder)
+
+
 def open_upload(file_path):
     """The bytes and the name of a file the model may upload. The file is opened without
     following a last symlink and without blocking (a FIFO cannot hang the server), then
@@ -4617,7 +4638,7 @@ def open_upload(file_path):
         real = inside(path)
         if real is None:
             raise refused
-        fd = os.open(real, flags)
+        fd = open_beneath(real, roots, flags)
     except (ValueError, OSError):  # a NUL byte, another drive, a link, no permission, gone
         raise refused from None
     try:

@@ -2925,6 +2925,39 @@ def test_upload_refuses_every_path_outside_the_folders_alike(backlog, tmp_path):
     assert backlog.requests == []
 
 
+def test_upload_never_follows_a_folder_swapped_for_a_symlink(backlog, tmp_path, monkeypatch):
+    """A folder on the way swapped for a symlink to elsewhere between the check and the open
+    (and back, and again, as a racing attacker would): nothing outside is read."""
+    up, outside = tmp_path / "up", tmp_path / "outside"
+    (up / "rd").mkdir(parents=True)
+    outside.mkdir()
+    (up / "rd" / "f.txt").write_text("INSIDE")
+    (outside / "f.txt").write_text("OUTSIDE")
+    b.configure(dict(ENV, BACKLOG_UPLOAD_DIRS=str(up)))
+    parked = tmp_path / "parked"
+
+    def swap(to_link):
+        if to_link and not (up / "rd").is_symlink():
+            (up / "rd").rename(parked)
+            (up / "rd").symlink_to(outside)
+        elif not to_link and (up / "rd").is_symlink():
+            (up / "rd").unlink()
+            parked.rename(up / "rd")
+    real, calls = os.path.realpath, []
+
+    def racing(path, *args, **kwargs):
+        calls.append(path)
+        swap(False)
+        found = real(path, *args, **kwargs)
+        swap(True)  # the open, and the stat after the second check, meet the symlink
+        return found
+    monkeypatch.setattr(b.os.path, "realpath", racing)
+    result = call("issue_attachment_upload", file_path="rd/f.txt")
+    monkeypatch.setattr(b.os.path, "realpath", real)
+    assert calls and result["isError"], result
+    assert not [r for r in backlog.requests if r.method == "POST"]
+
+
 def test_upload_over_the_limit_is_refused_before_sending(backlog, monkeypatch):
     monkeypatch.setattr(b, "MAX_UPLOAD", 10)
     assert "over the upload limit of 10" in error(call("issue_attachment_upload",
