@@ -402,8 +402,9 @@ SETTINGS_TABLE = (  # in the order they are read: a later parser may use an earl
             verbatim=True),
     Setting("BACKLOG_AUDIT_LOG", log_file, "", "file that gets one JSON line per write and per "
             "refusal (default: none)", verbatim=True),
-    Setting("HTTPS_PROXY", None, "", "proxy for https (also NO_PROXY; as requests reads them)",
-            scope="server"),
+    Setting("HTTPS_PROXY", None, "", "proxy for https (also NO_PROXY; as requests reads "
+            "them); a plain-http address (a local tunnel) is never reached through a proxy, "
+            "which would read the key", scope="server"),
     Setting("REQUESTS_CA_BUNDLE", None, "", "file of the certificate authorities to trust "
             "(e.g. a company's own)", scope="server"),
 )
@@ -966,7 +967,9 @@ class Backlog:
             # Every call goes to one host: read HTTPS_PROXY, NO_PROXY and the CA bundle once
             # here, not again on every request as requests does by default.
             session.trust_env = False
-            session.proxies = requests.utils.get_environ_proxies(self.space.settings.base_url)
+            base = self.space.settings.base_url  # through a proxy plain http would show the
+            session.proxies = {} if base.startswith("http://") else \
+                requests.utils.get_environ_proxies(base)  # key to it: only https goes
             session.verify = os.environ.get("REQUESTS_CA_BUNDLE") \
                 or os.environ.get("CURL_CA_BUNDLE") or True
             for scheme in ("http://", "https://"):

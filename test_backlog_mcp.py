@@ -1413,15 +1413,16 @@ def test_proxy_and_ca_bundle_from_the_environment(monkeypatch):
     assert b.api.session.proxies == {} and b.api.session.trust_env is False
 
 
-def test_requests_go_through_the_proxy(monkeypatch, fake):
-    """An http proxy that is the stand-in itself: the request arrives with an absolute URL."""
-    monkeypatch.setenv("HTTPS_PROXY", fake.url)
-    monkeypatch.setenv("HTTP_PROXY", fake.url)
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+def test_plain_http_never_goes_through_a_proxy(monkeypatch, fake, variable):
+    """A proxy would read the key of a plain-http address (a local tunnel) in the URL: such an
+    address is reached directly; https goes through the proxy, which only tunnels."""
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, fake.url)  # the "proxy": it must see nothing
     b.configure(dict(ENV, BACKLOG_BASE_URL="http://localhost:1"))
-    assert data(call("space_details_get"))["spaceKey"] == "example"
-    assert fake.requests[-1].path == "/api/v2/space"
+    assert b.api.session.proxies == {}
+    assert call("space_details_get")["isError"] and fake.requests == []
 
 
 def test_the_prepared_url_is_checked_before_sending(backlog, monkeypatch):
