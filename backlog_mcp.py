@@ -2898,8 +2898,12 @@ def save_download(filename, data):
     never a link followed, never one overwritten); its path."""
     folder = settings().download_dir[0]
     base = re.sub(r"[^\w.\-() ]+", "_", os.path.basename(filename.replace("\\", "/")))
-    base = base.lstrip(".")[:120] or "download"
+    base = base.lstrip(".") or "download"
     stem, dot, ext = base.rpartition(".") if "." in base else (base, "", "")
+    ext = ext[:20]
+    while len(f"{stem}-999{dot}{ext}".encode("utf-8")) > 240:  # a name: at most 255 bytes
+        stem = stem[:-1]
+    base = f"{stem or 'download'}{dot}{ext}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) \
         | getattr(os, "O_BINARY", 0)
     for n in range(1000):
@@ -3739,7 +3743,13 @@ TEXT_TYPES = ("application/json", "application/xml", "application/javascript",
 
 
 def parse_disposition(header, fallback):
-    """The filename of a Content-Disposition header, RFC 5987 filename* first."""
+    """The filename of a Content-Disposition header (RFC 5987 filename* first), Backlog
+    text like any other: without what no reader sees, on one line."""
+    name = _disposition(header, fallback)
+    return re.sub(r"\s+", " ", stripped(str(name), {})).strip() or fallback
+
+
+def _disposition(header, fallback):
     from urllib.parse import unquote
     match = re.search(r"filename\*\s*=\s*([\w-]+)'[^']*'([^;]+)", header or "", re.I)
     if match:

@@ -3212,6 +3212,29 @@ def test_a_text_file_is_read_in_windows_and_can_be_saved(big, tmp_path):
     again = call("issue_attachment_download", issue_id_or_key="DEMO-42", attachment_id=1)
     assert f"saved at {tmp_path / 'passwd-1'}" in answer_text(again)  # never overwritten
     assert sorted(os.listdir(tmp_path)) == ["passwd", "passwd-1"]
+    big.file = (log, {"Content-Type": "application/octet-stream",  # 119 × 3 bytes: cut to fit
+                      "Content-Disposition": "attachment; filename*=UTF-8''"
+                      + urllib.parse.quote("画" * 119 + ".bin")})
+    saved = data(call("issue_attachment_download", issue_id_or_key="DEMO-42", attachment_id=1,
+                      format="raw"))["saved"]
+    assert saved.endswith(".bin") and len(os.path.basename(saved).encode()) <= 255
+    assert open(saved, "rb").read() == log
+
+
+@pytest.mark.parametrize("disposition, shown", [
+    ("attachment; filename*=UTF-8''%E2%80%AEgnp.exe%E2%80%8B%F3%A0%81%81%3C!--%20hi%20--%3E",
+     "gnp.exe"),
+    ('attachment; filename="a\x7fb\x1bc.bin"', "abc.bin"),
+    ('attachment; filename="line\nbreak.txt"', "line break.txt")])
+def test_a_file_name_from_backlog_is_shown_as_any_backlog_text(backlog, disposition, shown):
+    backlog.file = (PNG, {"Content-Type": "application/octet-stream",
+                          "Content-Disposition": disposition})
+    result = call("issue_attachment_download", issue_id_or_key="DEMO-42", attachment_id=1,
+                  format="raw")
+    assert json.loads(result["content"][0]["text"])["filename"] == shown
+    error_ = call("issue_attachment_download", issue_id_or_key="DEMO-42", attachment_id=1,
+                  format="image")
+    assert "\u202e" not in json.dumps(error_) and "\x1b" not in error_["content"][0]["text"]
 
 
 # -- Downloads -----------------------------------------------------------------
