@@ -185,9 +185,13 @@ def api_key(text, s):
 
 
 def folders(text, s):
+    """Folders by absolute paths (a host starts the server in a folder of its own choosing),
+    each one that exists."""
     found = []
     for folder in text.split(os.pathsep):
         if folder.strip():
+            if not os.path.isabs(os.path.expanduser(folder.strip())):
+                raise ValueError(f"'{folder}' is not an absolute path")
             try:
                 real = os.path.realpath(os.path.expanduser(folder.strip()))
                 is_dir = os.path.isdir(real)
@@ -196,6 +200,13 @@ def folders(text, s):
             if not is_dir:
                 raise ValueError(f"'{folder}' is not a folder")
             found.append(real)
+    return found
+
+
+def one_folder(text, s):
+    found = folders(text, s)
+    if len(found) > 1:
+        raise ValueError(f"'{text}' names {len(found)} folders; give one")
     return found
 
 
@@ -389,7 +400,7 @@ SETTINGS_TABLE = (  # in the order they are read: a later parser may use an earl
     Setting("BACKLOG_MAX_ANSWER_BYTES", number(4000, 10_000_000, integer=True), MAX_ANSWER,
             f"the most one answer may hold, in bytes (default {MAX_ANSWER:,}, about 10,000 "
             "tokens); longer ones are cut and say how to get the rest", attribute="max_answer"),
-    Setting("BACKLOG_DOWNLOAD_DIR", folders, [], "a folder where a file too large for one "
+    Setting("BACKLOG_DOWNLOAD_DIR", one_folder, [], "a folder where a file too large for one "
             "answer is saved, its path answered (default: none; for hosts that read files)",
             verbatim=True, attribute="download_dir"),
     Setting("BACKLOG_CONVERT", flag, True, "0 leaves texts as the model wrote them (a mismatch "
@@ -555,6 +566,10 @@ def read_settings(env, **flags):
     return spaces, default, notes
 
 
+GUARDING = ("READ", "WRIT", "PROJECT", "CONFIRM", "ALLOW", "DENY", "DISABLE", "AUDIT", "ONLY",
+            "SAFE", "LOCK")  # words of a name meant to limit the server
+
+
 def unknown_settings(env, names, nulab):
     """BACKLOG_* variables the server does not read: a near miss of a known name is a problem
     (BACKLOG_READONLY), any other one a line on stderr."""
@@ -564,11 +579,20 @@ def unknown_settings(env, names, nulab):
                   for v in spellings(row, name, nulab)}
     if nulab:
         known |= {k for k in env if NULAB_SPACE.match(k)}
+    import unicodedata
     problems, others = [], []
-    for variable in sorted(k for k in env if k.startswith("BACKLOG_") and k not in known):
-        near = min(known, key=lambda k: distance(variable, k))
-        if distance(variable, near) <= 2:
-            problems.append(f"{variable} is not a setting: did you mean {near}?")
+    for variable in sorted(k for k in env if k not in known and unicodedata.normalize(
+            "NFKC", k).strip().upper().startswith("BACKLOG_")):
+        typed = unicodedata.normalize("NFKC", variable).strip().upper()  # backlog_read_only
+        near = min(known, key=lambda k: distance(typed, k))
+        said = variable if typed == variable else f"'{clip(variable, 60)}'"
+        if distance(typed, near) <= 2:
+            problems.append(f"{said} is not a setting: did you mean {near}?")
+        elif any(word in typed for word in GUARDING):  # never a limit silently not applied
+            problems.append(f"{said} is not a setting; the ones that limit what "
+                            "this server may do are BACKLOG_READ_ONLY, BACKLOG_WRITABLE, "
+                            "BACKLOG_PROJECTS, BACKLOG_CONFIRM and BACKLOG_AUDIT_LOG (and a "
+                            "space's own, for a space in BACKLOG_SPACES).")
         else:
             others.append(variable)
     if names:  # each space has its own: a shared one is not read

@@ -740,6 +740,33 @@ def test_a_misspelt_setting_is_a_problem(variable):
     assert any(f"{variable} is not a setting: did you mean" in p for p in s.problems)
 
 
+@pytest.mark.parametrize("variable, says", [
+    ("backlog_read_only", "'backlog_read_only' is not a setting: did you mean BACKLOG_READ_ONLY"),
+    ("Backlog_Read_Only", "did you mean BACKLOG_READ_ONLY"),
+    (" BACKLOG_READ_ONLY", "did you mean BACKLOG_READ_ONLY"),
+    ("ＢＡＣＫＬＯＧ_ＲＥＡＤ_ＯＮＬＹ", "did you mean BACKLOG_READ_ONLY"),
+    ("BACKLOG_READ_ONLY_MODE", "the ones that limit what this server may do"),
+    ("BACKLOG_DISABLE_WRITE", "the ones that limit what this server may do"),
+    ("BACKLOG_ALLOWED_PROJECTS", "the ones that limit what this server may do")])
+def test_a_setting_meant_to_limit_the_server_is_never_ignored(variable, says):
+    """A name in another case, width or spacing, or one that reads as a limit, is a problem:
+    writes stay off until it is fixed."""
+    s = b.configure(dict(ENV, **{variable: "1"}))
+    assert any(says in p for p in s.problems), s.problems
+    refused = rpc("tools/call", {"name": "issue_comment_add", "arguments": {
+        "issue_id_or_key": "DEMO-42", "content": "x"}})
+    assert "writes are off until" in refused["error"]["message"]
+    assert not b.configure(dict(ENV, BACKLOG_SOMETHING_ELSE="1")).problems  # another tool's
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("BACKLOG_UPLOAD_DIRS", "."), ("BACKLOG_DOWNLOAD_DIR", "tmp"),
+    ("BACKLOG_AUDIT_LOG", "audit.jsonl"), ("BACKLOG_DOWNLOAD_DIR", "/tmp" + os.pathsep + "/")])
+def test_files_and_folders_are_absolute_and_one_where_one_is_read(variable, value):
+    s = b.configure(dict(ENV, **{variable: value}))
+    assert any(p.startswith(variable) for p in s.problems), s.problems
+
+
 def test_settings_typed_full_width_are_read():
     s = b.configure(dict(ENV, BACKLOG_PROJECTS="ＤＥＭＯ、ｐｒｏｊ", BACKLOG_READ_ONLY="１",
                          BACKLOG_TOOLSETS="ｉｓｓｕｅ", BACKLOG_TIMEOUT="２０"))
