@@ -69,7 +69,8 @@ CACHE_TTL = 300.0
 TOOLS_PAGE_SIZE = 200        # tools/list page size; every tool fits in one page by default
 MIN_SECRET = 8  # shorter ones are refused (never sent); redacting them would garble messages
 
-HOST = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}\.)*[a-z0-9-]{1,63}\Z")  # a DNS name, no more
+LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"  # of a DNS name: no empty one, no end hyphen
+HOST = re.compile(rf"{LABEL}(?:\.{LABEL})*\Z")  # a DNS name, no more
 SPACE_NAME = re.compile(r"[a-z][a-z0-9_]{0,19}\Z")
 READ, WRITE = "read", "write"  # the levels of a project in BACKLOG_PROJECTS (DEMO, OPS:read)
 
@@ -158,8 +159,8 @@ def projects(text, s):
     """{KEY: level}: DEMO,OPS:read reads and writes DEMO, only reads OPS."""
     found = {}
     for part in _split(text):
-        key, _, level = part.partition(":")
-        key, level = key.strip().upper(), level.strip().lower() or WRITE
+        key, colon, level = part.partition(":")  # DEMO: (a level left out) is no level
+        key, level = key.strip().upper(), level.strip().lower() or (None if colon else WRITE)
         if not PROJECT_KEY.match(key) or level not in (READ, WRITE):
             raise ValueError(f"'{part}' is not a project key (letters, digits and _), "
                              "optionally with :read, e.g. DEMO,OPS:read")

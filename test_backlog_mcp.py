@@ -767,6 +767,15 @@ def test_files_and_folders_are_absolute_and_one_where_one_is_read(variable, valu
     assert any(p.startswith(variable) for p in s.problems), s.problems
 
 
+@pytest.mark.parametrize("variable, value", [
+    ("BACKLOG_PROJECTS", "DEMO:"), ("BACKLOG_PROJECTS", "DEMO,OPS: "),
+    ("BACKLOG_BASE_URL", "https://a..backlog.com"), ("BACKLOG_BASE_URL", "https://-a.backlog.com"),
+    ("BACKLOG_BASE_URL", "https://a-.backlog.com")])
+def test_a_half_typed_value_is_a_problem(variable, value):
+    s = b.configure(dict(ENV, **{variable: value}))
+    assert any(p.startswith(variable) for p in s.problems), s.problems
+
+
 def test_settings_typed_full_width_are_read():
     s = b.configure(dict(ENV, BACKLOG_PROJECTS="ＤＥＭＯ、ｐｒｏｊ", BACKLOG_READ_ONLY="１",
                          BACKLOG_TOOLSETS="ｉｓｓｕｅ", BACKLOG_TIMEOUT="２０"))
