@@ -3244,18 +3244,22 @@ def in_room(notes, room=NOTE_ROOM // 2):
 # pages on both rules and the backlog-notation skill of Nulab's CLI (bee), as summed up in
 # shared/backlog-api, §8; what they do not settle is left alone.
 
-MD_FENCE = re.compile(r"^(`{3,}|~{3,})[ \t]*([\w+#.-]*)[ \t]*$")
-MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(\S.*?)[ \t]*#*[ \t]*$")
+MD_FENCE = re.compile(r"^([ \t]*(?:>[ \t]?)*)(`{3,}|~{3,})[ \t]*([^`\n]*?)[ \t]*$")  # any
+# info string (```python title="app.py", ```ruby:app.rb); indented (a list item) or quoted
+MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(\S.*?)(?:[ \t]+#+)?[ \t]*$")  # "C#" is a word
 MD_SEPARATOR = re.compile(r"^[ \t]*\|?[ \t]*:?-{3,}:?[ \t]*(\|[ \t]*:?-{3,}:?[ \t]*)+\|?[ \t]*$")
-EDGE = r"[^\s*'~%]"  # a converted span's first and last: no markup of either syntax
+EDGE = r"[^\s*'~%,]"  # a converted span's first and last: no markup of either syntax
+OUTSIDE_WORD = r"(?<![*A-Za-z0-9/])"  # x**2, src/**/x: no emphasis glued to ASCII or a path
+OUTSIDE_WORD_AFTER = r"(?![*A-Za-z0-9/])"
 MD_INLINE = [  # (what, pattern, notation), in this order, outside inline code
     ("image", re.compile(r"!\[([^\]\n]*)\]\(([^()\s]+)\)"), r"#image(\2)"),
-    ("link", re.compile(r"(?<!!)\[([^\]\n]+)\]\(((?:https?|ftp)://[^)\s]+)\)"), r"[[\1>\2]]"),
+    ("link", re.compile(r"(?<!!)\[([^\]\n]+)\]\(((?:https?|ftp)://(?:[^()\s]|\([^()\s]*\))+)\)"),
+     r"[[\1>\2]]"),  # a URL may hold one level of (): api_(v2)
     ("link", re.compile(r"<((?:https?|ftp)://[^>\s]+)>"), r"\1"),  # notation links bare URLs
     # **x** is bold next to letters too (CommonMark; so in Japanese, **太字**です); __x__ is
     # left alone: __init__.py is more often a name than bold
-    ("bold", re.compile(r"(?<!\*)\*\*(?=%s)([^*\n]+?)(?<=%s)\*\*(?!\*)" % (EDGE, EDGE)),
-     r"''\1''"),
+    ("bold", re.compile(r"%s\*\*(?=%s)([^*\n]+?)(?<=%s)\*\*%s" % (
+        OUTSIDE_WORD, EDGE, EDGE, OUTSIDE_WORD_AFTER)), r"''\1''"),
     ("strike", re.compile(r"(?<!~)~~(?=%s)([^~\n]+?)(?<=%s)~~(?!~)" % (EDGE, EDGE)),
      r"%%\1%%"),
 ]
@@ -3266,7 +3270,10 @@ NT_HEADING = re.compile(r"^(\*{2,6})[ \t]+(\S.*)$")  # one * is also a Markdown 
 NT_TABLE_HEAD = re.compile(r"^(\|.*\|)h[ \t]*$")
 NT_INLINE = [  # (what, pattern, Markdown), in this order, outside {code}
     ("code", re.compile(r"\{code(?::[\w+#.-]+)?\}([^\n{}`\ue000]+?)\{/code\}"), r"`\1`"),
-    ("italic", re.compile(r"'''(?=%s)([^'\n]+?)(?<=%s)'''" % (EDGE, EDGE)), r"*\1*"),
+    ("bold italic", re.compile(r"'{5}(?=%s)([^'\n]+?)(?<=%s)'{5}" % (EDGE, EDGE)),
+     r"***\1***"),
+    ("italic", re.compile(r"(?<!')'''(?=%s)([^'\n]+?)(?<=%s)'''(?!')" % (EDGE, EDGE)),
+     r"*\1*"),
     ("bold", re.compile(r"(?<!')''(?=%s)([^'\n]+?)(?<=%s)''(?!')" % (EDGE, EDGE)),
      r"**\1**"),
     ("strike", re.compile(r"%%%%(?=%s)([^%%\n]+?)(?<=%s)%%%%" % (EDGE, EDGE)), r"~~\1~~"),
@@ -3285,40 +3292,55 @@ def to_notation(text):
     """(text in Backlog notation, what was converted) of Markdown: fenced code to {code},
     # headings to *, **bold** to ''bold'', ~~x~~ to %%x%%, [label](url) to [[label>url]],
     <url> to url, ![](url) to #image(url), a table's header row to |a|b|h, and inline code
-    to ''bold'' (notation has no inline code). Code stays as it is."""
-    out, done, fence, code = [], [], None, False
-    for line in text.split("\n"):
-        if fence is not None:  # inside Markdown code: as it is, to the fence that closes it
-            if line.strip().startswith(fence) and not line.strip().strip(fence[0]):
-                out.append("{/code}")
-                fence = None
-            else:
-                out.append(line)
-            continue
+    to ''bold'' (notation has no inline code). Code stays as it is: a fence indented past a
+    list's, quoted, or holding {/code} (which would end {code}) stays a fence."""
+    lines, out, done, code, i = text.split("\n"), [], [], False, 0
+    while i < len(lines):
+        line = lines[i]
         if code or NT_CODE.match(line):  # notation code already: as it is
             out.append(line)
             code = not NT_CODE_END.match(line)
+            i += 1
             continue
         opened = MD_FENCE.match(line)
         if opened:
-            fence = opened.group(1)
-            out.append("{code:%s}" % opened.group(2) if opened.group(2) else "{code}")
-            done.append("fenced code → {code}")
+            end = fence_end(lines, i, opened.group(2))
+            block = lines[i + 1:end]
+            if ">" in opened.group(1) or len(opened.group(1).expandtabs()) > 3 \
+                    or any(NT_CODE_END.match(b) for b in block):
+                out += lines[i:end + 1]
+            else:
+                lang = re.match(r"[\w+#.-]+", opened.group(3))
+                out += ["{code:%s}" % lang.group(0) if lang else "{code}"] + block + ["{/code}"]
+                done.append("fenced code → {code}")
+            i = end + 1  # a fence never closed is code to the end, as Markdown reads it
             continue
         heading = MD_HEADING.match(line)
         if heading:
             out.append("*" * min(len(heading.group(1)), 4) + " " + _spans(
                 heading.group(2), MD_INLINE, done, _code_as_bold))
             done.append("# headings → *")
-            continue
-        if MD_SEPARATOR.match(line) and out and out[-1].strip().startswith("|"):
-            out[-1] = "|" + out[-1].strip().strip("|") + "|h"
+        elif MD_SEPARATOR.match(line) and out and out[-1].strip().startswith("|"):
+            out[-1] = "|" + cells_of(out[-1]) + "|h"
             done.append("table header → |…|h")
-            continue
-        out.append(_spans(line, MD_INLINE, done, _code_as_bold, MD_STARTS))
-    if fence is not None:  # a fence never closed is code to the end, as Markdown reads it
-        out.append("{/code}")
+        else:
+            out.append(_spans(line, MD_INLINE, done, _code_as_bold, MD_STARTS))
+        i += 1
     return "\n".join(out), done
+
+
+def fence_end(lines, i, fence):
+    """The index of the line that closes the Markdown fence opened at line i (len(lines)
+    when none does)."""
+    close = re.compile(r"[ \t]*(?:>[ \t]?)*%s{%d,}[ \t]*\Z" % (re.escape(fence[0]), len(fence)))
+    return next((j for j in range(i + 1, len(lines)) if close.match(lines[j])), len(lines))
+
+
+def cells_of(row):
+    """A table row's cells between its outer pipes, empty ones kept (||Mon| has three)."""
+    row = row.strip()
+    return row[1 if row.startswith("|") else 0:-1 if row.endswith("|") and len(row) > 1
+               else None]
 
 
 def _spans(line, table, done, code=None, starts=()):
@@ -3346,8 +3368,19 @@ def _converted_line(line, table, code):
     def give_back(found):
         span = spans[int(found.group(1))]
         return span.group(0) if code is None else code(span, done)
-    masked = _inline(MD_CODE_SPAN.sub(hold, line), table, done)
+    if table is MD_INLINE:  # **`x`**: bold, not bold around bold; {code}x{/code} held too
+        line = BOLD_CODE.sub(lambda m: m.group(0) if re.search(
+            r"[*'~%\[\]|#`&{}<>]", m.group(2)) else f"**{m.group(2)}**", line)
+    masked = _inline((MD_MASK if table is MD_INLINE else MD_CODE_SPAN).sub(hold, line), table,
+                     done)
     return re.sub(HELD + r"(\d+)\ue001", give_back, masked), done
+
+
+BOLD_CODE = re.compile(r"\*\*(`+)([^`\n]+?)\1\*\*")
+MD_MASK = re.compile(r"(?P<nt>\{code(?::[\w+#.-]+)?\}.*?\{/code\})"  # notation code, on a line
+                     r"|(?<!`)(`+)(?!`)(.+?)(?<!`)\2(?!`)")
+URL_TOKEN = r"(?:https?|ftp)://[^\s<>\[\]]+"
+EMPHASIS = ("bold", "strike", "italic", "bold italic")  # never applied inside a URL
 
 
 HELD = "\ue000"  # a code span's place while the rest of its line is converted
@@ -3356,15 +3389,23 @@ HELD = "\ue000"  # a code span's place while the rest of its line is converted
 def _code_as_bold(span, done):
     """Inline code in notation, which has none: ''bold'', the closest; code that holds
     markup of either syntax stays as typed (made bold, it would read as that markup)."""
-    if re.search(r"[*'~%\[\]|#`&{}<>]", span.group(2)):
+    body = span.group(span.re.groups)  # the span's text (the last group of its pattern)
+    if (span.re is MD_MASK and span.group("nt")) or re.search(r"[*'~%\[\]|#`&{}<>]", body):
         return span.group(0)
     done.append("`code` → ''bold'' (notation has no inline code)")
-    return "''" + span.group(2).strip() + "''"
+    return "''" + body.strip() + "''"
 
 
 def _inline(text, table, done):
     for what, pattern, replacement in table:
-        text, n = pattern.subn(replacement, text)
+        if what in EMPHASIS and "://" in text:  # https://x.com/a**b**c stays a URL
+            parts, n = re.split(f"({URL_TOKEN})", text), 0
+            for k in range(0, len(parts), 2):
+                parts[k], found = pattern.subn(replacement, parts[k])
+                n += found
+            text = "".join(parts)
+        else:
+            text, n = pattern.subn(replacement, text)
         if n:
             done.append(what)
     return text
@@ -3374,37 +3415,33 @@ def to_markdown(text):
     """(text in Markdown, what was converted) of Backlog notation: {code} to fences, ** and
     deeper headings to #, ''bold'' to **bold**, '''italic''' to *italic*, %%x%% to ~~x~~,
     [[label>url]] to [label](url), #image() to ![](), &br; to a line break, a |a|b|h header
-    row to a Markdown table head; &color() keeps its text. Code stays as it is."""
-    out, done, code, fenced_ = [], [], False, None
+    row to a Markdown table head; &color() keeps its text. Code stays as it is (a fence longer
+    than any run of backticks it holds)."""
+    out, done = [], []
     lines = text.split("\n")[::-1]
     while lines:
         line = lines.pop()
-        if fenced_ is None and not code and "&br;" in line and HELD not in line:
-            line, _, rest = line.partition("&br;")  # the rest is a line of its own
-            lines.append(rest)
-            line += "  "
+        at = line_break_at(line)
+        if at is not None and not NT_CODE.match(line) and not MD_FENCE.match(line):
+            lines.append(line[at + len("&br;"):])  # the rest is a line of its own
+            line = line[:at] + "  "
             done.append("&br; → line break")
-        if fenced_ is not None:  # a Markdown fence already: as it is
-            out.append(line)
-            if line.strip().startswith(fenced_) and not line.strip().strip(fenced_[0]):
-                fenced_ = None
-            continue
-        if code:
-            if NT_CODE_END.match(line):
-                out.append("```")
-                code = False
-            else:
-                out.append(line)
+        fenced_ = MD_FENCE.match(line)
+        if fenced_:  # a Markdown fence already: as it is, to its end
+            end = fence_end(lines[::-1], -1, fenced_.group(2))
+            out += [line] + [lines.pop() for _ in range(min(end + 1, len(lines)))]
             continue
         opened = NT_CODE.match(line)
         if opened:
-            out.append("```" + (opened.group(1) or ""))
+            block = []
+            while lines and not NT_CODE_END.match(lines[-1]):
+                block.append(lines.pop())
+            if lines:
+                lines.pop()  # {/code}; one never closed is closed here, as Backlog shows it
+            longest = max((len(m) for b in block for m in re.findall(r"`{3,}", b)), default=2)
+            fence = "`" * (longest + 1)
+            out += [fence + (opened.group(1) or "")] + block + [fence]
             done.append("{code} → fenced code")
-            code = True
-            continue
-        if MD_FENCE.match(line):
-            fenced_ = MD_FENCE.match(line).group(1)
-            out.append(line)
             continue
         heading = NT_HEADING.match(line)
         if heading:
@@ -3414,15 +3451,22 @@ def to_markdown(text):
             continue
         head = NT_TABLE_HEAD.match(line)
         if head:
-            cells = head.group(1).strip("|").split("|")
+            cells = cells_of(head.group(1)).split("|")
             out += [_spans(head.group(1), NT_INLINE, done, None, NT_STARTS),
                     "|" + "|".join("---" for _ in cells) + "|"]
             done.append("table header |…|h → |---|")
             continue
         out.append(_spans(line, NT_INLINE, done, None, NT_STARTS))  # `code` stays as it is
-    if code:  # a {code} never closed: closed here, as Backlog shows it to the end
-        out.append("```")
     return "\n".join(out), done
+
+
+def line_break_at(line):
+    """Where the first &br; outside inline code is in a line, or None."""
+    if "&br;" not in line or HELD in line:
+        return None
+    spans = [m.span() for m in MD_CODE_SPAN.finditer(line)]
+    return next((m.start() for m in re.finditer("&br;", line)
+                 if not any(a <= m.start() < b for a, b in spans)), None)
 
 
 def render(tool_, args):
@@ -3468,11 +3512,16 @@ def tell_rule(tool_, record):
 
 
 def repaired(text):
-    """A long text sent with literal \\n sequences and no line break, with line breaks."""
-    if "\n" not in text and text.count("\\n") >= 2:
-        note("Literal \\n sequences in the text were made line breaks.")
-        return text.replace("\\r\\n", "\n").replace("\\n", "\n").replace("\\t", "\t")
-    return text
+    """A text sent with literal \\n sequences for its line breaks (and none of its own), with
+    line breaks: only where every backslash is one of them, no code is quoted, and they shape
+    paragraphs, lists or headings (a path like C:\\new or a "a\\nb" in code stays)."""
+    plain = text.replace("\\r\\n", "\\n")
+    if "\n" in plain or "`" in plain or len(re.findall(r"\\", plain)) != len(
+            re.findall(r"\\n", plain)) or not re.search(
+                r"\\n(?:\\n|[ \t]*(?:[-*+#>|]|\d+\.) )", plain):
+        return text
+    note("Literal \\n sequences in the text were made line breaks.")
+    return plain.replace("\\n", "\n")
 
 
 def text_rule(tool_, args):
@@ -3502,15 +3551,18 @@ def mentioned(text, project):
     anything else (a mail address, an unknown or shared name) as written."""
     members = [m for m in listed("users", project) if isinstance(m.get("id"), int)]
     out, last, named = [], 0, []
+    kept = [m.span() for m in re.finditer(f"{CODE.pattern}|{URL_TOKEN}", text, re.S)]
     for at in MENTION.finditer(text):
+        if any(a <= at.start() < b for a, b in kept):  # in code or a URL: as written
+            continue
         rest = text[at.end():].casefold()
         found = {}
         for member in members:
             for handle in (member.get("userId"), member.get("name")):
                 if isinstance(handle, str) and handle and rest.startswith(handle.casefold()) \
-                        and not re.match(r"\w", rest[len(handle):len(handle) + 1]):
+                        and not re.match(r"[\w@]", rest[len(handle):len(handle) + 1]):
                     found.setdefault(len(handle), set()).add(member["id"])
-        if not found or len(found[max(found)]) != 1:
+        if not found or len(set().union(*found.values())) != 1:  # @ken Ito: ken, or Ken Ito?
             continue
         size, (user,) = max(found), found[max(found)]
         out += [text[last:at.start()], f"<@U{user}>"]

@@ -3436,6 +3436,43 @@ AS_IS = [  # texts that must stay as they are, in both directions
 ]
 
 
+REVIEWED = [  # (rule, what a model writes, what is sent): found by a review of the conversion
+    ("backlog", '```python title="app.py"\ndef f(**kw):\n# done\n```',
+     "{code:python}\ndef f(**kw):\n# done\n{/code}"),            # any info string
+    ("backlog", '```ruby:app.rb\nputs "~~x~~"\n```', '{code:ruby}\nputs "~~x~~"\n{/code}'),
+    ("backlog", "1. Install:\n   ```\n   pip 'pkg[**x**]'\n   ```",
+     "1. Install:\n{code}\n   pip 'pkg[**x**]'\n{/code}"),         # a fence in a list item
+    ("backlog", "> ```\n> **x**\n> ```", "> ```\n> **x**\n> ```"),  # quoted code: as typed
+    ("backlog", "Use {code}a**b**c{/code} here", "Use {code}a**b**c{/code} here"),
+    ("backlog", "```\n{code}\nx\n{/code}\n# no heading\n```",  # {/code} would end it early
+     "```\n{code}\nx\n{/code}\n# no heading\n```"),
+    ("backlog", "## Learn C#", "** Learn C#"), ("backlog", "## Title ##", "** Title"),
+    ("backlog", "||Mon|Tue|\n|---|---|---|\n|AM|x|y|", "||Mon|Tue|h\n|AM|x|y|"),
+    ("backlog", "**`config.yaml`** を編集", "''config.yaml'' を編集"),
+    ("backlog", "https://example.com/a**b**c, https://example.com/~~old~~/x",
+     "https://example.com/a**b**c, https://example.com/~~old~~/x"),
+    ("backlog", "[a](https://x.com/**b**) [docs](https://example.com/api_(v2))",
+     "[[a>https://x.com/**b**]] [[docs>https://example.com/api_(v2)]]"),
+    ("backlog", "x**2 + y**2 = z**2, src/**/test/** and 2**10",
+     "x**2 + y**2 = z**2, src/**/test/** and 2**10"),
+    ("backlog", "**太字**です (**bold**)", "''太字''です (''bold'')"),
+    ("markdown", "  ```\n  ''x''\n  ```", "  ```\n  ''x''\n  ```"),
+    ("markdown", "{code}\n```py\nprint('hi')\n```\n'''no'''\n{/code}",
+     "````\n```py\nprint('hi')\n```\n'''no'''\n````"),    # a fence longer than inside
+    ("markdown", "||Mon|Tue|h\n|AM|x|y|", "||Mon|Tue|\n|---|---|---|\n|AM|x|y|"),
+    ("markdown", "Use `a&br;b` as is&br;next", "Use `a&br;b` as is  \nnext"),
+    ("markdown", "https://x.com/''a'' and ''bold''", "https://x.com/''a'' and **bold**"),
+    ("markdown", "'''''重要''''' and foo('',bar,'')", "***重要*** and foo('',bar,'')"),
+]
+
+
+@pytest.mark.parametrize("rule, written, converted", REVIEWED)
+def test_conversion_never_touches_code_urls_or_words(rule, written, converted):
+    convert = b.to_notation if rule == "backlog" else b.to_markdown
+    assert convert(written)[0] == converted
+    assert convert(converted)[0] == converted  # never twice
+
+
 @pytest.mark.parametrize("markdown, notation, said", TO_NOTATION)
 def test_markdown_becomes_notation(markdown, notation, said):
     converted, done = b.to_notation(markdown)
@@ -3545,8 +3582,15 @@ def test_text_already_in_the_projects_rule_is_sent_as_is(backlog):
     ("@admin please check, cc @山田太郎.", "<@U1> please check, cc <@U2>.",
      "Mentioned: admin, 山田太郎."),
     ("mail admin@example.com, @nobody here", "mail admin@example.com, @nobody here", None),
+    ("```\n@admin please\n```\nand `@admin` and https://github.com/@admin",
+     "```\n@admin please\n```\nand `@admin` and https://github.com/@admin", None),
+    ("@ken Ito's PR is next", "@ken Ito's PR is next", None),  # ken, or Ken Ito? neither
+    ("contact @admin@corp.example", "contact @admin@corp.example", None),
 ])
 def test_members_named_by_at_are_mentioned(backlog, written, sent_, said):
+    backlog.fixtures["users_list"] = load("users_list") + [
+        dict(load("users_list")[0], id=5, userId="ken", name="Ken Sato"),
+        dict(load("users_list")[0], id=6, userId="kito", name="Ken Ito")]
     result = call("issue_comment_add", issue_id_or_key="DEMO-42", content=written)
     assert ("content", sent_) in sent(backlog, "POST", "issues/DEMO-42/comments").form
     notes = " ".join(c["text"] for c in result["content"][1:])
@@ -3563,6 +3607,11 @@ def test_literal_newlines_in_a_long_text_are_repaired(backlog):
     call("issue_comment_add", issue_id_or_key="DEMO-42", content="a real\nbreak and a \\n")
     assert ("content", "a real\nbreak and a \\n") in sent(
         backlog, "POST", "issues/DEMO-42/comments").form
+    for kept in ("Saved to C:\\Users\\name\\new_folder\\notes.txt\\n\\n- done",
+                 'Set {"msg": "a\\nb", "end": "\\n"} in the config',
+                 "Run `echo -e \"a\\nb\\nc\"`\\n\\n- ok", "short\\nthing\\nhere"):
+        call("issue_comment_add", issue_id_or_key="DEMO-42", content=kept)
+        assert ("content", kept) in sent(backlog, "POST", "issues/DEMO-42/comments").form, kept
 
 
 def test_reading_a_text_names_its_projects_rule(backlog):
