@@ -4320,8 +4320,11 @@ def test_one_question_for_the_batch_and_decline_writes_nothing(backlog):
     assert sum(1 for r in replies if r.get("method") == "elicitation/create") == 1
 
 
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
 @pytest.mark.parametrize("action", ["accept", "decline"])
-def test_python_sdk_client_answers_a_confirmation(pyz, fake, action):
+def test_python_sdk_client_answers_a_confirmation(pyz, fake, mode, action):
+    """The official Python SDK as the host: asked through elicitation/create in the legacy
+    era, through an input-required result in 2026-07-28 (what `auto` negotiates)."""
     mcp = pytest.importorskip("mcp")
     asked = []
 
@@ -4331,9 +4334,11 @@ def test_python_sdk_client_answers_a_confirmation(pyz, fake, action):
                                       if action == "accept" else None)
 
     async def work(client, started):
-        return await client.call_tool("issue_delete", {"issue_id_or_key": "DEMO-42"})
+        return client.protocol_version, await client.call_tool(
+            "issue_delete", {"issue_id_or_key": "DEMO-42"})
 
-    result = python_sdk(pyz, fake, work, mode="legacy", elicitation_callback=elicit)
+    version, result = python_sdk(pyz, fake, work, mode=mode, elicitation_callback=elicit)
+    assert (version == "2026-07-28") is (mode == "auto")
     assert asked and "DEMO-42" in asked[0] and not result.is_error
     deletes = [r for r in fake.requests if r.method == "DELETE"]
     assert len(deletes) == (1 if action == "accept" else 0)
@@ -4505,27 +4510,6 @@ def test_the_2026_era_asks_once_for_a_batch(backlog):
         2, inputResponses={"confirm": {"action": "accept", "content": {"confirm": True}}},
         requestState=asked["requestState"])
     assert len(backlog.calls("POST")) == 2 and "DEMO-43 ← #1 One" in done["content"][0]["text"]
-
-
-@pytest.mark.parametrize("action", ["accept", "decline"])
-def test_python_sdk_client_answers_a_2026_confirmation(pyz, fake, action):
-    mcp = pytest.importorskip("mcp")
-    asked = []
-
-    async def elicit(context, params):
-        asked.append(params.message)
-        return mcp.types.ElicitResult(action=action, content={"confirm": True}
-                                      if action == "accept" else None)
-
-    async def work(client, started):
-        return client.protocol_version, await client.call_tool(
-            "issue_delete", {"issue_id_or_key": "DEMO-42"})
-
-    version, result = python_sdk(pyz, fake, work, mode="auto", elicitation_callback=elicit)
-    assert version == "2026-07-28" and asked and "DEMO-42" in asked[0]
-    assert not result.is_error
-    deletes = [r for r in fake.requests if r.method == "DELETE"]
-    assert len(deletes) == (1 if action == "accept" else 0)
 
 
 # == Command line ==============================================================
