@@ -4952,6 +4952,13 @@ BULK_MAX_WAIT = 65.0  # seconds waited for the rate limit to reset (Backlog's is
 BULK_FIELDS = {n: (f.holds, f.label) for n, f in ISSUE_FIELDS.items() if f.holds}
 # ^ the fields a bulk update sets: (the issue's field that holds it, a label for the preview)
 PLAN = contextvars.ContextVar("bulk plan", default=None)  # (its key, plan), for one request
+CLIENT = contextvars.ContextVar("client", default=None)  # the Session a request came in
+BULK_TIME = 300.0  # seconds a batch may take in all; what is left then is for the retry call
+
+
+class NotSent(ToolError):
+    """An item of a batch that was not sent (the rate limit's wait is too long, the batch's
+    time is up, the client cancelled): it goes to "not run", with the retry call."""
 
 
 class Pacer:
@@ -4960,16 +4967,31 @@ class Pacer:
     what it says and try once more."""
 
     def __init__(self):
-        self.last, self.waited = 0.0, 0.0
+        self.last, self.waited, self.this = 0.0, 0.0, 0.0
+        self.until = time.monotonic() + BULK_TIME
+
+    def attend(self):
+        """Between writes and while waiting: a ping is answered; a cancellation of this call
+        stops it."""
+        client = CLIENT.get()
+        if client is not None and client.meanwhile():
+            raise NotSent("The client cancelled the call.", "nothing more was sent.")
 
     def wait(self, seconds, why):
-        if seconds > BULK_MAX_WAIT:
-            raise ToolError(f"Backlog's rate limit resets in {seconds:.0f} s.",
-                            "run the retry call after a minute.", retryable=True)
+        if self.this + seconds > BULK_MAX_WAIT:  # the waits for one write, in all
+            raise NotSent(f"Backlog's rate limit would make this write wait {seconds:,.0f} s.",
+                          "run the retry call later"
+                          + (" (in a minute or two)." if seconds < 600 else "."))
+        if time.monotonic() + seconds > self.until:
+            raise NotSent(f"The batch used its {BULK_TIME:.0f} s.", "run the retry call.")
         if seconds > 0:
             Progress.step(f"waiting {seconds:.1f} s for {why}")
-            time.sleep(seconds)
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                self.attend()
+                time.sleep(min(0.1, max(0.0, end - time.monotonic())))
             self.waited += seconds
+            self.this += seconds
 
     def before(self):
         rate = api.rate
@@ -4979,6 +5001,8 @@ class Pacer:
 
     def write(self, run):
         """run() once, paced; a 429 is waited out and run() tried once more."""
+        self.this = 0.0
+        self.attend()
         for attempt in (0, 1):
             self.before()
             try:
@@ -5302,7 +5326,7 @@ def run_batch(plan, tool_, on_error, arguments, retry):
     receipt = {"done": [], "skipped": [i["issue"] + (f" ({i['exists']})" if "exists" in i else "")
                                        for i in plan if i.get("changes") == []],
                "refused": [{"issue": i["issue"], "why": i["why"]} for i in plan if "why" in i],
-               "failed": [], "not run": []}
+               "failed": [], "outcome unknown": [], "not run": []}
     items = [i for i in plan if i.get("changes")]
     for n, item in enumerate(items, 1):
         if stopped:  # the rest is left for the retry call
@@ -5318,9 +5342,16 @@ def run_batch(plan, tool_, on_error, arguments, retry):
                 tool_.name == "issue_add" else None
             receipt["done"].append(f"{made} ← {item['issue']}" if made else line_of(item))
             audit(tool_, args, "done", "asked once for the batch")
+        except NotSent as exc:  # nothing sent: this one and the rest are for the retry call
+            receipt["not run"].append(item["issue"])
+            receipt["why not run"] = redact(exc)
+            left.append(item)
+            stopped = True
         except ToolError as exc:
             audit(tool_, args, "failed", "asked once for the batch", exc)
-            receipt["failed"].append({"issue": item["issue"], "why": redact(exc)})
+            unknown = exc.retryable and not isinstance(exc, BacklogError)  # no answer came
+            receipt["outcome unknown" if unknown else "failed"].append(
+                {"issue": item["issue"], "why": redact(exc)})
             left.append(item)
             stopped = on_error != "continue"
         Progress.step(f"{item['issue']}: {'failed' if item in left else 'done'}", at=n,
@@ -6723,8 +6754,45 @@ class Session:
                 signal.signal(signal.SIGALRM, previous)
 
     def receive(self):
-        """The next line from the client (None at its end): stdin's only reader."""
-        return next(self.lines, None)
+        """The next line from the client (None at its end, again and again)."""
+        if not hasattr(self.lines, "get"):
+            return next(self.lines, None)
+        line = self.lines.get()
+        if line is None:
+            self.lines.put(None)  # the end stays the end
+        return line
+
+    def meanwhile(self):
+        """While a long call runs (a batch): the lines the client sent meanwhile, read without
+        waiting: a ping is answered, a cancellation of a waiting request noted, anything else
+        waits its turn. True when this very call was cancelled."""
+        import queue
+        cancelled = False
+        while hasattr(self.lines, "get_nowait"):
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:  # the client went away: its end waits its turn too
+                self.lines.put(None)
+                break
+            try:
+                message = parse_line(line)
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                message = None
+            params = message.get("params") if isinstance(message, dict) and message.get(
+                "method") == "notifications/cancelled" else None
+            if isinstance(message, dict) and message.get("method") == "ping" and "id" in message:
+                Progress.out.write(handle(message, self))
+            elif isinstance(params, dict) and params.get("requestId") == ANSWERING.get() \
+                    and ANSWERING.get() is not None:
+                cancelled = True
+            elif isinstance(params, dict) and isinstance(params.get("requestId"), (str, int)) \
+                    and self.waiting(params["requestId"]):
+                self.cancelled.add(params["requestId"])
+            else:
+                self.queued.append(line)
+        return cancelled
 
     def next_line(self):
         """The next line to answer: one that waited its turn, else a new one."""
@@ -6832,7 +6900,7 @@ def handle(message, session):
         token = meta.get("progressToken") if isinstance(meta, dict) else None
         valid = isinstance(token, str) or (isinstance(token, int) and not isinstance(token, bool))
         bound = (ANSWERING.set(id_), PROGRESS.set(Progress(token) if valid else None),
-                 PLAN.set(None))  # a batch's plan lives as long as its request
+                 PLAN.set(None), CLIENT.set(session))  # a batch's plan lives one request
         try:
             with answering():
                 result = handler(session, params)
@@ -6841,6 +6909,7 @@ def handle(message, session):
                 exc.code = -32602
             raise
         finally:  # a request answered inside this one (a ping) has bound and unbound its own
+            CLIENT.reset(bound[3])
             PLAN.reset(bound[2])
             PROGRESS.reset(bound[1])
             ANSWERING.reset(bound[0])
@@ -6885,12 +6954,53 @@ def _refuse(constant):
     raise ValueError(f"{constant} is not JSON")
 
 
+def inbox(stdin):
+    """The client's lines, read by a thread of their own (stdin's only reader) into a queue,
+    so that a long call can answer a ping or see a cancellation meanwhile; None at the end."""
+    import queue
+    import threading
+    lines = queue.Queue()
+
+    def chunks():  # the process's stdin by its descriptor: no buffer lock held at exit
+        try:
+            fd = stdin.fileno() if stdin is sys.stdin.buffer else None
+        except (OSError, ValueError, AttributeError):
+            fd = None
+        if fd is None:
+            yield from stdin
+            return
+        while True:
+            data = os.read(fd, 65536)
+            if not data:
+                return
+            yield data
+
+    def pump():
+        pieces = []  # of a line not ended yet (a long one comes in many reads)
+        try:
+            for data in chunks():
+                while data:
+                    end = data.find(b"\n") + 1
+                    pieces.append(data[:end] if end else data)
+                    data = data[end:] if end else b""
+                    if end:
+                        lines.put(b"".join(pieces))
+                        pieces = []
+        except (OSError, ValueError):  # stdin closed under us
+            pass
+        if pieces:
+            lines.put(b"".join(pieces))
+        lines.put(None)
+    threading.Thread(target=pump, name="stdin", daemon=True).start()
+    return lines
+
+
 def serve(stdin=None, stdout=None):
     """Read JSON-RPC lines from stdin and write one reply line per request, until EOF."""
     stdin = stdin or sys.stdin.buffer
     out = Progress.out = Writer(stdout or sys.stdout.buffer)
     session = Session()
-    session.lines = iter(stdin)
+    session.lines = inbox(stdin)
     for line in iter(session.next_line, None):
         if not line.strip():
             continue

@@ -3851,6 +3851,48 @@ def test_a_batch_refuses_item_by_item(bulk):
     assert not [r for r in bulk.requests if "OTHER" in r.path and r.method != "GET"]
 
 
+def test_a_batch_answers_a_ping_and_stops_when_cancelled(bulk):
+    """The client is heard while a batch runs (stdin has a reader of its own): a ping is
+    answered at once, and a cancellation stops the writes; what is left is "not run"."""
+    b.configure(dict(fault_env(bulk), BACKLOG_TIMEOUT="5"))
+    plain = dict(ELICIT_INIT, params={"protocolVersion": "2025-11-25", "capabilities": {}})
+    batch = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "issue_bulk_update", "arguments": {
+            "issues": ["DEMO-1", "DEMO-2", "DEMO-3"], "status_id": "Resolved", "dry_run": False}}}
+    replies = conversation(plain, batch, {"jsonrpc": "2.0", "id": 9, "method": "ping"},
+                           {"jsonrpc": "2.0", "method": "notifications/cancelled",
+                            "params": {"requestId": 1}})
+    assert [r.get("id") for r in replies] == [0, 9, 1]  # the ping before the batch's end
+    receipt = json.loads(replies[-1]["result"]["content"][0]["text"])
+    assert receipt["not run"] == ["DEMO-1", "DEMO-2", "DEMO-3"]
+    assert "cancelled" in receipt["why not run"] and patches(bulk) == []  # before any write
+
+
+def test_a_write_whose_outcome_is_unknown_is_said_so(bulk):
+    b.configure(dict(fault_env(bulk), BACKLOG_TIMEOUT="1"))
+    bulk.fault("hang", 3, path="issues/DEMO-1", method="PATCH")
+    result = data(call("issue_bulk_update", issues=["DEMO-1", "DEMO-2"], status_id="Resolved",
+                       dry_run=False))
+    assert [i["issue"] for i in result["outcome unknown"]] == ["DEMO-1"]
+    assert result["not run"] == ["DEMO-2"] and "failed" not in result
+    assert result["retry"]["arguments"]["issues"] == ["DEMO-1", "DEMO-2"]
+
+
+def test_one_write_never_waits_past_the_bound(bulk, monkeypatch):
+    monkeypatch.setattr(b, "BULK_MAX_WAIT", 3.0)
+    b.configure(dict(fault_env(bulk), BACKLOG_TIMEOUT="5"))
+    bulk.fault("raw", (429, {"Content-Type": "application/json", "Retry-After": "2",
+                             "X-RateLimit-Remaining": "0",
+                             "X-RateLimit-Reset": str(int(time.time()) + 30)},
+                       b'{"errors": [{"message": "Too many requests", "code": 14}]}'),
+               path="issues/DEMO-1", method="PATCH")
+    started = time.monotonic()
+    result = data(call("issue_bulk_update", issues=["DEMO-1"], status_id="Resolved",
+                       dry_run=False))
+    assert result["not run"] == ["DEMO-1"] and "rate limit" in result["why not run"]
+    assert time.monotonic() - started < 10 and len(patches(bulk)) == 1
+
+
 def test_names_that_a_project_lacks_are_refused_per_item(bulk):
     result = data(call("issue_bulk_update", issues=["DEMO-1"], status_id="Nope"))
     assert "Status “Nope” is unknown" in result["refused"][0]["why"]
