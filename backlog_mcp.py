@@ -6399,10 +6399,22 @@ def list_resources(cursor):
     start = int(cursor) if isinstance(cursor, str) and DIGITS.match(cursor) else 0
     if cursor not in (None, "") and not (isinstance(cursor, str) and DIGITS.match(cursor)):
         raise RpcError(-32602, "Invalid cursor: call resources/list without one.")
-    page = {"resources": items[start:start + RESOURCES_PAGE]}
-    if start + RESOURCES_PAGE < len(items):
-        page["nextCursor"] = str(start + RESOURCES_PAGE)
+    shown, room = [], settings().max_answer - NOTE_ROOM  # at most a page, within the budget
+    for item in items[start:start + RESOURCES_PAGE]:
+        room -= len(dumps(item).encode()) + 1
+        if room < 0 and shown:
+            break
+        shown.append(item)
+    page = {"resources": shown}
+    if start + len(shown) < len(items):
+        page["nextCursor"] = str(start + len(shown))
     return page
+
+
+def one_page(params):
+    """A list that is one page takes no cursor but its absence (or an empty one)."""
+    if params.get("cursor") not in (None, ""):
+        raise RpcError(-32602, "Invalid cursor: this list has one page; call it without one.")
 
 
 def list_templates():
@@ -6800,6 +6812,7 @@ class Session:
 
     @method("prompts/list", cache=(0, "private"))
     def list_prompts(self, params):
+        one_page(params)
         return list_prompts()
 
     @method("prompts/get")
@@ -6815,6 +6828,7 @@ class Session:
 
     @method("resources/templates/list", cache=(0, "private"))
     def list_templates(self, params):
+        one_page(params)
         return list_templates()
 
     @method("resources/read", cache=(0, "private"))

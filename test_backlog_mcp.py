@@ -4101,6 +4101,16 @@ def test_prompts_carry_their_page_notes_within_the_budget(big):
     assert "more may exist: call again with" in text or "more: call again with" in text
 
 
+def test_resources_list_fits_the_budget_and_one_page_lists_refuse_a_cursor(big):
+    b.configure(dict(fault_env(big), BACKLOG_MAX_ANSWER_BYTES="4000"))
+    line = b.wire(rpc("resources/list"))
+    page = json.loads(line)["result"]
+    assert len(line) <= 4000 and page["resources"] and "nextCursor" in page
+    for method in ("prompts/list", "resources/templates/list"):
+        assert rpc(method, {"cursor": "5"})["error"]["code"] == -32602
+        assert "result" in rpc(method, {"cursor": ""})
+
+
 def test_resources_list_templates_and_read(backlog):
     listed = rpc("resources/list")["result"]["resources"]
     uris = {r["uri"] for r in listed}
