@@ -6399,16 +6399,22 @@ def list_resources(cursor):
     start = int(cursor) if isinstance(cursor, str) and DIGITS.match(cursor) else 0
     if cursor not in (None, "") and not (isinstance(cursor, str) and DIGITS.match(cursor)):
         raise RpcError(-32602, "Invalid cursor: call resources/list without one.")
-    shown, room = [], settings().max_answer - NOTE_ROOM  # at most a page, within the budget
-    for item in items[start:start + RESOURCES_PAGE]:
-        room -= len(dumps(item).encode()) + 1
-        if room < 0 and shown:
-            break
-        shown.append(item)
+    shown = fitting(items[start:start + RESOURCES_PAGE], 1)
     page = {"resources": shown}
     if start + len(shown) < len(items):
         page["nextCursor"] = str(start + len(shown))
     return page
+
+
+def fitting(items, at_least):
+    """The first items whose JSON fits the answer budget (at least `at_least` of them)."""
+    shown, room = [], settings().max_answer - NOTE_ROOM
+    for item in items:
+        room -= len(dumps(item).encode()) + 1
+        if room < 0 and len(shown) >= at_least:
+            break
+        shown.append(item)
+    return shown
 
 
 def one_page(params):
@@ -6450,12 +6456,7 @@ def complete(params):
     except (ToolError, RpcError):
         values = []
     values = list(dict.fromkeys(v for v in values if v.lower().startswith(prefix.lower())))
-    shown, room = [], settings().max_answer - NOTE_ROOM  # at most 100, within the budget
-    for value in values[:100]:
-        room -= len(dumps(value).encode()) + 1
-        if room < 0:
-            break
-        shown.append(value)
+    shown = fitting(values[:100], 0)
     return {"completion": {"values": shown, "total": len(values),
                            "hasMore": len(values) > len(shown) or not every}}
 
@@ -6727,7 +6728,6 @@ class Session:
         """The client's result for request `ask`, or (answer, sentence) saying why there is
         none. Lines are read through receive(), the one reader of stdin."""
         import signal
-        waiting = ANSWERING.get()
         alarm = hasattr(signal, "setitimer")
         if alarm:
             def expired(*_):
@@ -6736,26 +6736,11 @@ class Session:
             signal.setitimer(signal.ITIMER_REAL, CONFIRM_WAIT)
         try:
             for line in iter(self.receive, None):
-                try:
-                    message = parse_line(line)
-                except (UnicodeDecodeError, ValueError, RecursionError):
-                    message = None
-                cancelled = message.get("params") if isinstance(message, dict) and message.get(
-                    "method") == "notifications/cancelled" else None
-                if not isinstance(message, dict):
-                    self.queued.append(line)
-                elif message.get("id") == ask and "method" not in message:
-                    return message.get("result")
-                elif message.get("method") == "ping" and "id" in message:
-                    Progress.out.write(handle(message, self))
-                elif isinstance(cancelled, dict) and cancelled.get("requestId") == waiting:
+                kind, result = self.heard(line, ask)
+                if kind == "answer":
+                    return result
+                if kind == "cancelled":
                     return "cancelled", "Cancelled: nothing was changed."
-                elif isinstance(cancelled, dict) and isinstance(cancelled.get("requestId"),
-                                                                (str, int)):
-                    if self.waiting(cancelled["requestId"]):  # it will not run
-                        self.cancelled.add(cancelled["requestId"])
-                else:
-                    self.queued.append(line)
             return "no answer", "No answer (the client went away): nothing was changed."
         except TimeoutError:
             return "no answer", (f"No answer within {CONFIRM_WAIT / 60:g} minutes: nothing "
@@ -6764,6 +6749,32 @@ class Session:
             if alarm:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, previous)
+
+    def heard(self, line, ask=None):
+        """A line the client sent while a call runs (a question open, a batch): (kind, value).
+        ("answer", result) for the reply to request `ask`; ("cancelled", None) when this
+        very call is cancelled; else (None, None), a ping answered, a cancellation of a
+        waiting request noted, anything else queued to wait its turn."""
+        try:
+            message = parse_line(line)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            message = None
+        params = message.get("params") if isinstance(message, dict) and message.get(
+            "method") == "notifications/cancelled" else None
+        this = ANSWERING.get()
+        if isinstance(message, dict) and ask is not None and message.get("id") == ask \
+                and "method" not in message:
+            return "answer", message.get("result")
+        if isinstance(message, dict) and message.get("method") == "ping" and "id" in message:
+            Progress.out.write(handle(message, self))
+        elif isinstance(params, dict) and this is not None and params.get("requestId") == this:
+            return "cancelled", None
+        elif isinstance(params, dict) and isinstance(params.get("requestId"), (str, int)):
+            if self.waiting(params["requestId"]):  # it will not run
+                self.cancelled.add(params["requestId"])
+        else:
+            self.queued.append(line)
+        return None, None
 
     def receive(self):
         """The next line from the client (None at its end, again and again)."""
@@ -6788,22 +6799,7 @@ class Session:
             if line is None:  # the client went away: its end waits its turn too
                 self.lines.put(None)
                 break
-            try:
-                message = parse_line(line)
-            except (UnicodeDecodeError, ValueError, RecursionError):
-                message = None
-            params = message.get("params") if isinstance(message, dict) and message.get(
-                "method") == "notifications/cancelled" else None
-            if isinstance(message, dict) and message.get("method") == "ping" and "id" in message:
-                Progress.out.write(handle(message, self))
-            elif isinstance(params, dict) and params.get("requestId") == ANSWERING.get() \
-                    and ANSWERING.get() is not None:
-                cancelled = True
-            elif isinstance(params, dict) and isinstance(params.get("requestId"), (str, int)) \
-                    and self.waiting(params["requestId"]):
-                self.cancelled.add(params["requestId"])
-            else:
-                self.queued.append(line)
+            cancelled = self.heard(line)[0] == "cancelled" or cancelled
         return cancelled
 
     def next_line(self):
